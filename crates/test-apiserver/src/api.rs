@@ -1,0 +1,1457 @@
+//! The REST verbs on stored objects, with the real server's object semantics: server-set
+//! metadata, resourceVersion preconditions, the status subresource, generation, no-op writes,
+//! finalizers and deletionTimestamp, namespace lifecycle, CRD registration and custom resource
+//! validation, pruning and defaulting.
+//!
+//! Everything here runs under the store's write (or read) lock and is synchronous.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::resources::{ResourceDef, ResourceRef};
+use crate::sem;
+use crate::semantics::selector::{FieldSelector, LabelSelector};
+use crate::store::{EventType, ObjKey, Store, Table, set_rv};
+
+/// Namespaces that exist from the start and cannot be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+/// Finalizer the CRD cleanup controller uses.
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// One resource request, already authenticated and authorized.
+#[derive(Debug)]
+pub struct Req<'a> {
+    /// The resource.
+    pub def: ResourceRef,
+    /// The version in the URL.
+    pub version: &'a str,
+    /// Namespace in the URL (`""` if none).
+    pub namespace: &'a str,
+    /// Name in the URL (`""` for collections).
+    pub name: &'a str,
+    /// Subresource in the URL (`""` or `status`).
+    pub subresource: &'a str,
+    /// Query parameters.
+    pub query: &'a HashMap<String, String>,
+    /// The `User-Agent` header (the default field manager).
+    pub user_agent: &'a str,
+}
+
+impl Req<'_> {
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str)
+    }
+
+    fn key(&self) -> ObjKey {
+        (self.namespace.to_owned(), self.name.to_owned())
+    }
+
+    /// The field manager of a non-apply write: `fieldManager`, else the user agent up to `/`.
+    fn manager(&self) -> String {
+        match self.q("fieldManager") {
+            Some(m) if !m.is_empty() => m.to_owned(),
+            _ => {
+                let ua = self.user_agent.split('/').next().unwrap_or_default();
+                ua.chars().take(128).collect()
+            }
+        }
+    }
+
+    fn api_version(&self) -> String {
+        self.def.api_version(self.version)
+    }
+}
+
+/// RFC 3339 timestamp with seconds precision, as in `metadata.creationTimestamp`.
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn s<'v>(v: &'v Value, ptr: &str) -> &'v str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    let Value::Object(o) = obj else {
+        unreachable!("made an object above")
+    };
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    let Value::Object(m) = m else {
+        unreachable!("made an object above")
+    };
+    m
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_finalizers(obj: &mut Value, f: &[String]) {
+    let meta = meta_mut(obj);
+    if f.is_empty() {
+        meta.remove("finalizers");
+    } else {
+        meta.insert("finalizers".into(), json!(f));
+    }
+}
+
+/// Whether the object is being deleted.
+pub fn deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Creates the namespaces every cluster has.
+pub fn bootstrap(store: &mut Store) {
+    let Some(def) = store.resources.get("namespaces").cloned() else {
+        return;
+    };
+    for ns in SYSTEM_NAMESPACES {
+        let mut obj = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        let rv = store.next_rv();
+        let m = meta_mut(&mut obj);
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+        store.put(&def, rv, obj, EventType::Added);
+    }
+}
+
+/// Objects are stored at the storage version (conversion strategy `None`: only `apiVersion`
+/// changes between versions).
+fn to_storage_version(def: &ResourceDef, obj: &mut Value) {
+    let av = def.api_version(def.storage_version());
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(av));
+    }
+}
+
+/// Sets `apiVersion` to the requested version (custom resources may be served at several).
+fn at_version(obj: &Value, api_version: &str) -> Value {
+    let mut o = obj.clone();
+    if o.get("apiVersion").and_then(Value::as_str) != Some(api_version)
+        && let Some(m) = o.as_object_mut()
+    {
+        m.insert("apiVersion".into(), json!(api_version));
+    }
+    o
+}
+
+/// GET of one object (or its status subresource, which returns the whole object).
+pub fn get(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
+    let obj = store
+        .get(&r.def.key(), &r.key())
+        .ok_or_else(|| ApiError::not_found(&r.def.plural, &r.def.group, r.name))?;
+    Ok(at_version(obj, &r.api_version()))
+}
+
+/// Parsed `labelSelector` and `fieldSelector`.
+#[derive(Debug, Default)]
+pub struct Selectors {
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    /// Parses the selectors of a list or watch (`400 BadRequest` if malformed).
+    pub fn parse(query: &HashMap<String, String>, def: &ResourceDef) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut supported: Vec<&str> = vec!["metadata.name", "metadata.namespace"];
+        match (def.group.as_str(), def.kind.as_str()) {
+            ("", "Secret") => supported.push("type"),
+            ("", "Namespace") => supported.push("status.phase"),
+            _ => {}
+        }
+        let fields = FieldSelector::parse_with(
+            query.get("fieldSelector").map_or("", String::as_str),
+            &supported,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Self { labels, fields })
+    }
+
+    /// Whether `obj` is selected.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    start: String,
+    ns: String,
+}
+
+fn encode_continue(rv: u64, last: &ObjKey) -> String {
+    let t = ContinueToken {
+        rv,
+        ns: last.0.clone(),
+        start: last.1.clone(),
+    };
+    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+    base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("continue key is not valid: illegal base64 data at input byte 0")
+        })
+}
+
+fn parse_rv(s: &str) -> ApiResult<u64> {
+    s.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid value: \"{s}\": resourceVersion must be a number"
+        ))
+    })
+}
+
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+fn too_large(rv: u64, current: u64) -> ApiError {
+    let mut e = ApiError::new(
+        504,
+        "Timeout",
+        format!("Too large resource version: {rv}, current: {current}"),
+    );
+    e.causes = vec![Cause {
+        reason: "ResourceVersionTooLarge".into(),
+        message: "Too large resource version".into(),
+        field: String::new(),
+    }];
+    e.retry_after = Some(1);
+    e
+}
+
+/// LIST with selectors, pagination (`limit`/`continue`, consistent snapshots) and
+/// `resourceVersion`/`resourceVersionMatch` semantics.
+pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
+    let def = &r.def;
+    let sel = Selectors::parse(r.query, def)?;
+    let res = def.key();
+    let limit = r
+        .q("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let rv_param = r.q("resourceVersion").unwrap_or_default();
+    let rv_match = r.q("resourceVersionMatch").unwrap_or_default();
+    let mut start: Option<ObjKey> = None;
+    let snapshot: std::borrow::Cow<'_, Table>;
+    let list_rv;
+    if let Some(token) = r.q("continue").filter(|c| !c.is_empty()) {
+        if !rv_param.is_empty() && rv_param != "0" {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let t = decode_continue(token)?;
+        start = Some((t.ns, t.start));
+        list_rv = t.rv;
+        snapshot = if t.rv == store.rv {
+            std::borrow::Cow::Borrowed(store.table(&res).ok_or_else(ApiError::no_route)?)
+        } else {
+            std::borrow::Cow::Owned(
+                store
+                    .snapshot_at(&res, t.rv)
+                    .ok_or_else(|| ApiError::expired(CONTINUE_EXPIRED))?,
+            )
+        };
+    } else {
+        if !rv_match.is_empty() && rv_param.is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        match rv_match {
+            "Exact" => {
+                let rv = parse_rv(rv_param)?;
+                if rv > store.rv {
+                    return Err(too_large(rv, store.rv));
+                }
+                list_rv = rv;
+                snapshot = std::borrow::Cow::Owned(store.snapshot_at(&res, rv).ok_or_else(
+                    || {
+                        ApiError::expired(format!(
+                            "The resourceVersion for the provided list is too old. (requested {rv}, oldest {})",
+                            store.history_start
+                        ))
+                    },
+                )?);
+            }
+            "" | "NotOlderThan" => {
+                if !rv_param.is_empty() {
+                    let rv = parse_rv(rv_param)?;
+                    if rv > store.rv {
+                        return Err(too_large(rv, store.rv));
+                    }
+                }
+                list_rv = store.rv;
+                snapshot =
+                    std::borrow::Cow::Borrowed(store.table(&res).ok_or_else(ApiError::no_route)?);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+                )));
+            }
+        }
+    }
+    let api_version = r.api_version();
+    let ns = r.namespace;
+    let lower: ObjKey = match &start {
+        Some(k) => k.clone(),
+        None => (ns.to_owned(), String::new()),
+    };
+    let mut items = Vec::new();
+    let mut last: Option<ObjKey> = None;
+    let mut remaining = 0usize;
+    let mut more = false;
+    for (key, obj) in snapshot.range(lower..) {
+        if start.as_ref() == Some(key) {
+            continue;
+        }
+        if !ns.is_empty() && key.0 != ns {
+            break;
+        }
+        if !sel.matches(obj) {
+            continue;
+        }
+        if limit.is_some_and(|l| items.len() >= l) {
+            more = true;
+            remaining += 1;
+            continue;
+        }
+        items.push(at_version(obj, &api_version));
+        last = Some(key.clone());
+    }
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if more && let Some(last) = last {
+        metadata["continue"] = json!(encode_continue(list_rv, &last));
+        if sel.labels.is_empty() && sel.fields.is_empty() {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+    }
+    Ok(json!({
+        "kind": def.list_kind,
+        "apiVersion": api_version,
+        "metadata": metadata,
+        "items": items,
+    }))
+}
+
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice(body))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request was in an unknown format: {e}"
+            ))
+        })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks `apiVersion`/`kind` of a request body and fills them in when missing.
+fn check_type(r: &Req<'_>, obj: &mut Value) -> ApiResult<()> {
+    let want_av = r.api_version();
+    let av = s(obj, "/apiVersion").to_owned();
+    let kind = s(obj, "/kind").to_owned();
+    if !kind.is_empty() && kind != r.def.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the provided object ({kind}) does not match the kind of the resource ({})",
+            r.def.kind
+        )));
+    }
+    if !av.is_empty() && av != want_av {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({want_av})"
+        )));
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(want_av));
+        m.insert("kind".into(), json!(r.def.kind));
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str, label: bool) -> bool {
+    let max = if label { 63 } else { 253 };
+    if name.is_empty() || name.len() > max {
+        return false;
+    }
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    if label {
+        ok_part(name)
+    } else {
+        name.split('.').all(ok_part)
+    }
+}
+
+fn check_name(def: &ResourceDef, name: &str) -> ApiResult<()> {
+    let label = def.kind == "Namespace";
+    // RBAC objects accept any path segment name; everything else is a DNS name.
+    if def.group == "rbac.authorization.k8s.io" {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(ApiError::invalid_field(
+                &def.kind,
+                &def.group,
+                name,
+                "FieldValueInvalid",
+                "metadata.name",
+                format!("Invalid value: \"{name}\": may not contain '/'"),
+            ));
+        }
+        return Ok(());
+    }
+    if !valid_name(name, label) {
+        let what = if label {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        } else {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        };
+        return Err(ApiError::invalid_field(
+            &def.kind,
+            &def.group,
+            name,
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": {what}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The namespace must exist and must not be terminating.
+fn check_namespace_for_create(
+    store: &Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+) -> ApiResult<()> {
+    if !def.namespaced {
+        return Ok(());
+    }
+    let Some(nsobj) = store.get("namespaces", &(String::new(), ns.to_owned())) else {
+        return Err(ApiError::not_found("namespaces", "", ns));
+    };
+    if deleting(nsobj) {
+        let mut e = ApiError::forbidden(
+            &def.plural,
+            &def.group,
+            name,
+            &format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        );
+        e.causes = vec![Cause {
+            reason: "NamespaceTerminating".into(),
+            message: format!("namespace {ns} is being terminated"),
+            field: "metadata.namespace".into(),
+        }];
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn generate_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Kind-specific normalisation on every write (create and update, both endpoints).
+fn prepare(
+    store: &Store,
+    def: &ResourceDef,
+    version: &str,
+    old: Option<&Value>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    let name = s(obj, "/metadata/name").to_owned();
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("", "Secret") => {
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                let data = obj
+                    .as_object_mut()
+                    .map(|o| o.entry("data").or_insert_with(|| json!({})));
+                if let Some(Value::Object(data)) = data {
+                    for (k, v) in sd {
+                        let text = v.as_str().unwrap_or_default().to_owned();
+                        data.insert(
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                        );
+                    }
+                }
+            }
+            if let Some(Value::Object(data)) = obj.get("data") {
+                for (k, v) in data {
+                    let ok = v.as_str().is_some_and(|t| {
+                        base64::engine::general_purpose::STANDARD.decode(t).is_ok()
+                    });
+                    if !ok {
+                        return Err(ApiError::bad_request(format!(
+                            "error decoding from json: illegal base64 data in data[{k:?}]"
+                        )));
+                    }
+                }
+            }
+            if let Some(o) = obj.as_object_mut() {
+                o.entry("type").or_insert_with(|| json!("Opaque"));
+            }
+            if let Some(old) = old
+                && old.get("type") != obj.get("type")
+            {
+                return Err(ApiError::invalid_field(
+                    "Secret",
+                    "",
+                    &name,
+                    "FieldValueInvalid",
+                    "type",
+                    format!(
+                        "Invalid value: {}: field is immutable",
+                        obj.get("type").cloned().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        ("", "Namespace") => {
+            if let Some(o) = obj.as_object_mut() {
+                let spec = o.entry("spec").or_insert_with(|| json!({}));
+                if old.is_none()
+                    && let Some(spec) = spec.as_object_mut()
+                {
+                    spec.insert("finalizers".into(), json!(["kubernetes"]));
+                }
+                let status = o.entry("status").or_insert_with(|| json!({}));
+                if old.is_none()
+                    && let Some(st) = status.as_object_mut()
+                {
+                    st.insert("phase".into(), json!("Active"));
+                }
+            }
+            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            prepare_crd(store, old, obj)?;
+        }
+        _ => {}
+    }
+    if def.custom {
+        let schema = def.version(version).and_then(|v| v.schema.as_ref());
+        if let Some(schema) = schema {
+            let causes = sem::process_custom_resource(schema, obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&def.kind, &def.group, &name, causes));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn prepare_crd(store: &Store, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let name = s(obj, "/metadata/name").to_owned();
+    let def = crate::resources::from_crd(obj).map_err(|m| {
+        let (field, msg) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
+        ApiError::invalid_field(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &name,
+            "FieldValueInvalid",
+            field,
+            msg.to_owned(),
+        )
+    })?;
+    let want = format!("{}.{}", def.plural, def.group);
+    if name != want {
+        return Err(ApiError::invalid_field(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &name,
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    let storage: Vec<&Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .collect()
+        })
+        .unwrap_or_default();
+    if storage.len() != 1 {
+        return Err(ApiError::invalid_field(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &name,
+            "FieldValueInvalid",
+            "spec.versions",
+            "Invalid value: []apiextensions.CustomResourceDefinitionVersion{...}: must have exactly one version marked as storage version".to_owned(),
+        ));
+    }
+    let storage_version = s(storage[0], "/name").to_owned();
+    // A plural already served by a built-in kind cannot be taken over.
+    if old.is_none()
+        && store
+            .resources
+            .get(&want)
+            .is_some_and(|existing| !existing.custom)
+    {
+        return Err(ApiError::already_exists(
+            "customresourcedefinitions",
+            "apiextensions.k8s.io",
+            &name,
+        ));
+    }
+    let mut stored: Vec<String> = old
+        .and_then(|o| o.pointer("/status/storedVersions"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stored.contains(&storage_version) {
+        stored.push(storage_version);
+    }
+    let old_conditions: Vec<Value> = old
+        .and_then(|o| o.pointer("/status/conditions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ts = now();
+    let cond = |t: &str, reason: &str, message: &str| {
+        let since = old_conditions
+            .iter()
+            .find(|c| s(c, "/type") == t && s(c, "/status") == "True")
+            .map(|c| s(c, "/lastTransitionTime").to_owned())
+            .unwrap_or_else(|| ts.clone());
+        json!({"type": t, "status": "True", "lastTransitionTime": since, "reason": reason, "message": message})
+    };
+    let mut accepted = json!({"plural": def.plural, "singular": def.singular, "kind": def.kind, "listKind": def.list_kind});
+    if !def.short_names.is_empty() {
+        accepted["shortNames"] = json!(def.short_names);
+    }
+    if !def.categories.is_empty() {
+        accepted["categories"] = json!(def.categories);
+    }
+    if let Some(o) = obj.as_object_mut() {
+        o.insert(
+            "status".into(),
+            json!({
+                "conditions": [
+                    cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                ],
+                "acceptedNames": accepted,
+                "storedVersions": stored,
+            }),
+        );
+    }
+    if old.is_none() {
+        let mut f = finalizers(obj);
+        if !f.iter().any(|x| x == CRD_CLEANUP_FINALIZER) {
+            f.push(CRD_CLEANUP_FINALIZER.to_owned());
+        }
+        set_finalizers(obj, &f);
+    }
+    Ok(())
+}
+
+/// Everything except `metadata` (and `status` when it has its own endpoint): what a change of
+/// bumps `metadata.generation`.
+fn spec_part(def: &ResourceDef, obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if def.has_status {
+            m.remove("status");
+        }
+    }
+    o
+}
+
+fn without_managed_fields(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+        m.remove("resourceVersion");
+    }
+    o
+}
+
+/// CREATE (POST to the collection).
+pub fn create(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Value)> {
+    let mut obj = parse_body(body)?;
+    check_type(r, &mut obj)?;
+    let manager = r.manager();
+    create_object(store, r, obj, Some(&manager))
+}
+
+/// Creates `obj` (from POST, or from an apply to a missing object when `manager` is `None`
+/// because apply already recorded ownership).
+fn create_object(
+    store: &mut Store,
+    r: &Req<'_>,
+    mut obj: Value,
+    manager: Option<&str>,
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    if def.custom
+        && let Some(crd) = store.get(
+            "customresourcedefinitions.apiextensions.k8s.io",
+            &(String::new(), def.key()),
+        )
+        && deleting(crd)
+    {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("create not allowed while custom resource definition is terminating"),
+        ));
+    }
+    {
+        let body_ns = s(&obj, "/metadata/namespace").to_owned();
+        let m = meta_mut(&mut obj);
+        if def.namespaced {
+            if !body_ns.is_empty() && body_ns != r.namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            m.insert("namespace".into(), json!(r.namespace));
+        } else {
+            m.remove("namespace");
+        }
+        if m.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            let prefix = m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid_field(
+                    &def.kind,
+                    &def.group,
+                    "",
+                    "FieldValueRequired",
+                    "metadata.name",
+                    "Required value: name or generateName is required".to_owned(),
+                ));
+            }
+            m.insert(
+                "name".into(),
+                json!(format!("{prefix}{}", generate_suffix())),
+            );
+        }
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+    }
+    let name = s(&obj, "/metadata/name").to_owned();
+    if !r.name.is_empty() && r.name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            r.name
+        )));
+    }
+    check_name(&def, &name)?;
+    check_namespace_for_create(store, &def, r.namespace, &name)?;
+    let key = (
+        if def.namespaced {
+            r.namespace.to_owned()
+        } else {
+            String::new()
+        },
+        name.clone(),
+    );
+    if store.get(&def.key(), &key).is_some() {
+        return Err(ApiError::already_exists(&def.plural, &def.group, &name));
+    }
+    {
+        let m = meta_mut(&mut obj);
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("selfLink");
+        if def.tracks_generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+    }
+    if def.has_status
+        && def.custom
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.remove("status");
+    }
+    prepare(store, &def, r.version, None, &mut obj)?;
+    if let Some(manager) = manager {
+        sem::track_update(&def, None, &mut obj, manager, r.subresource);
+    }
+    to_storage_version(&def, &mut obj);
+    let rv = store.next_rv();
+    set_rv(&mut obj, rv);
+    let stored = store.put(&def, rv, obj, EventType::Added);
+    if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
+        && let Ok(newdef) = crate::resources::from_crd(&stored)
+    {
+        store.register(newdef);
+    }
+    Ok((201, at_version(&stored, &r.api_version())))
+}
+
+/// UPDATE (PUT) of an object or its status.
+pub fn update(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Value)> {
+    let mut obj = parse_body(body)?;
+    check_type(r, &mut obj)?;
+    let body_name = s(&obj, "/metadata/name").to_owned();
+    if body_name != r.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            r.name
+        )));
+    }
+    let body_ns = s(&obj, "/metadata/namespace").to_owned();
+    if r.def.namespaced && !body_ns.is_empty() && body_ns != r.namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let old = store
+        .get(&r.def.key(), &r.key())
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&r.def.plural, &r.def.group, r.name))?;
+    let body_rv = s(&obj, "/metadata/resourceVersion").to_owned();
+    if !body_rv.is_empty() && body_rv != s(&old, "/metadata/resourceVersion") {
+        return Err(ApiError::stale(&r.def.plural, &r.def.group, r.name));
+    }
+    let manager = r.manager();
+    write_update(store, r, &old, obj, Some(&manager))
+}
+
+/// The shared tail of update and patch: status rules, immutable metadata, kind preparation,
+/// generation, ownership, no-op detection and deletion once the last finalizer is gone.
+fn write_update(
+    store: &mut Store,
+    r: &Req<'_>,
+    old: &Arc<Value>,
+    mut obj: Value,
+    manager: Option<&str>,
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let status_endpoint = r.subresource == "status";
+    if status_endpoint {
+        // Only status (and managedFields) may change through /status.
+        let mut merged = (**old).clone();
+        if let Some(m) = merged.as_object_mut() {
+            match obj.get("status") {
+                Some(st) => m.insert("status".into(), st.clone()),
+                None => m.remove("status"),
+            };
+        }
+        if let Some(mf) = obj.pointer("/metadata/managedFields").cloned() {
+            meta_mut(&mut merged).insert("managedFields".into(), mf);
+        }
+        obj = merged;
+    } else if def.has_status
+        && let Some(o) = obj.as_object_mut()
+    {
+        match old.get("status") {
+            Some(st) => o.insert("status".into(), st.clone()),
+            None => o.remove("status"),
+        };
+    }
+    {
+        let old_meta = old
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let m = meta_mut(&mut obj);
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old_meta.get(k) {
+                Some(v) => m.insert(k.into(), v.clone()),
+                None => m.remove(k),
+            };
+        }
+        m.remove("selfLink");
+        // An absent or empty managedFields keeps the current ones; `[{}]` clears them.
+        let keep = match m.get("managedFields") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if keep {
+            match old_meta.get("managedFields") {
+                Some(v) => m.insert("managedFields".into(), v.clone()),
+                None => m.remove("managedFields"),
+            };
+        } else if m
+            .get("managedFields")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(|e| e.as_object().is_some_and(Map::is_empty)))
+        {
+            m.remove("managedFields");
+        }
+    }
+    if deleting(old) {
+        let before = finalizers(old);
+        let added: Vec<String> = finalizers(&obj)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid_field(
+                &def.kind,
+                &def.group,
+                r.name,
+                "FieldValueForbidden",
+                "metadata.finalizers",
+                format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                ),
+            ));
+        }
+    }
+    if !status_endpoint || def.kind == "CustomResourceDefinition" {
+        prepare(store, &def, r.version, Some(old), &mut obj)?;
+    }
+    if def.tracks_generation {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let next = if spec_part(&def, old) != spec_part(&def, &obj) {
+            g + 1
+        } else {
+            g
+        };
+        meta_mut(&mut obj).insert("generation".into(), json!(next));
+    }
+    if let Some(manager) = manager {
+        sem::track_update(&def, Some(old), &mut obj, manager, r.subresource);
+    }
+    // A write that changes nothing is not stored: same resourceVersion, no event.
+    if without_managed_fields(&obj) == without_managed_fields(old) {
+        return Ok((200, at_version(old, &r.api_version())));
+    }
+    if deleting(&obj) && finalizers(&obj).is_empty() && !is_namespace_pending(&obj) {
+        let key = r.key();
+        let gone = remove_object(store, &def, &key).unwrap_or_else(|| old.clone());
+        return Ok((200, at_version(&gone, &r.api_version())));
+    }
+    to_storage_version(&def, &mut obj);
+    let rv = store.next_rv();
+    set_rv(&mut obj, rv);
+    let becomes_deleting = deleting(&obj);
+    let stored = store.put(&def, rv, obj, EventType::Modified);
+    if becomes_deleting {
+        store.gc_pending = true;
+    }
+    if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
+        && let Ok(newdef) = crate::resources::from_crd(&stored)
+    {
+        store.register(newdef);
+    }
+    Ok((200, at_version(&stored, &r.api_version())))
+}
+
+/// A namespace keeps existing until its `spec.finalizers` are gone too.
+fn is_namespace_pending(obj: &Value) -> bool {
+    s(obj, "/kind") == "Namespace"
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+}
+
+/// Removes an object for good (publishing DELETED); removing a CRD stops serving its resource.
+pub fn remove_object(store: &mut Store, def: &ResourceDef, key: &ObjKey) -> Option<Arc<Value>> {
+    let gone = store.remove(def, key)?;
+    if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
+        && let Ok(d) = crate::resources::from_crd(&gone)
+    {
+        let res = d.key();
+        let left: Vec<ObjKey> = store
+            .table(&res)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(cdef) = store.resources.get(&res).cloned() {
+            for k in left {
+                store.remove(&cdef, &k);
+            }
+        }
+        store.unregister(&res);
+    }
+    Some(gone)
+}
+
+/// Writes a server-side change (garbage collector, namespace controller) of `obj`.
+pub fn store_modified(store: &mut Store, def: &ResourceDef, mut obj: Value) {
+    let key = crate::store::obj_key(&obj);
+    if deleting(&obj) && finalizers(&obj).is_empty() && !is_namespace_pending(&obj) {
+        remove_object(store, def, &key);
+        return;
+    }
+    let rv = store.next_rv();
+    set_rv(&mut obj, rv);
+    store.put(def, rv, obj, EventType::Modified);
+}
+
+/// PATCH (merge, JSON, strategic merge, apply) of an object or its status.
+pub fn patch(
+    store: &mut Store,
+    r: &Req<'_>,
+    content_type: &str,
+    body: &[u8],
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let old = store.get(&def.key(), &r.key()).cloned();
+    if content_type == "application/apply-patch+yaml"
+        || content_type == "application/apply-patch+json"
+    {
+        return apply(store, r, old, body);
+    }
+    let old = old.ok_or_else(|| ApiError::not_found(&def.plural, &def.group, r.name))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patched = match content_type {
+        "application/merge-patch+json" => Ok(crate::semantics::patch::merge_patch(&old, &patch)),
+        "application/json-patch+json" => crate::semantics::patch::json_patch(&old, &patch),
+        "application/strategic-merge-patch+json" => {
+            if !crate::semantics::patch::strategic_merge_supported(def.custom) {
+                return Err(ApiError::unsupported_media_type(
+                    crate::semantics::patch::UNSUPPORTED_PATCH_MESSAGE,
+                ));
+            }
+            let types = crate::semantics::types::BuiltinTypes::for_kind(&def.group, &def.kind);
+            crate::semantics::patch::strategic_merge_patch(&old, &patch, &types)
+        }
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}; got {other}",
+                if def.custom {
+                    ""
+                } else {
+                    ", application/strategic-merge-patch+json"
+                }
+            )));
+        }
+    };
+    let mut patched = patched.map_err(|e| {
+        if e.status_code() == 422 {
+            ApiError::new(422, "Invalid", e.to_string())
+        } else {
+            ApiError::bad_request(e.to_string())
+        }
+    })?;
+    if !patched.is_object() {
+        return Err(ApiError::bad_request("patch did not produce an object"));
+    }
+    // A resourceVersion in the patch is a precondition.
+    if s(&patched, "/metadata/resourceVersion") != s(&old, "/metadata/resourceVersion") {
+        return Err(ApiError::stale(&def.plural, &def.group, r.name));
+    }
+    if s(&patched, "/metadata/name") != r.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            s(&patched, "/metadata/name"),
+            r.name
+        )));
+    }
+    check_type(r, &mut patched)?;
+    let manager = r.manager();
+    write_update(store, r, &old, patched, Some(&manager))
+}
+
+fn apply(
+    store: &mut Store,
+    r: &Req<'_>,
+    old: Option<Arc<Value>>,
+    body: &[u8],
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let manager = match r.q("fieldManager") {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch".to_owned(),
+            ));
+        }
+    };
+    let force = r.q("force") == Some("true");
+    let mut applied: Value = serde_yaml::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request("apply patch must be an object"));
+    }
+    let av = s(&applied, "/apiVersion").to_owned();
+    let kind = s(&applied, "/kind").to_owned();
+    if av.is_empty() || kind.is_empty() {
+        return Err(ApiError::bad_request("invalid object type: /, Kind="));
+    }
+    check_type(r, &mut applied)?;
+    let applied_name = s(&applied, "/metadata/name").to_owned();
+    if applied_name != r.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({applied_name}) does not match the name on the URL ({})",
+            r.name
+        )));
+    }
+    if let Some(old) = &old {
+        let rv = s(&applied, "/metadata/resourceVersion");
+        if !rv.is_empty() && rv != s(old, "/metadata/resourceVersion") {
+            return Err(ApiError::stale(&def.plural, &def.group, r.name));
+        }
+    }
+    let status_endpoint = r.subresource == "status";
+    let merged = sem::apply(
+        &def,
+        r.version,
+        old.as_deref(),
+        &applied,
+        &manager,
+        force,
+        status_endpoint,
+    )
+    .map_err(|conflicts| apply_conflict(&def, r.name, &conflicts))?;
+    match old {
+        None => {
+            if status_endpoint {
+                return Err(ApiError::not_found(&def.plural, &def.group, r.name));
+            }
+            let mut obj = merged;
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            create_object(store, r, obj, None)
+        }
+        Some(old) => write_update(store, r, &old, merged, None),
+    }
+}
+
+fn apply_conflict(def: &ResourceDef, name: &str, conflicts: &[(String, String)]) -> ApiError {
+    let causes: Vec<Cause> = conflicts
+        .iter()
+        .map(|(manager, field)| Cause {
+            reason: "FieldManagerConflict".into(),
+            message: format!("conflict with \"{manager}\""),
+            field: field.clone(),
+        })
+        .collect();
+    let n = causes.len();
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| format!("- {}: {}", c.message, c.field))
+        .collect();
+    let mut e = ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Apply failed with {n} conflict{}: {}",
+            if n == 1 { "" } else { "s" },
+            listed.join("\n")
+        ),
+    );
+    e.name = Some(name.to_owned());
+    if !def.group.is_empty() {
+        e.group = Some(def.group.clone());
+    }
+    e.kind = Some(def.plural.clone());
+    e.causes = causes;
+    e
+}
+
+/// Options of a DELETE (body `DeleteOptions` and query parameters).
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOpts {
+    /// `Orphan`, `Background` or `Foreground`.
+    pub propagation: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOpts {
+    /// Reads the options from the body (if any) and the query.
+    pub fn parse(query: &HashMap<String, String>, body: &[u8]) -> ApiResult<Self> {
+        let mut o = Self::default();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+            o.propagation = v
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                && o.propagation.is_none()
+            {
+                o.propagation = Some("Orphan".into());
+            }
+            o.uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            o.resource_version = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        if let Some(p) = query.get("propagationPolicy") {
+            o.propagation = Some(p.clone());
+        }
+        if let Some(p) = &o.propagation
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::invalid_field(
+                "DeleteOptions",
+                "",
+                "",
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!(
+                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// DELETE of one object.
+pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let (code, obj) = delete_one(store, &def, &r.key(), opts)?;
+    Ok((code, obj.map_or_else(|| Value::Null, |o| at_version(&o, &r.api_version()))))
+        .map(|(code, v)| {
+            if v.is_null() {
+                (code, json!({}))
+            } else {
+                (code, v)
+            }
+        })
+        .map(|(code, v)| match (code, def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition") {
+            // Built-in kinds answer an immediate deletion with a success Status.
+            (200, false) => (
+                200,
+                json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": r.name, "group": def.group, "kind": def.plural, "uid": s(&v, "/metadata/uid")},
+                }),
+            ),
+            _ => (code, v),
+        })
+}
+
+/// Deletes (or marks for deletion) one object: 200 if it is gone, 202 if finalizers hold it.
+pub fn delete_one(
+    store: &mut Store,
+    def: &ResourceDef,
+    key: &ObjKey,
+    opts: &DeleteOpts,
+) -> ApiResult<(u16, Option<Arc<Value>>)> {
+    let old = store
+        .get(&def.key(), key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, &key.1))?;
+    if let Some(uid) = &opts.uid {
+        let have = s(&old, "/metadata/uid");
+        if uid != have {
+            return Err(ApiError::conflict(
+                &def.plural,
+                &def.group,
+                &key.1,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        let have = s(&old, "/metadata/resourceVersion");
+        if rv != have {
+            return Err(ApiError::conflict(
+                &def.plural,
+                &def.group,
+                &key.1,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"
+                ),
+            ));
+        }
+    }
+    if def.kind == "Namespace"
+        && def.group.is_empty()
+        && SYSTEM_NAMESPACES.contains(&key.1.as_str())
+    {
+        return Err(ApiError::forbidden(
+            &def.plural,
+            "",
+            &key.1,
+            "this namespace may not be deleted",
+        ));
+    }
+    let mut f = finalizers(&old);
+    match opts.propagation.as_deref() {
+        Some("Orphan") if !f.iter().any(|x| x == "orphan") => f.push("orphan".into()),
+        Some("Foreground") if !f.iter().any(|x| x == "foregroundDeletion") => {
+            f.push("foregroundDeletion".into())
+        }
+        _ => {}
+    }
+    if deleting(&old) {
+        // Already being deleted: only the propagation finalizers may change.
+        if f != finalizers(&old) {
+            let mut obj = (*old).clone();
+            set_finalizers(&mut obj, &f);
+            store_modified(store, def, obj);
+            store.gc_pending = true;
+        }
+        let cur = store.get(&def.key(), key).cloned();
+        return Ok((202, cur.or(Some(old))));
+    }
+    if f.is_empty() && def.kind != "Namespace" {
+        let gone = remove_object(store, def, key);
+        return Ok((200, gone));
+    }
+    let mut obj = (*old).clone();
+    set_finalizers(&mut obj, &f);
+    {
+        let m = meta_mut(&mut obj);
+        m.insert("deletionTimestamp".into(), json!(now()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+    }
+    if def.kind == "Namespace"
+        && let Some(o) = obj.as_object_mut()
+    {
+        let st = o.entry("status").or_insert_with(|| json!({}));
+        if let Some(st) = st.as_object_mut() {
+            st.insert("phase".into(), json!("Terminating"));
+        }
+    }
+    let rv = store.next_rv();
+    set_rv(&mut obj, rv);
+    let stored = store.put(def, rv, obj, EventType::Modified);
+    store.gc_pending = true;
+    Ok((202, Some(stored)))
+}
+
+/// DELETECOLLECTION: deletes every selected object; answers with the list of them.
+pub fn delete_collection(
+    store: &mut Store,
+    r: &Req<'_>,
+    opts: &DeleteOpts,
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let sel = Selectors::parse(r.query, &def)?;
+    let keys: Vec<ObjKey> = store
+        .table(&def.key())
+        .map(|t| {
+            t.iter()
+                .filter(|(k, o)| (r.namespace.is_empty() || k.0 == r.namespace) && sel.matches(o))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    for k in keys {
+        match delete_one(store, &def, &k, opts) {
+            Ok((_, Some(o))) => items.push(at_version(&o, &r.api_version())),
+            Ok((_, None)) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((
+        200,
+        json!({
+            "kind": def.list_kind, "apiVersion": r.api_version(),
+            "metadata": {"resourceVersion": store.rv.to_string()},
+            "items": items,
+        }),
+    ))
+}

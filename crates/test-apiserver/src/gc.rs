@@ -1,0 +1,272 @@
+//! The controllers a real control plane runs next to the API server, reduced to what changes
+//! API-visible state: the garbage collector (ownerReferences with background, foreground and
+//! orphan propagation), the namespace controller (deletes a terminating namespace's content,
+//! then its `kubernetes` finalizer) and the CRD finalizer (deletes a CRD's objects before the
+//! CRD).
+//!
+//! It runs asynchronously after the write that triggered it, as the real controllers do, so
+//! clients observe the same sequence of events (owner deleted, then dependents).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::{self, CRD_CLEANUP_FINALIZER, DeleteOpts, deleting};
+use crate::server::Shared;
+use crate::store::{ObjKey, Store};
+
+/// Runs garbage collection whenever a write asks for it.
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        shared.gc.notified().await;
+        if let Ok(mut store) = shared.store.write() {
+            collect(&mut store);
+        }
+    }
+}
+
+enum Action {
+    Delete(String, ObjKey, &'static str),
+    RemoveOwnerRef(String, ObjKey, String),
+    RemoveFinalizer(String, ObjKey, &'static str),
+    FinalizeNamespace(String),
+}
+
+/// Runs passes until nothing changes.
+pub fn collect(store: &mut Store) {
+    for _ in 0..10_000 {
+        store.gc_pending = false;
+        let actions = plan(store);
+        if actions.is_empty() {
+            break;
+        }
+        for a in actions {
+            execute(store, a);
+        }
+    }
+    store.gc_pending = false;
+}
+
+fn strs(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn plan(store: &Store) -> Vec<Action> {
+    // uid -> (deleting, finalizers)
+    let mut owners: HashMap<&str, (bool, Vec<&str>)> = HashMap::new();
+    for table in store.objects.values() {
+        for obj in table.values() {
+            if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
+                owners.insert(
+                    uid,
+                    (deleting(obj), strs(obj.pointer("/metadata/finalizers"))),
+                );
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    let mut referenced: HashSet<&str> = HashSet::new();
+    let mut blocking: HashSet<&str> = HashSet::new();
+    let mut terminating_ns: HashMap<&str, usize> = HashMap::new();
+    let mut finalizable_ns: HashSet<&str> = HashSet::new();
+    if let Some(table) = store.table("namespaces") {
+        for obj in table.values().filter(|o| deleting(o)) {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            terminating_ns.insert(name, 0);
+            let spec_pending = !strs(obj.pointer("/spec/finalizers")).is_empty();
+            let meta_pending = !strs(obj.pointer("/metadata/finalizers")).is_empty();
+            if spec_pending || !meta_pending {
+                finalizable_ns.insert(name);
+            }
+        }
+    }
+    for (res, table) in &store.objects {
+        for (key, obj) in table {
+            if !key.0.is_empty()
+                && let Some(count) = terminating_ns.get_mut(key.0.as_str())
+            {
+                *count += 1;
+                if !deleting(obj) {
+                    actions.push(Action::Delete(res.clone(), key.clone(), "Background"));
+                    continue;
+                }
+            }
+            let Some(refs) = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+            else {
+                continue;
+            };
+            if refs.is_empty() {
+                continue;
+            }
+            let mut alive = 0;
+            for r in refs {
+                let Some(uid) = r.get("uid").and_then(Value::as_str) else {
+                    continue;
+                };
+                referenced.insert(uid);
+                let blocks = r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true);
+                if blocks {
+                    blocking.insert(uid);
+                }
+                let Some((owner_deleting, fins)) = owners.get(uid) else {
+                    continue;
+                };
+                alive += 1;
+                if *owner_deleting && fins.contains(&"orphan") {
+                    actions.push(Action::RemoveOwnerRef(
+                        res.clone(),
+                        key.clone(),
+                        uid.to_owned(),
+                    ));
+                } else if *owner_deleting && fins.contains(&"foregroundDeletion") && !deleting(obj)
+                {
+                    let policy = if blocks { "Foreground" } else { "Background" };
+                    actions.push(Action::Delete(res.clone(), key.clone(), policy));
+                }
+            }
+            if alive == 0 && !deleting(obj) {
+                actions.push(Action::Delete(res.clone(), key.clone(), "Background"));
+            }
+        }
+    }
+    for (res, table) in &store.objects {
+        for (key, obj) in table {
+            if !deleting(obj) {
+                continue;
+            }
+            let uid = obj
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let fins = strs(obj.pointer("/metadata/finalizers"));
+            if fins.contains(&"orphan") && !referenced.contains(uid) {
+                actions.push(Action::RemoveFinalizer(res.clone(), key.clone(), "orphan"));
+            }
+            if fins.contains(&"foregroundDeletion") && !blocking.contains(uid) {
+                actions.push(Action::RemoveFinalizer(
+                    res.clone(),
+                    key.clone(),
+                    "foregroundDeletion",
+                ));
+            }
+            if fins.contains(&CRD_CLEANUP_FINALIZER)
+                && let Ok(def) = crate::resources::from_crd(obj)
+            {
+                let cres = def.key();
+                let left: Vec<(&ObjKey, &Arc<Value>)> = store
+                    .table(&cres)
+                    .map(|t| t.iter().collect())
+                    .unwrap_or_default();
+                if left.is_empty() {
+                    actions.push(Action::RemoveFinalizer(
+                        res.clone(),
+                        key.clone(),
+                        CRD_CLEANUP_FINALIZER,
+                    ));
+                } else {
+                    for (k, o) in left {
+                        if !deleting(o) {
+                            actions.push(Action::Delete(cres.clone(), k.clone(), "Background"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (ns, count) in terminating_ns {
+        if count == 0 && finalizable_ns.contains(ns) {
+            actions.push(Action::FinalizeNamespace(ns.to_owned()));
+        }
+    }
+    actions
+}
+
+fn execute(store: &mut Store, action: Action) {
+    match action {
+        Action::Delete(res, key, policy) => {
+            if let Some(def) = store.resources.get(&res).cloned() {
+                let opts = DeleteOpts {
+                    propagation: Some(policy.to_owned()),
+                    ..DeleteOpts::default()
+                };
+                let _ = api::delete_one(store, &def, &key, &opts);
+            }
+        }
+        Action::RemoveOwnerRef(res, key, uid) => {
+            let (Some(def), Some(obj)) = (
+                store.resources.get(&res).cloned(),
+                store.get(&res, &key).cloned(),
+            ) else {
+                return;
+            };
+            let mut obj = (*obj).clone();
+            if let Some(refs) = obj
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                if refs.is_empty()
+                    && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("ownerReferences");
+                }
+            }
+            api::store_modified(store, &def, obj);
+        }
+        Action::RemoveFinalizer(res, key, fin) => {
+            let (Some(def), Some(obj)) = (
+                store.resources.get(&res).cloned(),
+                store.get(&res, &key).cloned(),
+            ) else {
+                return;
+            };
+            let mut obj = (*obj).clone();
+            if let Some(f) = obj
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                f.retain(|x| x.as_str() != Some(fin));
+                if f.is_empty()
+                    && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("finalizers");
+                }
+            }
+            api::store_modified(store, &def, obj);
+        }
+        Action::FinalizeNamespace(name) => {
+            let key = (String::new(), name);
+            let (Some(def), Some(obj)) = (
+                store.resources.get("namespaces").cloned(),
+                store.get("namespaces", &key).cloned(),
+            ) else {
+                return;
+            };
+            let mut obj = (*obj).clone();
+            let had = obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if had {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("finalizers".into(), Value::Array(Vec::new()));
+                }
+                api::store_modified(store, &def, obj);
+            } else if obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                api::remove_object(store, &def, &key);
+            }
+        }
+    }
+}

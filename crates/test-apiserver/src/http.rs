@@ -1,0 +1,470 @@
+//! HTTP front end: authentication, request attributes, fault injection, authorization,
+//! discovery, dispatch to the verbs and request recording.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::api::{self, DeleteOpts, Req};
+use crate::error::{ApiError, ApiResult};
+use crate::resources::{ALL_VERBS, ResourceDef};
+use crate::server::{RecordedRequest, Shared, User};
+
+/// Response body: a full buffer or a watch stream.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The attributes of a request, as the real server's `RequestInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Whether the path addresses a resource (as opposed to discovery and other paths).
+    pub is_resource: bool,
+    /// Kubernetes verb (or the lowercase HTTP method for non-resource paths).
+    pub verb: String,
+    /// API group.
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Resource plural.
+    pub resource: String,
+    /// Subresource.
+    pub subresource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The path.
+    pub path: String,
+}
+
+/// Parses a request path into resource attributes.
+pub fn request_info(method: &Method, path: &str, query: &HashMap<String, String>) -> RequestInfo {
+    let mut info = RequestInfo {
+        path: path.to_owned(),
+        verb: method.as_str().to_lowercase(),
+        ..RequestInfo::default()
+    };
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let rest: &[&str] = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => {
+            info.version = (*v).to_owned();
+            rest
+        }
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
+            info.group = (*g).to_owned();
+            info.version = (*v).to_owned();
+            rest
+        }
+        _ => return info,
+    };
+    let mut rest = rest;
+    let mut legacy_watch = false;
+    if rest.first() == Some(&"watch") {
+        legacy_watch = true;
+        rest = &rest[1..];
+    }
+    if rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"))
+    {
+        info.namespace = rest[1].to_owned();
+        rest = &rest[2..];
+    }
+    let Some(resource) = rest.first() else {
+        return info;
+    };
+    info.is_resource = true;
+    info.resource = (*resource).to_owned();
+    if let Some(n) = rest.get(1) {
+        info.name = (*n).to_owned();
+    }
+    if resource == &"namespaces" && info.namespace.is_empty() && !info.name.is_empty() {
+        // `/api/v1/namespaces/x` addresses namespace x; RBAC sees it in namespace x too.
+        info.namespace = info.name.clone();
+    }
+    if let Some(sub) = rest.get(2) {
+        info.subresource = (*sub).to_owned();
+    }
+    let watch = legacy_watch || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    info.verb = match (method, info.name.is_empty()) {
+        (&Method::GET, _) if watch => "watch",
+        (&Method::GET, true) => "list",
+        (&Method::GET, false) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "deletecollection",
+        (&Method::DELETE, false) => "delete",
+        _ => "unknown",
+    }
+    .to_owned();
+    info
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A JSON response.
+pub fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A `Status` error response.
+pub fn error_response(err: &ApiError) -> Response<Body> {
+    let mut resp = json_response(err.code, &err.to_status());
+    if let Some(r) = err.retry_after
+        && let Ok(v) = HeaderValue::from_str(&r.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.map(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn authenticate<'a>(shared: &'a Shared, req: &Request<Incoming>) -> Option<&'a User> {
+    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))?;
+    shared.users.get(token.trim())
+}
+
+/// Serves one HTTP request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let query = parse_query(req.uri().query());
+    let path = req.uri().path().to_owned();
+    let info = request_info(req.method(), &path, &query);
+    let user = authenticate(&shared, &req).cloned();
+    let resp = match &user {
+        None => error_response(&ApiError::unauthorized()),
+        Some(user) => match serve(&shared, req, &info, &query, user).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        },
+    };
+    if let Ok(mut r) = shared.requests.lock() {
+        r.push(RecordedRequest {
+            user: user.map(|u| u.name).unwrap_or_default(),
+            verb: info.verb.clone(),
+            group: info.group.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            path,
+            code: resp.status().as_u16(),
+        });
+    }
+    Ok(resp)
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    info: &RequestInfo,
+    query: &HashMap<String, String>,
+    user: &User,
+) -> ApiResult<Response<Body>> {
+    let fault = shared.faults.lock().ok().and_then(|mut faults| {
+        let idx = faults
+            .iter()
+            .position(|f| f.count > 0 && f.matches(&info.verb, &info.resource))?;
+        let f = faults[idx].clone();
+        faults[idx].count -= 1;
+        if faults[idx].count == 0 {
+            faults.remove(idx);
+        }
+        Some(f)
+    });
+    if let Some(f) = fault {
+        if !f.delay.is_zero() {
+            tokio::time::sleep(f.delay).await;
+        }
+        if let Some(code) = f.code {
+            return Err(ApiError::injected(code, f.retry_after));
+        }
+    }
+    if !info.is_resource {
+        return non_resource(shared, info, req.headers());
+    }
+    let def = {
+        let store = shared
+            .store
+            .read()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        store.resource(&info.group, &info.version, &info.resource)
+    };
+    let Some(def) = def else {
+        return Err(ApiError::no_route());
+    };
+    if !info.subresource.is_empty() && !(info.subresource == "status" && def.has_status) {
+        return Err(ApiError::no_route());
+    }
+    if def.namespaced && !info.name.is_empty() && info.namespace.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    if !def.namespaced && info.resource != "namespaces" && !info.namespace.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    if shared.options.rbac {
+        let store = shared
+            .store
+            .read()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        crate::rbac::authorize(&store, user, info)?;
+    }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    // Cluster-scoped resources ignore the namespace (only `namespaces` sets it, for RBAC).
+    let namespace = if def.namespaced {
+        info.namespace.as_str()
+    } else {
+        ""
+    };
+    let name = info.name.as_str();
+    if info.verb == "watch" {
+        return crate::watch::watch(shared.clone(), def, &info.version, namespace, query);
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?
+        .to_bytes();
+    let r = Req {
+        def: def.clone(),
+        version: &info.version,
+        namespace,
+        name,
+        subresource: &info.subresource,
+        query,
+        user_agent: &user_agent,
+    };
+    let (code, value) = match info.verb.as_str() {
+        "get" => {
+            let store = shared
+                .store
+                .read()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            (200, api::get(&store, &r)?)
+        }
+        "list" => {
+            let store = shared
+                .store
+                .read()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            (200, api::list(&store, &r)?)
+        }
+        verb => {
+            let mut store = shared
+                .store
+                .write()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            let result = match verb {
+                "create" if name.is_empty() => api::create(&mut store, &r, &body),
+                "update" => api::update(&mut store, &r, &body),
+                "patch" => api::patch(&mut store, &r, &content_type, &body),
+                "delete" => {
+                    DeleteOpts::parse(query, &body).and_then(|o| api::delete(&mut store, &r, &o))
+                }
+                "deletecollection" if info.subresource.is_empty() => {
+                    DeleteOpts::parse(query, &body)
+                        .and_then(|o| api::delete_collection(&mut store, &r, &o))
+                }
+                _ => Err(ApiError::method_not_allowed()),
+            };
+            if store.gc_pending {
+                shared.gc.notify_one();
+            }
+            result?
+        }
+    };
+    Ok(json_response(code, &value))
+}
+
+fn resource_entries(def: &ResourceDef) -> Vec<Value> {
+    let mut out = vec![json!({
+        "name": def.plural,
+        "singularName": def.singular,
+        "namespaced": def.namespaced,
+        "kind": def.kind,
+        "verbs": ALL_VERBS,
+        "shortNames": def.short_names,
+        "categories": def.categories,
+        "storageVersionHash": "",
+    })];
+    if def.has_status {
+        out.push(json!({
+            "name": format!("{}/status", def.plural),
+            "singularName": "",
+            "namespaced": def.namespaced,
+            "kind": def.kind,
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    for entry in &mut out {
+        if let Some(o) = entry.as_object_mut() {
+            for k in ["shortNames", "categories"] {
+                if o.get(k)
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+                {
+                    o.remove(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn non_resource(
+    shared: &Arc<Shared>,
+    info: &RequestInfo,
+    _headers: &http::HeaderMap,
+) -> ApiResult<Response<Body>> {
+    if info.verb != "get" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let store = shared
+        .store
+        .read()
+        .map_err(|_| ApiError::internal("store lock poisoned"))?;
+    let segs: Vec<&str> = info
+        .path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Aggregated discovery is not offered: answering with plain `application/json` makes
+    // kubectl and kube-rs fall back to the legacy per-group documents.
+    let value = match segs.as_slice() {
+        ["version"] => json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-test-apiserver",
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+            "platform": "linux/amd64",
+        }),
+        ["healthz"] | ["livez"] | ["readyz"] => {
+            let mut resp = Response::new(full("ok"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return Ok(resp);
+        }
+        ["api"] => json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+        }),
+        ["api", "v1"] => {
+            let resources: Vec<Value> = store
+                .resources
+                .values()
+                .filter(|d| d.group.is_empty())
+                .flat_map(|d| resource_entries(d))
+                .collect();
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})
+        }
+        ["apis"] => {
+            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+            for d in store.resources.values().filter(|d| !d.group.is_empty()) {
+                let entry = match groups.iter_mut().find(|(g, _)| *g == d.group) {
+                    Some(e) => e,
+                    None => {
+                        groups.push((d.group.clone(), Vec::new()));
+                        let last = groups.len() - 1;
+                        &mut groups[last]
+                    }
+                };
+                for v in &d.versions {
+                    if !entry.1.contains(&v.name) {
+                        entry.1.push(v.name.clone());
+                    }
+                }
+            }
+            let groups: Vec<Value> = groups.iter().map(|(g, vs)| api_group(g, vs)).collect();
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        }
+        ["apis", g] => {
+            let mut vs: Vec<String> = Vec::new();
+            for d in store.resources.values().filter(|d| d.group == *g) {
+                for v in &d.versions {
+                    if !vs.contains(&v.name) {
+                        vs.push(v.name.clone());
+                    }
+                }
+            }
+            if vs.is_empty() {
+                return Err(ApiError::no_route());
+            }
+            api_group(g, &vs)
+        }
+        ["apis", g, v] => {
+            let resources: Vec<Value> = store
+                .resources
+                .values()
+                .filter(|d| d.group == *g && d.version(v).is_some())
+                .flat_map(|d| resource_entries(d))
+                .collect();
+            if resources.is_empty() {
+                return Err(ApiError::no_route());
+            }
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/{v}"), "resources": resources})
+        }
+        _ => return Err(ApiError::no_route()),
+    };
+    Ok(json_response(200, &value))
+}
+
+fn api_group(group: &str, versions: &[String]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = vs.first().cloned().unwrap_or(Value::Null);
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs, "preferredVersion": preferred})
+}

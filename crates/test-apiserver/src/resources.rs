@@ -1,0 +1,262 @@
+//! The resource types the server serves: the built-in kinds controllers use, plus whatever
+//! CustomResourceDefinitions are created at runtime.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// Verbs of a normal resource, as advertised in discovery.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One served version of a resource with its (optional) CRD schema.
+#[derive(Debug, Clone)]
+pub struct VersionDef {
+    /// Version name, e.g. `v1`.
+    pub name: String,
+    /// The version's `openAPIV3Schema` (custom resources only).
+    pub schema: Option<Value>,
+    /// Whether this version is the storage version.
+    pub storage: bool,
+}
+
+/// A resource type: everything the server needs to route, validate and describe it.
+#[derive(Debug, Clone)]
+pub struct ResourceDef {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Served versions; the first is the preferred one.
+    pub versions: Vec<VersionDef>,
+    /// Plural resource name, e.g. `secrets`.
+    pub plural: String,
+    /// Singular name.
+    pub singular: String,
+    /// Kind, e.g. `Secret`.
+    pub kind: String,
+    /// List kind, e.g. `SecretList`.
+    pub list_kind: String,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// Short names for kubectl.
+    pub short_names: Vec<String>,
+    /// Categories, e.g. `all`.
+    pub categories: Vec<String>,
+    /// Whether the `status` subresource exists (status is then ignored on the main endpoint).
+    pub has_status: bool,
+    /// Whether `metadata.generation` is maintained (CRDs and custom resources).
+    pub tracks_generation: bool,
+    /// Whether the resource comes from a CRD.
+    pub custom: bool,
+}
+
+/// A shared handle to a resource definition.
+pub type ResourceRef = Arc<ResourceDef>;
+
+impl ResourceDef {
+    /// `plural.group`, the key under which objects and events are stored.
+    pub fn key(&self) -> String {
+        resource_key(&self.plural, &self.group)
+    }
+
+    /// `group/version` or `version` for the core group.
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+
+    /// The served version named `version`.
+    pub fn version(&self, version: &str) -> Option<&VersionDef> {
+        self.versions.iter().find(|v| v.name == version)
+    }
+
+    /// The storage version (the preferred one if none is marked).
+    pub fn storage_version(&self) -> &str {
+        self.versions
+            .iter()
+            .find(|v| v.storage)
+            .or_else(|| self.versions.first())
+            .map(|v| v.name.as_str())
+            .unwrap_or("v1")
+    }
+}
+
+/// `plural.group` (or `plural` for the core group).
+pub fn resource_key(plural: &str, group: &str) -> String {
+    crate::error::qualified(plural, group)
+}
+
+fn builtin(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    short_names: &[&str],
+    has_status: bool,
+) -> ResourceDef {
+    ResourceDef {
+        group: group.to_owned(),
+        versions: vec![VersionDef {
+            name: version.to_owned(),
+            schema: None,
+            storage: true,
+        }],
+        plural: plural.to_owned(),
+        singular: kind.to_lowercase(),
+        kind: kind.to_owned(),
+        list_kind: format!("{kind}List"),
+        namespaced,
+        short_names: short_names.iter().map(|s| (*s).to_owned()).collect(),
+        categories: Vec::new(),
+        has_status,
+        tracks_generation: false,
+        custom: false,
+    }
+}
+
+/// The built-in resources served from the start.
+pub fn builtins() -> Vec<ResourceDef> {
+    let rbac = "rbac.authorization.k8s.io";
+    let mut crd = builtin(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+    );
+    crd.categories = vec!["api-extensions".to_owned()];
+    crd.tracks_generation = true;
+    vec![
+        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
+        builtin("", "v1", "secrets", "Secret", true, &[], false),
+        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+        ),
+        builtin("", "v1", "events", "Event", true, &["ev"], false),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+        ),
+        crd,
+        builtin(rbac, "v1", "roles", "Role", true, &[], false),
+        builtin(rbac, "v1", "clusterroles", "ClusterRole", false, &[], false),
+        builtin(rbac, "v1", "rolebindings", "RoleBinding", true, &[], false),
+        builtin(
+            rbac,
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+        ),
+    ]
+}
+
+/// Builds the resource definition a CRD object describes, or explains why it cannot be served.
+pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
+    let spec = crd.get("spec").ok_or("spec: Required value")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .ok_or("spec.group: Required value")?;
+    let names = spec.get("names").ok_or("spec.names: Required value")?;
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let plural = s(names.get("plural")).ok_or("spec.names.plural: Required value")?;
+    let kind = s(names.get("kind")).ok_or("spec.names.kind: Required value")?;
+    let singular = s(names.get("singular")).unwrap_or_else(|| kind.to_lowercase());
+    let list_kind = s(names.get("listKind")).unwrap_or_else(|| format!("{kind}List"));
+    let strs = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let short_names = strs(names.get("shortNames"));
+    let categories = strs(names.get("categories"));
+    let namespaced = match spec.get("scope").and_then(Value::as_str) {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        _ => return Err("spec.scope: Unsupported value".to_owned()),
+    };
+    let mut versions = Vec::new();
+    let mut has_status = false;
+    for v in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or("spec.versions: Required value")?
+    {
+        if v.get("served").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        let name = s(v.get("name")).ok_or("spec.versions[].name: Required value")?;
+        if v.pointer("/subresources/status").is_some() {
+            has_status = true;
+        }
+        versions.push(VersionDef {
+            name,
+            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            storage: v.get("storage").and_then(Value::as_bool) == Some(true),
+        });
+    }
+    if versions.is_empty() {
+        return Err(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .to_owned(),
+        );
+    }
+    // Discovery prefers the highest version by Kubernetes version ordering; the CRD's own order is
+    // close enough and is what kubectl shows for single-version CRDs.
+    Ok(ResourceDef {
+        group: group.to_owned(),
+        versions,
+        plural,
+        singular,
+        kind,
+        list_kind,
+        namespaced,
+        short_names,
+        categories,
+        has_status,
+        tracks_generation: true,
+        custom: true,
+    })
+}

@@ -1,0 +1,445 @@
+//! The server handle: options, users, listener lifecycle (start, stop, restart on the same port
+//! with the same data), kubeconfigs, request records and fault injection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::store::Store;
+
+/// A user the server authenticates by bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name, e.g. `alice` or `system:serviceaccount:ns:sa`.
+    pub name: String,
+    /// Groups, e.g. `system:masters`.
+    pub groups: Vec<String>,
+    /// The bearer token that identifies the user.
+    pub token: String,
+}
+
+impl User {
+    /// A user with a token derived from its name (`<name>-token`).
+    pub fn new(name: &str, groups: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            token: format!("{}-token", name.replace(':', "-")),
+        }
+    }
+}
+
+/// Name of the built-in admin user (member of `system:masters`).
+pub const ADMIN: &str = "admin";
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Serve HTTPS with a generated CA (default) or plain HTTP.
+    pub tls: bool,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Extra users; an `admin` user in `system:masters` always exists.
+    pub users: Vec<User>,
+    /// Authorize every request with the RBAC objects stored in the server.
+    pub rbac: bool,
+    /// How many events are kept for watches; older resourceVersions get `410 Gone`.
+    pub history_limit: usize,
+    /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls: true,
+            port: 0,
+            users: Vec::new(),
+            rbac: false,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Options {
+    /// Plain HTTP instead of HTTPS.
+    pub fn http(mut self) -> Self {
+        self.tls = false;
+        self
+    }
+
+    /// Adds a user.
+    pub fn user(mut self, user: User) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Enables RBAC.
+    pub fn rbac(mut self) -> Self {
+        self.rbac = true;
+        self
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// Authenticated user name (empty when authentication failed).
+    pub user: String,
+    /// Kubernetes verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`) or the lowercase HTTP method for non-resource paths.
+    pub verb: String,
+    /// API group.
+    pub group: String,
+    /// Resource plural (empty for non-resource paths).
+    pub resource: String,
+    /// Subresource, e.g. `status`.
+    pub subresource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// Request path.
+    pub path: String,
+    /// HTTP response code.
+    pub code: u16,
+}
+
+impl RecordedRequest {
+    /// Whether the request could have changed state.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+}
+
+/// A fault to inject into the next `count` requests matching `verb` and `resource`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Verb to match; `*` matches all.
+    pub verb: String,
+    /// Resource plural to match; `*` matches all.
+    pub resource: String,
+    /// How many requests to affect.
+    pub count: usize,
+    /// Status code to fail with (`None`: only delay).
+    pub code: Option<u16>,
+    /// Delay before handling (or failing) the request.
+    pub delay: Duration,
+    /// `Retry-After` seconds for 429/503.
+    pub retry_after: Option<u64>,
+}
+
+impl Fault {
+    /// Fail the next `count` matching requests with `code` (429s carry `Retry-After: 1`).
+    pub fn fail(verb: &str, resource: &str, count: usize, code: u16) -> Self {
+        Self {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            count,
+            code: Some(code),
+            delay: Duration::ZERO,
+            retry_after: matches!(code, 429 | 503).then_some(1),
+        }
+    }
+
+    /// Delay the next `count` matching requests by `delay`.
+    pub fn delay(verb: &str, resource: &str, count: usize, delay: Duration) -> Self {
+        Self {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            count,
+            code: None,
+            delay,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn matches(&self, verb: &str, resource: &str) -> bool {
+        (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding the listener failed.
+    #[error("binding 127.0.0.1:{port}: {source}")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Generating or loading the TLS material failed.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// State shared by the listener, the connections and the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: RwLock<Store>,
+    pub options: Options,
+    pub users: HashMap<String, User>,
+    pub requests: Mutex<Vec<RecordedRequest>>,
+    pub faults: Mutex<Vec<Fault>>,
+    /// Bumped to end every open watch.
+    pub drop_watches: watch::Sender<u64>,
+    /// Wakes the garbage collector.
+    pub gc: Notify,
+}
+
+/// A running in-memory API server. Dropping the handle stops it.
+#[derive(Debug)]
+pub struct TestApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tls: Option<crate::tls::TlsMaterial>,
+    listener: Option<JoinHandle<()>>,
+    gc: JoinHandle<()>,
+}
+
+impl TestApiServer {
+    /// Starts a server on 127.0.0.1 with the built-in namespaces `default`, `kube-system` and
+    /// `kube-public`.
+    pub async fn start(options: Options) -> Result<Self, StartError> {
+        let mut users: HashMap<String, User> = HashMap::new();
+        let admin = User::new(ADMIN, &["system:masters", "system:authenticated"]);
+        users.insert(admin.token.clone(), admin);
+        for u in &options.users {
+            let mut u = u.clone();
+            if !u.groups.iter().any(|g| g == "system:authenticated") {
+                u.groups.push("system:authenticated".to_owned());
+            }
+            users.insert(u.token.clone(), u);
+        }
+        let mut store = Store::new(options.history_limit);
+        crate::api::bootstrap(&mut store);
+        let (drop_watches, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: RwLock::new(store),
+            options: options.clone(),
+            users,
+            requests: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            drop_watches,
+            gc: Notify::new(),
+        });
+        let tls = if options.tls {
+            Some(crate::tls::TlsMaterial::generate().map_err(StartError::Tls)?)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|source| StartError::Bind {
+                port: options.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: options.port,
+            source,
+        })?;
+        let gc = tokio::spawn(crate::gc::run(shared.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            shared.clone(),
+            tls.as_ref().map(|t| t.acceptor.clone()),
+        ));
+        Ok(Self {
+            shared,
+            addr,
+            tls,
+            listener: Some(task),
+            gc,
+        })
+    }
+
+    /// `https://127.0.0.1:<port>` (or `http://`).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The CA certificate (PEM) that signed the serving certificate, for HTTPS servers.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// The bearer token of a configured user (`admin` always exists).
+    pub fn token(&self, user: &str) -> Option<String> {
+        self.shared
+            .users
+            .values()
+            .find(|u| u.name == user)
+            .map(|u| u.token.clone())
+    }
+
+    /// A kubeconfig (YAML) for `user` with context `test`; `None` for an unknown user.
+    pub fn kubeconfig(&self, user: &str) -> Option<String> {
+        let token = self.token(user)?;
+        let ca = self
+            .ca_pem()
+            .map(|pem| {
+                format!(
+                    "\n    certificate-authority-data: {}",
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}{ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: default\ncurrent-context: test\npreferences: {{}}\n",
+            url = self.url(),
+        ))
+    }
+
+    /// Stops accepting connections and closes every open one (watches end abruptly). The data
+    /// is kept for [`Self::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.listener.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Serves again on the same port with the same data (stops first if running).
+    pub async fn restart(&mut self) -> Result<(), StartError> {
+        self.stop().await;
+        let port = self.addr.port();
+        // The old socket may linger briefly; retry the bind for a moment.
+        let mut last = None;
+        for _ in 0..50 {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => {
+                    self.listener = Some(tokio::spawn(serve(
+                        listener,
+                        self.shared.clone(),
+                        self.tls.as_ref().map(|t| t.acceptor.clone()),
+                    )));
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StartError::Bind {
+            port,
+            source: last.unwrap_or_else(|| std::io::Error::other("bind failed")),
+        })
+    }
+
+    /// Every request served so far (oldest first).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets recorded requests.
+    pub fn clear_requests(&self) {
+        if let Ok(mut r) = self.shared.requests.lock() {
+            r.clear();
+        }
+    }
+
+    /// Number of recorded requests that could have changed state (create, update, patch,
+    /// delete, deletecollection), whether or not they succeeded.
+    pub fn write_count(&self) -> usize {
+        self.requests().iter().filter(|r| r.is_write()).count()
+    }
+
+    /// Injects a fault (see [`Fault::fail`] and [`Fault::delay`]).
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.push(fault);
+        }
+    }
+
+    /// Removes all pending faults.
+    pub fn clear_faults(&self) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.clear();
+        }
+    }
+
+    /// Ends every open watch cleanly (clients see the stream end and re-watch).
+    pub fn drop_watches(&self) {
+        self.shared.drop_watches.send_modify(|g| *g += 1);
+    }
+
+    /// Forgets event history: watches and exact lists from any earlier resourceVersion get
+    /// `410 Gone`, which forces informers to relist.
+    pub fn compact(&self) {
+        if let Ok(mut s) = self.shared.store.write() {
+            s.compact();
+        }
+    }
+
+    /// The current (latest) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.read().map(|s| s.rv).unwrap_or_default()
+    }
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.take() {
+            task.abort();
+        }
+        self.gc.abort();
+    }
+}
+
+/// Accepts connections until aborted; aborting drops the `JoinSet`, which closes every
+/// connection.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        crate::http::handle(shared.clone(), req, peer)
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The in-memory storage: one map per resource under a single lock, a global resourceVersion and
+//! a bounded history of events from which watches are served.
+//!
+//! Every write happens under the store's write lock and publishes its event on a broadcast
+//! channel *while the lock is held*, so a watcher that subscribes under the read lock sees
+//! exactly the events after the resourceVersion it observed: no gaps, no duplicates. Each event
+//! carries its object already serialized, so fanning out to many watchers never re-serializes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::resources::{ResourceDef, ResourceRef, builtins};
+
+/// Watch event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Object created.
+    Added,
+    /// Object changed.
+    Modified,
+    /// Object removed.
+    Deleted,
+}
+
+/// One change of one object.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion this change produced.
+    pub rv: u64,
+    /// `plural.group` of the object.
+    pub res: Arc<str>,
+    /// The kind of change.
+    pub etype: EventType,
+    /// Namespace (`""` for cluster-scoped).
+    pub namespace: String,
+    /// The object after the change (for deletions: the last state, with the deletion's RV).
+    pub object: Arc<Value>,
+    /// The object before the change (for selector transitions and exact-RV lists).
+    pub old: Option<Arc<Value>>,
+    /// `object` serialized once.
+    pub json: Bytes,
+}
+
+/// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
+pub type ObjKey = (String, String);
+
+/// Objects of one resource, ordered by key (list order and continue tokens depend on it).
+pub type Table = BTreeMap<ObjKey, Arc<Value>>;
+
+/// The whole state of one server.
+#[derive(Debug)]
+pub struct Store {
+    /// The last resourceVersion handed out.
+    pub rv: u64,
+    /// Served resources by `plural.group`.
+    pub resources: BTreeMap<String, ResourceRef>,
+    /// Objects by `plural.group`.
+    pub objects: HashMap<String, Table>,
+    /// Retained events, oldest first.
+    pub history: VecDeque<Arc<Event>>,
+    /// Every event with an RV greater than this is in `history`.
+    pub history_start: u64,
+    /// How many events to retain.
+    pub history_limit: usize,
+    /// Live fan-out of events.
+    pub tx: broadcast::Sender<Arc<Event>>,
+    /// Set when the garbage collector has work (a deletion or a new deletionTimestamp).
+    pub gc_pending: bool,
+}
+
+impl Store {
+    /// An empty store serving the built-in resources.
+    pub fn new(history_limit: usize) -> Self {
+        let (tx, _) = broadcast::channel(8192);
+        let mut store = Self {
+            rv: 0,
+            resources: BTreeMap::new(),
+            objects: HashMap::new(),
+            history: VecDeque::new(),
+            history_start: 0,
+            history_limit: history_limit.max(1),
+            tx,
+            gc_pending: false,
+        };
+        for def in builtins() {
+            store.register(def);
+        }
+        store
+    }
+
+    /// Serves a resource (or replaces its definition, keeping its objects).
+    pub fn register(&mut self, def: ResourceDef) {
+        let key = def.key();
+        self.objects.entry(key.clone()).or_default();
+        self.resources.insert(key, Arc::new(def));
+    }
+
+    /// Stops serving a resource; its objects must already be gone.
+    pub fn unregister(&mut self, key: &str) {
+        self.resources.remove(key);
+        self.objects.remove(key);
+    }
+
+    /// Finds a served resource by group, version and plural name.
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceRef> {
+        let def = self
+            .resources
+            .get(&crate::resources::resource_key(plural, group))?;
+        def.version(version)?;
+        Some(def.clone())
+    }
+
+    /// The object at `key` of resource `res`.
+    pub fn get(&self, res: &str, key: &ObjKey) -> Option<&Arc<Value>> {
+        self.objects.get(res)?.get(key)
+    }
+
+    /// The objects of resource `res`.
+    pub fn table(&self, res: &str) -> Option<&Table> {
+        self.objects.get(res)
+    }
+
+    /// Hands out the next resourceVersion.
+    pub fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    /// Stores `obj` (whose resourceVersion must already be set to a fresh RV) and publishes the
+    /// event.
+    pub fn put(&mut self, def: &ResourceDef, rv: u64, obj: Value, etype: EventType) -> Arc<Value> {
+        let key = obj_key(&obj);
+        let res = def.key();
+        let obj = Arc::new(obj);
+        let old = self
+            .objects
+            .entry(res.clone())
+            .or_default()
+            .insert(key.clone(), obj.clone());
+        self.publish(res, rv, etype, key.0, obj.clone(), old);
+        obj
+    }
+
+    /// Removes the object at `key`, publishing a DELETED event carrying a fresh RV.
+    pub fn remove(&mut self, def: &ResourceDef, key: &ObjKey) -> Option<Arc<Value>> {
+        let res = def.key();
+        let old = self.objects.get_mut(&res)?.remove(key)?;
+        let rv = self.next_rv();
+        let mut last = (*old).clone();
+        set_rv(&mut last, rv);
+        let last = Arc::new(last);
+        self.publish(
+            res,
+            rv,
+            EventType::Deleted,
+            key.0.clone(),
+            last.clone(),
+            Some(old),
+        );
+        self.gc_pending = true;
+        Some(last)
+    }
+
+    fn publish(
+        &mut self,
+        res: String,
+        rv: u64,
+        etype: EventType,
+        namespace: String,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
+    ) {
+        let json = Bytes::from(serde_json::to_vec(&*object).unwrap_or_default());
+        let event = Arc::new(Event {
+            rv,
+            res: Arc::from(res.as_str()),
+            etype,
+            namespace,
+            object,
+            old,
+            json,
+        });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(e) = self.history.pop_front() {
+                self.history_start = e.rv;
+            }
+        }
+        // No receivers is fine: nobody watches.
+        let _ = self.tx.send(event);
+    }
+
+    /// Forgets all history: watches and exact lists from older RVs then get `410 Gone`.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.history_start = self.rv;
+    }
+
+    /// The objects of `res` as they were at `rv`, reconstructed by undoing later events; `None`
+    /// if that RV is no longer covered by the history.
+    pub fn snapshot_at(&self, res: &str, rv: u64) -> Option<Table> {
+        if rv < self.history_start {
+            return None;
+        }
+        let mut table = self.objects.get(res).cloned().unwrap_or_default();
+        for e in self.history.iter().rev() {
+            if e.rv <= rv {
+                break;
+            }
+            if &*e.res != res {
+                continue;
+            }
+            let key = obj_key(&e.object);
+            match (e.etype, &e.old) {
+                (EventType::Added, _) => {
+                    table.remove(&key);
+                }
+                (_, Some(old)) => {
+                    table.insert(key, old.clone());
+                }
+                (_, None) => {}
+            }
+        }
+        Some(table)
+    }
+}
+
+/// `(namespace, name)` of an object.
+pub fn obj_key(obj: &Value) -> ObjKey {
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn set_rv(obj: &mut Value, rv: u64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}

@@ -1,0 +1,379 @@
+//! WATCH: initial synthetic ADDED events (or replay from history), live events, selector
+//! transitions (an object leaving the selector is a DELETED event), bookmarks, timeouts and
+//! `410 Expired` for resourceVersions older than the retained history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt as _;
+use http::{HeaderValue, Response, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::api::Selectors;
+use crate::error::{ApiError, ApiResult};
+use crate::http::Body;
+use crate::resources::ResourceRef;
+use crate::server::Shared;
+use crate::store::{Event, EventType};
+
+/// Events to deliver before switching to the live channel.
+struct Start {
+    backlog: Vec<Arc<Event>>,
+    synthetic: Vec<Bytes>,
+    expired: Option<Bytes>,
+    last_rv: u64,
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+}
+
+struct Watcher {
+    shared: Arc<Shared>,
+    def: ResourceRef,
+    res: String,
+    api_version: String,
+    namespace: String,
+    sel: Selectors,
+    bookmarks: bool,
+    last_rv: u64,
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    drop_rx: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    pending: Option<Vec<Bytes>>,
+    done: bool,
+}
+
+fn line(etype: &str, object_json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(object_json.len() + 32);
+    b.put_slice(b"{\"type\":\"");
+    b.put_slice(etype.as_bytes());
+    b.put_slice(b"\",\"object\":");
+    b.put_slice(object_json);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+fn error_line(err: &ApiError) -> Bytes {
+    line(
+        "ERROR",
+        &serde_json::to_vec(&err.to_status()).unwrap_or_default(),
+    )
+}
+
+/// Starts a watch and returns the streaming response.
+pub fn watch(
+    shared: Arc<Shared>,
+    def: ResourceRef,
+    version: &str,
+    namespace: &str,
+    query: &HashMap<String, String>,
+) -> ApiResult<Response<Body>> {
+    let sel = Selectors::parse(query, &def)?;
+    let api_version = def.api_version(version);
+    let res = def.key();
+    let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
+    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let start = {
+        let store = shared
+            .store
+            .read()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        let rx = store.tx.subscribe();
+        let matches_ns = |o: &Value, ns: &str| {
+            namespace.is_empty()
+                || o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+        };
+        if rv_param.is_empty() || rv_param == "0" || send_initial {
+            let mut synthetic = Vec::new();
+            if let Some(table) = store.table(&res) {
+                for (key, obj) in table {
+                    if !namespace.is_empty() && key.0 != namespace {
+                        continue;
+                    }
+                    if matches_ns(obj, namespace) && sel.matches(obj) {
+                        let o = versioned(obj, &api_version);
+                        synthetic.push(line("ADDED", &serde_json::to_vec(&o).unwrap_or_default()));
+                    }
+                }
+            }
+            if send_initial {
+                let bm = json!({
+                    "kind": def.kind, "apiVersion": api_version,
+                    "metadata": {"resourceVersion": store.rv.to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"}},
+                });
+                synthetic.push(line(
+                    "BOOKMARK",
+                    &serde_json::to_vec(&bm).unwrap_or_default(),
+                ));
+            }
+            Start {
+                backlog: Vec::new(),
+                synthetic,
+                expired: None,
+                last_rv: store.rv,
+                rx,
+            }
+        } else {
+            let rv = rv_param.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "Invalid value: \"{rv_param}\": resourceVersion must be a number"
+                ))
+            })?;
+            if rv < store.history_start {
+                Start {
+                    backlog: Vec::new(),
+                    synthetic: Vec::new(),
+                    expired: Some(error_line(&ApiError::expired(format!(
+                        "too old resource version: {rv} ({})",
+                        store.history_start + 1
+                    )))),
+                    last_rv: rv,
+                    rx,
+                }
+            } else {
+                let backlog = store
+                    .history
+                    .iter()
+                    .filter(|e| e.rv > rv && *e.res == *res)
+                    .cloned()
+                    .collect();
+                Start {
+                    backlog,
+                    synthetic: Vec::new(),
+                    expired: None,
+                    last_rv: rv,
+                    rx,
+                }
+            }
+        }
+    };
+    let mut watcher = Watcher {
+        drop_rx: shared.drop_watches.subscribe(),
+        shared,
+        def,
+        res,
+        api_version,
+        namespace: namespace.to_owned(),
+        sel,
+        bookmarks,
+        last_rv: start.last_rv,
+        rx: start.rx,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
+        pending: None,
+        done: false,
+    };
+    let mut first: Vec<Bytes> = start.synthetic;
+    if let Some(expired) = start.expired {
+        first.push(expired);
+        watcher.done = true;
+    } else {
+        for e in &start.backlog {
+            if let Some(l) = watcher.render(e) {
+                first.push(l);
+            }
+            watcher.last_rv = e.rv;
+        }
+    }
+    watcher.pending = Some(first);
+    let stream = futures::stream::unfold(watcher, |mut w| async move {
+        let chunk = w.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), w))
+    })
+    .boxed();
+    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    Ok(resp)
+}
+
+fn versioned(obj: &Value, api_version: &str) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.insert("apiVersion".into(), json!(api_version));
+    }
+    o
+}
+
+impl Watcher {
+    /// The wire line of `e` for this watcher, or `None` if it does not concern it.
+    fn render(&self, e: &Event) -> Option<Bytes> {
+        if *e.res != *self.res || (!self.namespace.is_empty() && e.namespace != self.namespace) {
+            return None;
+        }
+        let now = self.sel.matches(&e.object);
+        let before = e.old.as_ref().is_some_and(|o| self.sel.matches(o));
+        let (etype, obj): (&str, Option<Value>) = match e.etype {
+            EventType::Added if now => ("ADDED", None),
+            EventType::Deleted if before || now => ("DELETED", None),
+            EventType::Modified if now && before => ("MODIFIED", None),
+            EventType::Modified if now => ("ADDED", None),
+            EventType::Modified if before => {
+                // Leaving the selector: the previous state with the new resourceVersion.
+                let mut old = e.old.as_deref().cloned().unwrap_or(Value::Null);
+                crate::store::set_rv(&mut old, e.rv);
+                ("DELETED", Some(old))
+            }
+            _ => return None,
+        };
+        let stored_av = e.object.get("apiVersion").and_then(Value::as_str);
+        match obj {
+            Some(o) => Some(line(
+                etype,
+                &serde_json::to_vec(&versioned(&o, &self.api_version)).unwrap_or_default(),
+            )),
+            None if stored_av == Some(self.api_version.as_str()) => Some(line(etype, &e.json)),
+            None => Some(line(
+                etype,
+                &serde_json::to_vec(&versioned(&e.object, &self.api_version)).unwrap_or_default(),
+            )),
+        }
+    }
+
+    fn bookmark(&self, rv: u64) -> Bytes {
+        let bm = json!({"kind": self.def.kind, "apiVersion": self.api_version, "metadata": {"resourceVersion": rv.to_string()}});
+        line("BOOKMARK", &serde_json::to_vec(&bm).unwrap_or_default())
+    }
+
+    /// Appends what `e` means to this watcher to `out`.
+    fn push(&mut self, e: &Event, out: &mut BytesMut) {
+        if e.rv <= self.last_rv {
+            return;
+        }
+        self.last_rv = e.rv;
+        if let Some(l) = self.render(e) {
+            out.put_slice(&l);
+        }
+    }
+
+    /// Recovers from a lagging receiver by replaying history; `false` if it is gone.
+    fn catch_up(&mut self, out: &mut BytesMut) -> bool {
+        let shared = self.shared.clone();
+        let Ok(store) = shared.store.read() else {
+            return false;
+        };
+        if self.last_rv < store.history_start {
+            out.put_slice(&error_line(&ApiError::expired(format!(
+                "too old resource version: {} ({})",
+                self.last_rv,
+                store.history_start + 1
+            ))));
+            return false;
+        }
+        let events: Vec<Arc<Event>> = store
+            .history
+            .iter()
+            .filter(|e| e.rv > self.last_rv)
+            .cloned()
+            .collect();
+        drop(store);
+        for e in events {
+            self.push(&e, out);
+        }
+        true
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.pending.take()
+            && !first.is_empty()
+        {
+            let mut b = BytesMut::new();
+            for l in first {
+                b.put_slice(&l);
+            }
+            return Some(b.freeze());
+        }
+        if self.done {
+            return None;
+        }
+        let interval = self.shared.options.bookmark_interval;
+        loop {
+            let mut out = BytesMut::new();
+            tokio::select! {
+                biased;
+                _ = self.drop_rx.changed() => return None,
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    self.done = true;
+                    if self.bookmarks {
+                        let rv = self.drain_for_bookmark(&mut out);
+                        out.put_slice(&self.bookmark(rv));
+                        return Some(out.freeze());
+                    }
+                    return None;
+                }
+                r = self.rx.recv() => match r {
+                    Ok(e) => {
+                        self.push(&e, &mut out);
+                        // Batch whatever else is already queued into the same chunk.
+                        for _ in 0..512 {
+                            match self.rx.try_recv() {
+                                Ok(e) => self.push(&e, &mut out),
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                                    if !self.catch_up(&mut out) {
+                                        self.done = true;
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        if !self.catch_up(&mut out) {
+                            self.done = true;
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep(interval), if self.bookmarks => {
+                    let rv = self.drain_for_bookmark(&mut out);
+                    out.put_slice(&self.bookmark(rv));
+                }
+            }
+            if !out.is_empty() {
+                return Some(out.freeze());
+            }
+            if self.done {
+                return None;
+            }
+        }
+    }
+
+    /// Delivers everything queued and returns an RV no newer than any undelivered event.
+    fn drain_for_bookmark(&mut self, out: &mut BytesMut) -> u64 {
+        let shared = self.shared.clone();
+        let Ok(store) = shared.store.read() else {
+            return self.last_rv;
+        };
+        let current = store.rv;
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => self.push(&e, out),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    drop(store);
+                    let _ = self.catch_up(out);
+                    return self.last_rv;
+                }
+                Err(_) => break,
+            }
+        }
+        self.last_rv = self.last_rv.max(current);
+        self.last_rv
+    }
+}
