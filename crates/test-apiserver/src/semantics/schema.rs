@@ -1,1 +1,1370 @@
-//! placeholder
+//! CRD structural schemas: validation, pruning and defaulting as `apiextensions-apiserver` does
+//! them, plus the list/map types server-side apply needs.
+//!
+//! Public API:
+//! - [`StructuralSchema::from_value`]`(&Value) -> Result<StructuralSchema, SchemaError>` on a
+//!   version's `schema.openAPIV3Schema`.
+//! - [`StructuralSchema::admit`]`(&self, &mut Value) -> Vec<FieldError>`: the whole write path of a
+//!   custom object, in the real order: [`prune`](StructuralSchema::prune), drop `null`s of
+//!   non-nullable fields, [`apply_defaults`](StructuralSchema::apply_defaults),
+//!   [`validate`](StructuralSchema::validate).
+//! - [`FieldError`] (`path`, `kind`, `value`, `detail`) with [`FieldError::message`] rendering
+//!   `spec.tier: Unsupported value: "x": supported values: "a", "b"`,
+//!   [`FieldError::reason`] (`FieldValueInvalid`, …) for `Status.details.causes`, and
+//!   [`invalid_message`] for the `422` `Status.message`.
+//! - [`TypeInfo`] for server-side apply (`x-kubernetes-list-type`, `-list-map-keys`, `-map-type`).
+//!
+//! Not implemented: CEL (`x-kubernetes-validations`) and formats other than `date-time`.
+
+use crate::semantics::types::{ListType, MapType, Seg, TypeInfo, object_meta_list_type};
+use regex::Regex;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A schema that is not usable (bad pattern, malformed keyword).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct SchemaError {
+    /// Where in the schema, e.g. `properties.spec.pattern`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Kind of a validation failure, mirroring `field.ErrorType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// `Required value`.
+    Required,
+    /// `Invalid value` (pattern, bounds, lengths, formats…).
+    Invalid,
+    /// `Unsupported value` (enum).
+    Unsupported,
+    /// `Invalid value` for a wrong JSON type.
+    TypeInvalid,
+    /// `Too long` (maxLength).
+    TooLong,
+    /// `Too many` (maxItems, maxProperties).
+    TooMany,
+    /// `Duplicate value` (`set` and `map` lists).
+    Duplicate,
+}
+
+impl FieldErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Required => "Required value",
+            Self::Invalid | Self::TypeInvalid => "Invalid value",
+            Self::Unsupported => "Unsupported value",
+            Self::TooLong => "Too long",
+            Self::TooMany => "Too many",
+            Self::Duplicate => "Duplicate value",
+        }
+    }
+}
+
+/// One validation failure of a custom object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// Field path, e.g. `spec.items[2].name`.
+    pub path: String,
+    /// Kind of failure.
+    pub kind: FieldErrorKind,
+    /// The offending value as the real server prints it (`None` for `Required`/`Too long`).
+    pub value: Option<Value>,
+    /// Detail after the value, e.g. `supported values: "a", "b"`.
+    pub detail: String,
+}
+
+/// Formats a float like Go's `%v` (`%g` with the shortest digits: exponent form below 1e-4 and
+/// from 1e6, e.g. `1e+06`), which is how bounds appear in the real messages.
+pub fn go_float(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return format!("{f}");
+    }
+    let sci = format!("{f:e}");
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return sci;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{f}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+fn render_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "\"null\"".to_owned(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if !n.is_i64() && !n.is_u64() => go_float(f),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+impl FieldError {
+    fn new(path: &str, kind: FieldErrorKind, value: Option<Value>, detail: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            kind,
+            value,
+            detail,
+        }
+    }
+
+    /// The message without the field path (`Status.details.causes[].message`).
+    pub fn body(&self) -> String {
+        let mut s = self.kind.label().to_owned();
+        if let (Some(v), false) = (
+            &self.value,
+            matches!(
+                self.kind,
+                FieldErrorKind::Required | FieldErrorKind::TooLong
+            ),
+        ) {
+            s.push_str(": ");
+            s.push_str(&render_value(v));
+        }
+        if !self.detail.is_empty() {
+            s.push_str(": ");
+            s.push_str(&self.detail);
+        }
+        s
+    }
+
+    /// `path: body`, as `field.Error.Error()`.
+    pub fn message(&self) -> String {
+        format!("{}: {}", self.path, self.body())
+    }
+
+    /// `Status.details.causes[].reason`.
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Invalid => "FieldValueInvalid",
+            FieldErrorKind::Unsupported => "FieldValueNotSupported",
+            FieldErrorKind::TypeInvalid => "FieldValueTypeInvalid",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
+            FieldErrorKind::Duplicate => "FieldValueDuplicate",
+        }
+    }
+}
+
+/// `Status.message` of a `422 Invalid`: `Kind.group "name" is invalid: <errors>`, with one error
+/// bare and several as `[a, b]` (duplicates removed), like `errors.NewInvalid`.
+pub fn invalid_message(qualified_kind: &str, name: &str, errors: &[FieldError]) -> String {
+    let mut msgs: Vec<String> = Vec::new();
+    for e in errors {
+        let m = e.message();
+        if !msgs.contains(&m) {
+            msgs.push(m);
+        }
+    }
+    let agg = if msgs.len() == 1 {
+        msgs.remove(0)
+    } else {
+        format!("[{}]", msgs.join(", "))
+    };
+    format!("{qualified_kind} {name:?} is invalid: {agg}")
+}
+
+/// Fields of `ObjectMeta`: everything else in a `metadata` is dropped, as decoding into the Go
+/// struct does.
+pub const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// A parsed CRD schema node (recursive).
+#[derive(Debug, Clone, Default)]
+pub struct StructuralSchema {
+    type_: Option<String>,
+    properties: BTreeMap<String, StructuralSchema>,
+    additional_properties: Option<Box<StructuralSchema>>,
+    items: Option<Box<StructuralSchema>>,
+    required: Vec<String>,
+    enum_values: Option<Vec<Value>>,
+    pattern: Option<(String, Regex)>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: bool,
+    exclusive_maximum: bool,
+    multiple_of: Option<f64>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    format: Option<String>,
+    nullable: bool,
+    default: Option<Value>,
+    preserve_unknown_fields: bool,
+    int_or_string: bool,
+    embedded_resource: bool,
+    list_type: Option<String>,
+    list_map_keys: Vec<String>,
+    map_type: Option<String>,
+    all_of: Vec<StructuralSchema>,
+    any_of: Vec<StructuralSchema>,
+    one_of: Vec<StructuralSchema>,
+    not: Option<Box<StructuralSchema>>,
+}
+
+fn schema_err<T>(path: &str, message: impl Into<String>) -> Result<T, SchemaError> {
+    Err(SchemaError {
+        path: path.to_owned(),
+        message: message.into(),
+    })
+}
+
+fn get_u64(m: &Map<String, Value>, k: &str, path: &str) -> Result<Option<u64>, SchemaError> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) => Ok(Some(n)),
+            None => schema_err(&format!("{path}.{k}"), "must be a non-negative integer"),
+        },
+    }
+}
+
+fn get_f64(m: &Map<String, Value>, k: &str, path: &str) -> Result<Option<f64>, SchemaError> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(n) => Ok(Some(n)),
+            None => schema_err(&format!("{path}.{k}"), "must be a number"),
+        },
+    }
+}
+
+fn get_bool(m: &Map<String, Value>, k: &str) -> bool {
+    m.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn get_str(m: &Map<String, Value>, k: &str) -> Option<String> {
+    m.get(k).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_integer(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => {
+            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+        _ => false,
+    }
+}
+
+/// Light RFC 3339 check (`2006-01-02T15:04:05Z`, fractional seconds, offsets).
+fn is_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|x| x.len() == r.len() && x.iter().all(u8::is_ascii_digit))
+    };
+    if !(digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10)
+        && matches!(b.get(10), Some(b'T' | b't' | b' '))
+        && digits(11..13)
+        && b.get(13) == Some(&b':')
+        && digits(14..16)
+        && b.get(16) == Some(&b':')
+        && digits(17..19))
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            digits(i + 1..i + 3)
+                && b.get(i + 3) == Some(&b':')
+                && digits(i + 4..i + 6)
+                && i + 6 == b.len()
+        }
+        _ => false,
+    }
+}
+
+impl StructuralSchema {
+    /// Parses an `openAPIV3Schema`. Unknown keywords are ignored; an invalid `pattern` or a
+    /// malformed keyword is an error.
+    pub fn from_value(v: &Value) -> Result<Self, SchemaError> {
+        Self::parse(v, "openAPIV3Schema")
+    }
+
+    fn parse(v: &Value, path: &str) -> Result<Self, SchemaError> {
+        let Value::Object(m) = v else {
+            return schema_err(path, "must be an object");
+        };
+        let mut s = Self {
+            type_: get_str(m, "type"),
+            nullable: get_bool(m, "nullable"),
+            default: m.get("default").cloned(),
+            preserve_unknown_fields: get_bool(m, "x-kubernetes-preserve-unknown-fields"),
+            int_or_string: get_bool(m, "x-kubernetes-int-or-string"),
+            embedded_resource: get_bool(m, "x-kubernetes-embedded-resource"),
+            list_type: get_str(m, "x-kubernetes-list-type"),
+            map_type: get_str(m, "x-kubernetes-map-type"),
+            format: get_str(m, "format"),
+            minimum: get_f64(m, "minimum", path)?,
+            maximum: get_f64(m, "maximum", path)?,
+            exclusive_minimum: get_bool(m, "exclusiveMinimum"),
+            exclusive_maximum: get_bool(m, "exclusiveMaximum"),
+            multiple_of: get_f64(m, "multipleOf", path)?,
+            min_length: get_u64(m, "minLength", path)?,
+            max_length: get_u64(m, "maxLength", path)?,
+            min_items: get_u64(m, "minItems", path)?,
+            max_items: get_u64(m, "maxItems", path)?,
+            min_properties: get_u64(m, "minProperties", path)?,
+            max_properties: get_u64(m, "maxProperties", path)?,
+            ..Self::default()
+        };
+        if let Some(t) = &s.type_
+            && !matches!(
+                t.as_str(),
+                "object" | "array" | "string" | "integer" | "number" | "boolean"
+            )
+        {
+            return schema_err(&format!("{path}.type"), format!("unsupported type {t:?}"));
+        }
+        if let Some(Value::Object(props)) = m.get("properties") {
+            for (k, pv) in props {
+                let child = Self::parse(pv, &format!("{path}.properties[{k}]"))?;
+                s.properties.insert(k.clone(), child);
+            }
+        }
+        match m.get("additionalProperties") {
+            Some(Value::Object(_)) => {
+                let ap = m.get("additionalProperties").unwrap_or(&Value::Null);
+                s.additional_properties = Some(Box::new(Self::parse(
+                    ap,
+                    &format!("{path}.additionalProperties"),
+                )?));
+            }
+            // `additionalProperties: true` keeps unknown keys (a map of anything).
+            Some(Value::Bool(true)) => {
+                s.additional_properties = Some(Box::new(Self {
+                    preserve_unknown_fields: true,
+                    ..Self::default()
+                }));
+            }
+            _ => {}
+        }
+        if let Some(items) = m.get("items") {
+            s.items = Some(Box::new(Self::parse(items, &format!("{path}.items"))?));
+        }
+        if let Some(Value::Array(req)) = m.get("required") {
+            s.required = req
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(Value::Array(e)) = m.get("enum") {
+            s.enum_values = Some(e.clone());
+        }
+        if let Some(Value::Array(keys)) = m.get("x-kubernetes-list-map-keys") {
+            s.list_map_keys = keys
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(p) = get_str(m, "pattern") {
+            match Regex::new(&p) {
+                Ok(re) => s.pattern = Some((p, re)),
+                Err(e) => return schema_err(&format!("{path}.pattern"), format!("{e}")),
+            }
+        }
+        for (kw, target) in [("allOf", 0), ("anyOf", 1), ("oneOf", 2)] {
+            if let Some(Value::Array(list)) = m.get(kw) {
+                let parsed = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| Self::parse(x, &format!("{path}.{kw}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                match target {
+                    0 => s.all_of = parsed,
+                    1 => s.any_of = parsed,
+                    _ => s.one_of = parsed,
+                }
+            }
+        }
+        if let Some(n) = m.get("not") {
+            s.not = Some(Box::new(Self::parse(n, &format!("{path}.not"))?));
+        }
+        Ok(s)
+    }
+
+    /// The full write path of a custom object: prune unknown fields, drop `null`s of
+    /// non-nullable fields, apply defaults, validate. Returns the validation errors (empty = ok).
+    pub fn admit(&self, obj: &mut Value) -> Vec<FieldError> {
+        self.prune(obj);
+        self.apply_defaults(obj);
+        self.validate(obj)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Pruning
+
+    /// Drops every field the schema does not declare, except below
+    /// `x-kubernetes-preserve-unknown-fields: true`. At the root (and in embedded resources)
+    /// `apiVersion`, `kind` and `metadata` are kept, and `metadata` is cut down to `ObjectMeta`.
+    pub fn prune(&self, obj: &mut Value) {
+        self.prune_node(obj, true);
+    }
+
+    fn prune_node(&self, v: &mut Value, is_resource: bool) {
+        match v {
+            Value::Object(m) => {
+                let keep_meta = is_resource || self.embedded_resource;
+                if keep_meta && let Some(Value::Object(meta)) = m.get_mut("metadata") {
+                    meta.retain(|k, _| OBJECT_META_FIELDS.contains(&k.as_str()));
+                }
+                let mut drop = Vec::new();
+                for (k, child) in m.iter_mut() {
+                    if keep_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                        continue;
+                    }
+                    if let Some(p) = self.properties.get(k) {
+                        p.prune_node(child, false);
+                    } else if let Some(ap) = &self.additional_properties {
+                        ap.prune_node(child, false);
+                    } else if self.preserve_unknown_fields {
+                        // Unknown values are kept as they are.
+                    } else {
+                        drop.push(k.clone());
+                    }
+                }
+                for k in drop {
+                    m.remove(&k);
+                }
+            }
+            Value::Array(items) => {
+                if let Some(s) = &self.items {
+                    for it in items {
+                        s.prune_node(it, false);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Defaulting
+
+    fn is_non_nullable_null(&self, v: &Value) -> bool {
+        v.is_null() && !self.nullable
+    }
+
+    /// Applies defaults as `structuraldefaulting.Default` does: a missing property (or a `null`
+    /// one that is not nullable) gets its default, then defaults apply recursively inside it, so
+    /// `default: {}` creates an object whose children are defaulted in turn. `null` items and map
+    /// values that are not nullable get the items/additionalProperties default. `null`s of
+    /// non-nullable fields without a default are dropped first.
+    pub fn apply_defaults(&self, obj: &mut Value) {
+        self.prune_nulls(obj);
+        self.default_node(obj);
+    }
+
+    fn prune_nulls(&self, v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, child| {
+                    let s = self
+                        .properties
+                        .get(k)
+                        .or(self.additional_properties.as_deref());
+                    match s {
+                        Some(s) => !(s.is_non_nullable_null(child) && s.default.is_none()),
+                        None => true,
+                    }
+                });
+                for (k, child) in m.iter_mut() {
+                    if let Some(s) = self
+                        .properties
+                        .get(k)
+                        .or(self.additional_properties.as_deref())
+                    {
+                        s.prune_nulls(child);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(s) = &self.items {
+                    for it in items {
+                        s.prune_nulls(it);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn default_node(&self, v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, p) in &self.properties {
+                    let Some(d) = &p.default else { continue };
+                    let missing = m.get(k).is_none_or(|cur| p.is_non_nullable_null(cur));
+                    if missing {
+                        m.insert(k.clone(), d.clone());
+                    }
+                }
+                for (k, child) in m.iter_mut() {
+                    if let Some(p) = self.properties.get(k) {
+                        p.default_node(child);
+                    } else if let Some(ap) = &self.additional_properties {
+                        if ap.is_non_nullable_null(child)
+                            && let Some(d) = &ap.default
+                        {
+                            *child = d.clone();
+                        }
+                        ap.default_node(child);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(s) = &self.items {
+                    for it in items {
+                        if s.is_non_nullable_null(it)
+                            && let Some(d) = &s.default
+                        {
+                            *it = d.clone();
+                        }
+                        s.default_node(it);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Validation
+
+    /// Validates `obj` against the schema and returns every failure, with paths like
+    /// `spec.items[2].name` and the real server's messages. `metadata` at the root is only
+    /// checked against what the schema says about it (the server validates `ObjectMeta` itself).
+    pub fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        self.validate_node(obj, "", &mut errs, true);
+        errs
+    }
+
+    fn child_path(base: &str, key: &str) -> String {
+        if base.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{base}.{key}")
+        }
+    }
+
+    fn validate_node(&self, v: &Value, path: &str, errs: &mut Vec<FieldError>, is_root: bool) {
+        let shown = if path.is_empty() { "<root>" } else { path };
+        if v.is_null() {
+            if self.nullable || (self.type_.is_none() && !self.int_or_string) {
+                return;
+            }
+            let t = if self.int_or_string {
+                "integer-or-string".to_owned()
+            } else {
+                self.type_.clone().unwrap_or_default()
+            };
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TypeInvalid,
+                Some(Value::String("null".into())),
+                format!("{shown} in body must be of type {t}: \"null\""),
+            ));
+            return;
+        }
+        // Type.
+        let actual = type_name(v);
+        let type_ok = if self.int_or_string {
+            is_integer(v) || v.is_string()
+        } else {
+            match self.type_.as_deref() {
+                None => true,
+                Some("integer") => is_integer(v),
+                Some("number") => v.is_number(),
+                Some(t) => t == actual,
+            }
+        };
+        if !type_ok {
+            let t = if self.int_or_string {
+                "integer,string".to_owned()
+            } else {
+                self.type_.clone().unwrap_or_default()
+            };
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TypeInvalid,
+                Some(Value::String(actual.into())),
+                format!("{shown} in body must be of type {t}: \"{actual}\""),
+            ));
+            return;
+        }
+        // Enum.
+        if let Some(values) = &self.enum_values
+            && !values.iter().any(|e| json_eq(e, v))
+        {
+            let supported: Vec<String> = values
+                .iter()
+                .map(|e| match e {
+                    Value::String(s) => format!("{s:?}"),
+                    other => format!("{:?}", other.to_string()),
+                })
+                .collect();
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Unsupported,
+                Some(v.clone()),
+                format!("supported values: {}", supported.join(", ")),
+            ));
+        }
+        match v {
+            Value::String(s) => self.validate_string(s, v, path, shown, errs),
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64() {
+                    self.validate_number(f, v, path, shown, errs);
+                }
+            }
+            Value::Array(items) => self.validate_array(items, v, path, shown, errs),
+            Value::Object(m) => self.validate_object(m, v, path, shown, errs, is_root),
+            _ => {}
+        }
+        self.validate_combinators(v, path, shown, errs, is_root);
+    }
+
+    fn validate_string(
+        &self,
+        s: &str,
+        v: &Value,
+        path: &str,
+        shown: &str,
+        errs: &mut Vec<FieldError>,
+    ) {
+        let len = s.chars().count() as u64;
+        if let Some(max) = self.max_length
+            && len > max
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TooLong,
+                Some(v.clone()),
+                format!(
+                    "may not be more than {max} {}",
+                    if max == 1 { "byte" } else { "bytes" }
+                ),
+            ));
+        }
+        if let Some(min) = self.min_length
+            && len < min
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body should be at least {min} chars long"),
+            ));
+        }
+        if let Some((p, re)) = &self.pattern
+            && !re.is_match(s)
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body should match '{p}'"),
+            ));
+        }
+        if self.format.as_deref() == Some("date-time") && !is_date_time(s) {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TypeInvalid,
+                Some(v.clone()),
+                format!("{shown} in body must be of type date-time: {s:?}"),
+            ));
+        }
+    }
+
+    fn validate_number(
+        &self,
+        f: f64,
+        v: &Value,
+        path: &str,
+        shown: &str,
+        errs: &mut Vec<FieldError>,
+    ) {
+        if let Some(m) = self.multiple_of
+            && m > 0.0
+            && (f / m).fract().abs() > 1e-9
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body should be a multiple of {}", go_float(m)),
+            ));
+        }
+        if let Some(max) = self.maximum {
+            let bad = if self.exclusive_maximum {
+                f >= max
+            } else {
+                f > max
+            };
+            if bad {
+                let rel = if self.exclusive_maximum {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid,
+                    Some(v.clone()),
+                    format!("{shown} in body should be {rel} {}", go_float(max)),
+                ));
+            }
+        }
+        if let Some(min) = self.minimum {
+            let bad = if self.exclusive_minimum {
+                f <= min
+            } else {
+                f < min
+            };
+            if bad {
+                let rel = if self.exclusive_minimum {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                errs.push(FieldError::new(
+                    path,
+                    FieldErrorKind::Invalid,
+                    Some(v.clone()),
+                    format!("{shown} in body should be {rel} {}", go_float(min)),
+                ));
+            }
+        }
+    }
+
+    fn validate_array(
+        &self,
+        items: &[Value],
+        v: &Value,
+        path: &str,
+        shown: &str,
+        errs: &mut Vec<FieldError>,
+    ) {
+        let n = items.len() as u64;
+        if let Some(max) = self.max_items
+            && n > max
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TooMany,
+                Some(Value::from(n)),
+                format!("must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = self.min_items
+            && n < min
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body should have at least {min} items"),
+            ));
+        }
+        if let Some(s) = &self.items {
+            for (i, it) in items.iter().enumerate() {
+                s.validate_node(it, &format!("{path}[{i}]"), errs, false);
+            }
+        }
+        // Uniqueness of `set` items and `map` keys (listtype validation).
+        match self.list_type.as_deref() {
+            Some("set") => {
+                for (i, it) in items.iter().enumerate() {
+                    if items[..i].iter().any(|p| json_eq(p, it)) {
+                        errs.push(FieldError::new(
+                            &format!("{path}[{i}]"),
+                            FieldErrorKind::Duplicate,
+                            Some(it.clone()),
+                            String::new(),
+                        ));
+                    }
+                }
+            }
+            Some("map") => {
+                let key_of = |it: &Value| -> Vec<Value> {
+                    self.list_map_keys
+                        .iter()
+                        .map(|k| it.get(k).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                for (i, it) in items.iter().enumerate() {
+                    let k = key_of(it);
+                    if items[..i].iter().any(|p| key_of(p) == k) {
+                        let shown_key: Map<String, Value> =
+                            self.list_map_keys.iter().cloned().zip(k).collect();
+                        errs.push(FieldError::new(
+                            &format!("{path}[{i}]"),
+                            FieldErrorKind::Duplicate,
+                            Some(Value::Object(shown_key)),
+                            String::new(),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn validate_object(
+        &self,
+        m: &Map<String, Value>,
+        v: &Value,
+        path: &str,
+        shown: &str,
+        errs: &mut Vec<FieldError>,
+        is_root: bool,
+    ) {
+        let n = m.len() as u64;
+        if let Some(max) = self.max_properties
+            && n > max
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::TooMany,
+                Some(Value::from(n)),
+                format!("must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = self.min_properties
+            && n < min
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body should have at least {min} properties"),
+            ));
+        }
+        for r in &self.required {
+            if !m.contains_key(r) {
+                errs.push(FieldError::new(
+                    &Self::child_path(path, r),
+                    FieldErrorKind::Required,
+                    None,
+                    String::new(),
+                ));
+            }
+        }
+        let embedded = is_root || self.embedded_resource;
+        if self.embedded_resource {
+            for k in ["apiVersion", "kind"] {
+                if !m
+                    .get(k)
+                    .is_some_and(|x| x.as_str().is_some_and(|s| !s.is_empty()))
+                {
+                    errs.push(FieldError::new(
+                        &Self::child_path(path, k),
+                        FieldErrorKind::Required,
+                        None,
+                        String::new(),
+                    ));
+                }
+            }
+        }
+        for (k, child) in m {
+            let cp = Self::child_path(path, k);
+            if let Some(p) = self.properties.get(k) {
+                p.validate_node(child, &cp, errs, false);
+            } else if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            } else if let Some(ap) = &self.additional_properties {
+                ap.validate_node(child, &cp, errs, false);
+            }
+        }
+    }
+
+    fn validate_combinators(
+        &self,
+        v: &Value,
+        path: &str,
+        shown: &str,
+        errs: &mut Vec<FieldError>,
+        is_root: bool,
+    ) {
+        for s in &self.all_of {
+            s.validate_node(v, path, errs, is_root);
+        }
+        let ok = |s: &StructuralSchema| {
+            let mut e = Vec::new();
+            s.validate_node(v, path, &mut e, is_root);
+            e.is_empty()
+        };
+        if !self.any_of.is_empty() && !self.any_of.iter().any(ok) {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body must validate at least one schema (anyOf)"),
+            ));
+        }
+        if !self.one_of.is_empty() && self.one_of.iter().filter(|s| ok(s)).count() != 1 {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body must validate one and only one schema (oneOf)"),
+            ));
+        }
+        if let Some(n) = &self.not
+            && ok(n)
+        {
+            errs.push(FieldError::new(
+                path,
+                FieldErrorKind::Invalid,
+                Some(v.clone()),
+                format!("{shown} in body must not validate the schema (not)"),
+            ));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Shape information
+
+    /// The schema node at `path` (`None` below preserved-unknown or undeclared fields).
+    pub fn node_at(&self, path: &[Seg<'_>]) -> Option<&StructuralSchema> {
+        let mut cur = self;
+        for seg in path {
+            cur = match seg {
+                Seg::Field(f) => match cur.properties.get(*f) {
+                    Some(p) => p,
+                    None => cur.additional_properties.as_deref()?,
+                },
+                Seg::Item => cur.items.as_deref()?,
+            };
+        }
+        Some(cur)
+    }
+
+    /// The `x-kubernetes-list-type` of the list at `path` (atomic when unset or unknown).
+    pub fn list_type_at(&self, path: &[Seg<'_>]) -> ListType {
+        if let Some(t) = object_meta_list_type(path) {
+            return t;
+        }
+        match self.node_at(path) {
+            Some(n) => match n.list_type.as_deref() {
+                Some("set") => ListType::Set,
+                Some("map") => ListType::Map(n.list_map_keys.clone()),
+                _ => ListType::Atomic,
+            },
+            None => ListType::Atomic,
+        }
+    }
+
+    /// The `x-kubernetes-map-type` of the object at `path` (granular when unset).
+    pub fn map_type_at(&self, path: &[Seg<'_>]) -> MapType {
+        match self.node_at(path).and_then(|n| n.map_type.as_deref()) {
+            Some("atomic") => MapType::Atomic,
+            _ => MapType::Granular,
+        }
+    }
+}
+
+impl TypeInfo for StructuralSchema {
+    fn list_type(&self, path: &[Seg<'_>]) -> ListType {
+        self.list_type_at(path)
+    }
+
+    fn map_type(&self, path: &[Seg<'_>]) -> MapType {
+        self.map_type_at(path)
+    }
+
+    fn is_declared_field(&self, path: &[Seg<'_>]) -> bool {
+        let Some((Seg::Field(last), parent)) = path.split_last() else {
+            return true;
+        };
+        match parent {
+            [] => {
+                matches!(*last, "apiVersion" | "kind" | "metadata")
+                    || self.properties.contains_key(*last)
+            }
+            [Seg::Field("metadata"), ..] => true,
+            _ => self
+                .node_at(parent)
+                .is_some_and(|n| n.properties.contains_key(*last)),
+        }
+    }
+}
+
+/// JSON equality where `1` equals `1.0`.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(v: Value) -> StructuralSchema {
+        StructuralSchema::from_value(&v).unwrap()
+    }
+
+    fn crd_schema() -> StructuralSchema {
+        schema(json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 2, "maxLength": 5},
+                        "tier": {"type": "string", "enum": ["a", "b"]},
+                        "replicas": {"type": "integer", "minimum": 1, "maximum": 10},
+                        "ratio": {"type": "number", "exclusiveMaximum": true, "maximum": 1},
+                        "cron": {"type": "string", "pattern": "^\\d+$"},
+                        "when": {"type": "string", "format": "date-time"},
+                        "port": {"x-kubernetes-int-or-string": true},
+                        "items": {
+                            "type": "array",
+                            "maxItems": 3,
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+                        },
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "maybe": {"type": "string", "nullable": true},
+                        "embedded": {"type": "object", "x-kubernetes-embedded-resource": true, "properties": {"spec": {"type": "object"}}}
+                    }
+                },
+                "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+            }
+        }))
+    }
+
+    fn messages(errs: &[FieldError]) -> Vec<String> {
+        errs.iter().map(FieldError::message).collect()
+    }
+
+    #[test]
+    fn valid_object_has_no_errors() {
+        let s = crd_schema();
+        let obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
+            "spec": {"name": "abc", "tier": "a", "replicas": 3, "ratio": 0.5, "cron": "12",
+                     "when": "2024-01-02T03:04:05Z", "port": "http", "items": [{"name": "x"}],
+                     "labels": {"a": "b"}, "maybe": null}});
+        assert_eq!(messages(&s.validate(&obj)), Vec::<String>::new());
+        let obj = json!({"spec": {"name": "abc", "port": 8080, "replicas": 2.0}});
+        assert!(s.validate(&obj).is_empty());
+    }
+
+    #[test]
+    fn real_server_messages() {
+        let s = crd_schema();
+        let cases = [
+            (json!({"spec": {}}), "spec.name: Required value"),
+            (
+                json!({"spec": {"name": "abc", "tier": "x"}}),
+                "spec.tier: Unsupported value: \"x\": supported values: \"a\", \"b\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "replicas": "three"}}),
+                "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "replicas": 1.5}}),
+                "spec.replicas: Invalid value: \"number\": spec.replicas in body must be of type integer: \"number\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "replicas": 0}}),
+                "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+            ),
+            (
+                json!({"spec": {"name": "abc", "replicas": 11}}),
+                "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10",
+            ),
+            (
+                json!({"spec": {"name": "abc", "ratio": 1}}),
+                "spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1",
+            ),
+            (
+                json!({"spec": {"name": "abcdef"}}),
+                "spec.name: Too long: may not be more than 5 bytes",
+            ),
+            (
+                json!({"spec": {"name": "a"}}),
+                "spec.name: Invalid value: \"a\": spec.name in body should be at least 2 chars long",
+            ),
+            (
+                json!({"spec": {"name": "abc", "cron": "x"}}),
+                "spec.cron: Invalid value: \"x\": spec.cron in body should match '^\\d+$'",
+            ),
+            (
+                json!({"spec": {"name": "abc", "when": "yesterday"}}),
+                "spec.when: Invalid value: \"yesterday\": spec.when in body must be of type date-time: \"yesterday\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "items": [{"name": "a"}, {}, {"name": 1}]}}),
+                "spec.items[1].name: Required value",
+            ),
+            (
+                json!({"spec": {"name": "abc", "items": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]}}),
+                "spec.items: Too many: 4: must have at most 3 items",
+            ),
+            (
+                json!({"spec": {"name": "abc", "labels": {"k": 1}}}),
+                "spec.labels.k: Invalid value: \"integer\": spec.labels.k in body must be of type string: \"integer\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "port": true}}),
+                "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\"",
+            ),
+            (
+                json!({"spec": {"name": "abc", "embedded": {"spec": {}}}}),
+                "spec.embedded.apiVersion: Required value",
+            ),
+        ];
+        for (obj, want) in cases {
+            let got = messages(&s.validate(&obj));
+            assert!(got.contains(&want.to_owned()), "want {want:?}, got {got:?}");
+        }
+        let errs = s.validate(&json!({"spec": {"name": "abc", "items": [{"name": 1}]}}));
+        assert_eq!(errs[0].path, "spec.items[0].name");
+        assert_eq!(errs[0].reason(), "FieldValueTypeInvalid");
+    }
+
+    #[test]
+    fn invalid_message_aggregates_like_go() {
+        let s = crd_schema();
+        let errs = s.validate(&json!({"spec": {"tier": "x"}}));
+        assert_eq!(
+            invalid_message("K.example.com", "n", &errs),
+            "K.example.com \"n\" is invalid: [spec.name: Required value, spec.tier: Unsupported value: \"x\": supported values: \"a\", \"b\"]"
+        );
+        let errs = s.validate(&json!({"spec": {}}));
+        assert_eq!(
+            invalid_message("K.example.com", "n", &errs),
+            "K.example.com \"n\" is invalid: spec.name: Required value"
+        );
+    }
+
+    #[test]
+    fn null_only_allowed_when_nullable() {
+        let s = crd_schema();
+        let errs = s.validate(&json!({"spec": {"name": "abc", "tier": null}}));
+        assert_eq!(
+            messages(&errs),
+            vec![
+                "spec.tier: Invalid value: \"null\": spec.tier in body must be of type string: \"null\""
+            ]
+        );
+        // On the write path, nulls of non-nullable fields are dropped before validation.
+        let mut obj = json!({"spec": {"name": "abc", "tier": null, "maybe": null}});
+        assert!(s.admit(&mut obj).is_empty());
+        assert_eq!(obj, json!({"spec": {"name": "abc", "maybe": null}}));
+    }
+
+    #[test]
+    fn pruning_drops_unknown_fields() {
+        let s = crd_schema();
+        let mut obj = json!({
+            "apiVersion": "x/v1", "kind": "K",
+            "metadata": {"name": "n", "bogus": 1, "labels": {"a": "b"}},
+            "spec": {"name": "abc", "unknown": 1, "free": {"anything": {"deep": 1}},
+                     "items": [{"name": "a", "extra": 2}], "labels": {"x": "y"},
+                     "embedded": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "junk": 1}, "spec": {"a": 1}, "other": 1}},
+            "status": {"ready": true, "junk": 1},
+            "top": 1
+        });
+        s.prune(&mut obj);
+        assert_eq!(
+            obj,
+            json!({
+                "apiVersion": "x/v1", "kind": "K",
+                "metadata": {"name": "n", "labels": {"a": "b"}},
+                "spec": {"name": "abc", "free": {"anything": {"deep": 1}},
+                         "items": [{"name": "a"}], "labels": {"x": "y"},
+                         "embedded": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}},
+                "status": {"ready": true}
+            })
+        );
+    }
+
+    #[test]
+    fn preserve_unknown_fields_at_root_keeps_everything() {
+        let s = schema(
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {"spec": {"type": "object", "properties": {"a": {"type": "string"}}}}}),
+        );
+        let mut obj = json!({"x": 1, "spec": {"a": "b", "drop": 1}});
+        s.prune(&mut obj);
+        assert_eq!(obj, json!({"x": 1, "spec": {"a": "b"}}));
+    }
+
+    #[test]
+    fn defaults_apply_recursively() {
+        let s = schema(json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "default": {},
+                    "properties": {
+                        "replicas": {"type": "integer", "default": 1},
+                        "mode": {"type": "string", "default": "fast"},
+                        "nested": {"type": "object", "default": {"a": "x"}, "properties": {
+                            "a": {"type": "string"}, "b": {"type": "string", "default": "y"}}},
+                        "list": {"type": "array", "items": {"type": "object", "default": {"k": "d"},
+                            "properties": {"k": {"type": "string"}, "v": {"type": "integer", "default": 0}}}},
+                        "map": {"type": "object", "additionalProperties": {"type": "object",
+                            "properties": {"p": {"type": "integer", "default": 7}}}},
+                        "nullable": {"type": "string", "nullable": true, "default": "d"}
+                    }
+                }
+            }
+        }));
+        let mut obj = json!({});
+        s.apply_defaults(&mut obj);
+        assert_eq!(
+            obj,
+            json!({"spec": {"replicas": 1, "mode": "fast", "nested": {"a": "x", "b": "y"}, "nullable": "d"}})
+        );
+
+        let mut obj = json!({"spec": {"replicas": 3, "mode": null, "list": [{"k": "a"}, null],
+            "map": {"x": {}}, "nullable": null}});
+        s.apply_defaults(&mut obj);
+        assert_eq!(
+            obj,
+            json!({"spec": {"replicas": 3, "mode": "fast",
+            "nested": {"a": "x", "b": "y"},
+            "list": [{"k": "a", "v": 0}, {"k": "d", "v": 0}],
+            "map": {"x": {"p": 7}}, "nullable": null}})
+        );
+    }
+
+    #[test]
+    fn list_and_map_types_for_apply() {
+        let s = schema(
+            json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+                "set": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "map": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "proto"],
+                        "items": {"type": "object", "properties": {"name": {"type": "string"}, "proto": {"type": "string"}}}},
+                "plain": {"type": "array", "items": {"type": "string"}},
+                "sel": {"type": "object", "x-kubernetes-map-type": "atomic"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+            }}}}),
+        );
+        let p = |f: &'static str| [Seg::Field("spec"), Seg::Field(f)];
+        assert_eq!(s.list_type(&p("set")), ListType::Set);
+        assert_eq!(
+            s.list_type(&p("map")),
+            ListType::Map(vec!["name".into(), "proto".into()])
+        );
+        assert_eq!(s.list_type(&p("plain")), ListType::Atomic);
+        assert_eq!(s.map_type(&p("sel")), MapType::Atomic);
+        assert_eq!(s.map_type(&p("labels")), MapType::Granular);
+        assert_eq!(
+            s.list_type(&[Seg::Field("metadata"), Seg::Field("finalizers")]),
+            ListType::Set
+        );
+        assert!(s.is_declared_field(&p("labels")));
+        assert!(!s.is_declared_field(&[Seg::Field("spec"), Seg::Field("labels"), Seg::Field("x")]));
+        // Duplicate set items and map keys are rejected.
+        let errs = s.validate(&json!({"spec": {"set": ["a", "a"], "map": [{"name": "x", "proto": "t"}, {"name": "x", "proto": "t"}]}}));
+        let msgs = messages(&errs);
+        assert!(
+            msgs.contains(&"spec.set[1]: Duplicate value: \"a\"".to_owned()),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("spec.map[1]: Duplicate value")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn bad_schemas_are_rejected() {
+        assert!(
+            StructuralSchema::from_value(
+                &json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}})
+            )
+            .is_err()
+        );
+        assert!(StructuralSchema::from_value(&json!({"type": "thing"})).is_err());
+        assert!(StructuralSchema::from_value(&json!({"type": "string", "maxLength": -1})).is_err());
+    }
+
+    #[test]
+    fn go_float_formatting() {
+        assert_eq!(go_float(1.0), "1");
+        assert_eq!(go_float(0.5), "0.5");
+        assert_eq!(go_float(100000.0), "100000");
+        assert_eq!(go_float(1e6), "1e+06");
+        assert_eq!(go_float(1234567.0), "1.234567e+06");
+        assert_eq!(go_float(0.00001), "1e-05");
+    }
+}

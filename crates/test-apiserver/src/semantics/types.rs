@@ -46,6 +46,14 @@ pub trait TypeInfo {
         let _ = path;
         MapType::Granular
     }
+    /// Whether the last [`Seg::Field`] of `path` is a declared property of its parent (a struct
+    /// field), as opposed to a key of a map (`additionalProperties`, preserved unknown fields).
+    /// Server-side apply owns map keys as nodes (`.: {}`) but struct fields only through their
+    /// leaves, as structured-merge-diff does. Without a schema every field counts as declared.
+    fn is_declared_field(&self, path: &[Seg<'_>]) -> bool {
+        let _ = path;
+        true
+    }
 }
 
 /// Renders a path as `spec.items[].name`, the form used by the built-in tables.
