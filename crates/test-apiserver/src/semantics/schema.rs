@@ -912,10 +912,7 @@ impl StructuralSchema {
         let embedded = is_root || self.embedded_resource;
         if self.embedded_resource {
             for k in ["apiVersion", "kind"] {
-                if !m
-                    .get(k)
-                    .is_some_and(|x| x.as_str().is_some_and(|s| !s.is_empty()))
-                {
+                if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
                     errs.push(FieldError::new(
                         &Self::child_path(path, k),
                         FieldErrorKind::Required,
