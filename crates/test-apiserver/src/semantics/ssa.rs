@@ -390,8 +390,8 @@ enum Node<'v> {
 }
 
 impl Walker<'_> {
-    /// `ToFieldSet`: leaves, list items, map keys and empty/null values are members; declared
-    /// struct fields holding non-empty objects are not (they are owned through their children).
+    /// `ToFieldSet`: leaves, list items and map keys are members; declared struct fields holding
+    /// objects are not (they are owned through their children, so `spec: {}` owns nothing).
     fn to_field_set(&self, v: &Value) -> Result<FieldSet, ApplyError> {
         let mut set = FieldSet::default();
         let mut segs = Vec::new();
@@ -417,12 +417,7 @@ impl Walker<'_> {
                     segs.push(Seg::Field(k));
                     elems.push(format!("f:{k}"));
                     self.fs_walk(child, segs, elems, set)?;
-                    let empty = match child {
-                        Value::Null => true,
-                        Value::Object(c) => c.is_empty(),
-                        _ => false,
-                    };
-                    if empty || !self.types.is_declared_field(segs) {
+                    if !self.types.is_declared_field(segs) {
                         set.insert(elems);
                     }
                     segs.pop();
@@ -530,6 +525,10 @@ impl Walker<'_> {
                 (None, _) => c.added.insert(p),
                 (Some(Node::Inner), Node::Inner) => {}
                 (Some(Node::Leaf(x)), Node::Leaf(y)) if json_eq(x, y) => {}
+                // An empty object that gains children (or loses all of them) is not itself
+                // modified: only its children are added or removed (`emptyPromoteToLeaf`).
+                (Some(Node::Leaf(Value::Object(m))), Node::Inner) if m.is_empty() => {}
+                (Some(Node::Inner), Node::Leaf(Value::Object(m))) if m.is_empty() => {}
                 (Some(_), _) => c.modified.insert(p),
             }
         }
@@ -1129,7 +1128,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a4["spec"], json!({"resourceRef": {"name": "x"}}));
-        assert_eq!(owned(&a4, KLUTCH), set(&[".spec"]));
+        // `spec: {}` owns nothing, so the konnector's entry is gone.
+        assert!(managed_fields(&a4).iter().all(|e| e.manager != KLUTCH));
+        assert_eq!(owned(&a4, "crossplane").len(), 2);
     }
 
     #[test]
@@ -1269,6 +1270,31 @@ mod tests {
             err.to_string(),
             "Apply failed with 2 conflicts: conflicts with \"one\":\n- .spec.a\n- .spec.b"
         );
+    }
+
+    #[test]
+    fn filling_an_empty_object_is_no_conflict() {
+        let s = StructuralSchema::from_value(&json!({"type": "object", "properties": {"spec": {
+            "type": "object", "properties": {"ref": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}))
+        .unwrap();
+        let a1 = apply(None, &cr(json!({"ref": {}})), &mgr("one", "t1"), false, &s).unwrap();
+        // `ref` is declared and empty: owned by nobody.
+        assert!(managed_fields(&a1).is_empty());
+        let a2 = apply(
+            Some(&a1),
+            &cr(json!({"ref": {"x": 1}})),
+            &mgr("two", "t2"),
+            false,
+            &s,
+        )
+        .unwrap();
+        // Keys of a preserved-unknown map are owned as nodes.
+        assert_eq!(owned(&a2, "two"), set(&[".spec.ref.x"]));
+        let mut next = a2.clone();
+        next["spec"]["ref"]["y"] = json!({"z": 1});
+        let u = record_update(Some(&a2), &next, &mgr("three", "t3"), &s);
+        assert_eq!(owned(&u, "three"), set(&[".spec.ref.y", ".spec.ref.y.z"]));
+        assert_eq!(owned(&u, "two"), set(&[".spec.ref.x"]));
     }
 
     #[test]
@@ -1554,10 +1580,7 @@ mod tests {
         o2["metadata"]["finalizers"] = json!(["b"]);
         let a2 = apply(Some(&a1), &o2, &mgr("two", "t2"), false, &DefaultTypes).unwrap();
         assert_eq!(a2["metadata"]["finalizers"], json!(["a", "b"]));
-        assert_eq!(
-            owned(&a2, "two"),
-            set(&[".metadata.finalizers[=\"b\"]", ".spec"])
-        );
+        assert_eq!(owned(&a2, "two"), set(&[".metadata.finalizers[=\"b\"]"]));
     }
 
     #[test]

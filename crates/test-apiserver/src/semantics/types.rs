@@ -107,19 +107,16 @@ impl BuiltinTypes {
     /// lists, granular maps), which is also right for RBAC `rules`/`subjects` (`+listType=atomic`).
     pub fn for_kind(group: &str, kind: &str) -> Self {
         let name = || vec!["name".to_owned()];
+        let type_key = || vec!["type".to_owned()];
         let lists = match (group, kind) {
             // ServiceAccount.secrets: patchStrategy=merge, patchMergeKey=name, listType=map.
             ("", "ServiceAccount") => vec![("secrets", ListType::Map(name()))],
-            // NamespaceSpec.finalizers / NamespaceStatus.conditions.
-            ("", "Namespace") => vec![
-                ("spec.finalizers", ListType::Set),
-                ("status.conditions", ListType::Map(vec!["type".to_owned()])),
-            ],
-            ("apiextensions.k8s.io", "CustomResourceDefinition") => vec![
-                ("spec.versions", ListType::Map(name())),
-                ("status.conditions", ListType::Map(vec!["type".to_owned()])),
-                ("status.storedVersions", ListType::Atomic),
-            ],
+            // NamespaceSpec.finalizers is `+listType=atomic` (no patch strategy): not listed.
+            ("", "Namespace") => vec![("status.conditions", ListType::Map(type_key()))],
+            // CRD spec.versions and status.storedVersions are atomic; conditions keyed by type.
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                vec![("status.conditions", ListType::Map(type_key()))]
+            }
             _ => Vec::new(),
         };
         Self { lists }
@@ -156,6 +153,15 @@ mod tests {
             ListType::Map(vec!["uid".into()])
         );
         assert_eq!(t.list_type(&[Seg::Field("rules")]), ListType::Atomic);
+        let ns = BuiltinTypes::for_kind("", "Namespace");
+        assert_eq!(
+            ns.list_type(&[Seg::Field("spec"), Seg::Field("finalizers")]),
+            ListType::Atomic
+        );
+        assert_eq!(
+            ns.list_type(&[Seg::Field("status"), Seg::Field("conditions")]),
+            ListType::Map(vec!["type".into()])
+        );
     }
 
     #[test]
