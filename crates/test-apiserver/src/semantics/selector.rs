@@ -63,11 +63,12 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let got = labels.get(&self.key);
+    /// Evaluates the requirement given the label's value (`None` = label absent).
+    fn holds(&self, got: Option<&str>) -> bool {
+        let contains = |v: &str| self.values.iter().any(|x| x == v);
         match self.op {
-            Operator::Equals | Operator::In => got.is_some_and(|v| self.values.contains(v)),
-            Operator::NotEquals | Operator::NotIn => !got.is_some_and(|v| self.values.contains(v)),
+            Operator::Equals | Operator::In => got.is_some_and(contains),
+            Operator::NotEquals | Operator::NotIn => !got.is_some_and(contains),
             Operator::Exists => got.is_some(),
             Operator::DoesNotExist => got.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
@@ -199,7 +200,12 @@ impl Parser {
         loop {
             match self.peek().clone() {
                 Tok::Ident(_) | Tok::Not => {
-                    reqs.push(self.requirement()?);
+                    // Errors inside a requirement are wrapped, as `labels.Parse` does.
+                    let req = self.requirement().map_err(|e| match e {
+                        SelectorError::Syntax(m) => SelectorError::InvalidRequirement(m),
+                        other => other,
+                    })?;
+                    reqs.push(req);
                     match self.next() {
                         Tok::End => return Ok(reqs),
                         Tok::Comma => match self.peek() {
@@ -250,8 +256,12 @@ impl Parser {
             });
         }
         if negated {
-            let t = self.peek();
-            return Self::syntax(format!("found '{t}', expected: ',' or 'end of string'"));
+            // `!key` ends the requirement; whatever follows is the caller's syntax error.
+            return Ok(Requirement {
+                key,
+                op: Operator::DoesNotExist,
+                values: Vec::new(),
+            });
         }
         let op = match self.next() {
             Tok::Eq | Tok::DoubleEq => Operator::Equals,
@@ -307,42 +317,57 @@ impl Parser {
         }
     }
 
+    /// `parseValues` + `parseIdentifiersList` of the Go parser: `()` is the set `{""}`, and
+    /// leading, trailing or doubled commas add `""`.
     fn value_set(&mut self) -> Result<Vec<String>, SelectorError> {
         match self.next() {
             Tok::Open => {}
-            t => return Self::syntax(format!("found '{t}', expected: '('")),
+            t => return Self::syntax(format!("found '{t}' expected: '('")),
         }
-        let mut values = Vec::new();
-        // `()` is an empty set (rejected later); `(a,)` yields an empty value, as in Go.
-        if *self.peek() == Tok::Close {
-            self.pos += 1;
-            return Ok(values);
+        let is_value = |t: &Tok| matches!(t, Tok::Ident(_) | Tok::In | Tok::NotIn);
+        match self.peek().clone() {
+            Tok::Close => {
+                self.pos += 1;
+                return Ok(vec![String::new()]);
+            }
+            t if is_value(&t) || t == Tok::Comma => {}
+            t => {
+                return Self::syntax(format!("found '{t}', expected: ',', ')' or identifier"));
+            }
         }
+        let mut values: Vec<String> = Vec::new();
         loop {
             match self.next() {
-                Tok::Ident(v) => values.push(v),
-                t @ (Tok::In | Tok::NotIn) => values.push(t.to_string()),
-                Tok::Comma => {
-                    values.push(String::new());
-                    self.pos -= 1;
-                }
-                Tok::Close => {
-                    values.push(String::new());
-                    return Ok(values);
-                }
-                t => return Self::syntax(format!("found '{t}', expected: ',', ')' or identifier")),
-            }
-            match self.next() {
-                Tok::Comma => {
-                    if *self.peek() == Tok::Close {
-                        self.pos += 1;
-                        values.push(String::new());
-                        return Ok(values);
+                t if is_value(&t) => {
+                    values.push(t.to_string());
+                    match self.peek().clone() {
+                        Tok::Comma => {}
+                        Tok::Close => break,
+                        t2 => return Self::syntax(format!("found '{t2}', expected: ',' or ')'")),
                     }
                 }
-                Tok::Close => return Ok(values),
-                t => return Self::syntax(format!("found '{t}', expected: ',' or ')'")),
+                Tok::Comma => {
+                    if values.is_empty() {
+                        values.push(String::new());
+                    }
+                    match self.peek() {
+                        Tok::Close => {
+                            values.push(String::new());
+                            break;
+                        }
+                        Tok::Comma => {
+                            self.pos += 1;
+                            values.push(String::new());
+                        }
+                        _ => {}
+                    }
+                }
+                t => return Self::syntax(format!("found '{t}', expected: ',', or identifier")),
             }
+        }
+        match self.next() {
+            Tok::Close => Ok(values),
+            t => Self::syntax(format!("found '{t}', expected: ')'")),
         }
     }
 }
@@ -451,23 +476,19 @@ impl LabelSelector {
 
     /// True if every requirement holds for `labels`.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels))
+        self.requirements
+            .iter()
+            .all(|r| r.holds(labels.get(&r.key).map(String::as_str)))
     }
 
-    /// Matches against a `metadata.labels` JSON value (missing or `null` = no labels).
+    /// Matches against a `metadata.labels` JSON value (missing or `null` = no labels), without
+    /// copying the labels: list and watch filtering call this for every object.
     pub fn matches_value(&self, labels: Option<&Value>) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let map: BTreeMap<String, String> = labels
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.matches(&map)
+        let map = labels.and_then(Value::as_object);
+        self.requirements.iter().all(|r| {
+            let got = map.and_then(|m| m.get(&r.key)).and_then(Value::as_str);
+            r.holds(got)
+        })
     }
 
     /// Matches against a whole object's `metadata.labels`.
@@ -686,7 +707,15 @@ mod tests {
     fn syntax_errors_match_go_messages() {
         assert_eq!(
             LabelSelector::parse("a b").unwrap_err().to_string(),
-            "found 'b', expected: in, notin, =, ==, !=, gt, lt"
+            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+        );
+        assert_eq!(
+            LabelSelector::parse("!a=b").unwrap_err().to_string(),
+            "found '=', expected: ',' or 'end of string'"
+        );
+        assert_eq!(
+            LabelSelector::parse("a in b").unwrap_err().to_string(),
+            "unable to parse requirement: found 'b' expected: '('"
         );
         assert_eq!(
             LabelSelector::parse("a=b c").unwrap_err().to_string(),
@@ -696,7 +725,12 @@ mod tests {
             LabelSelector::parse("a,").unwrap_err().to_string(),
             "found '', expected: identifier after ','"
         );
-        assert!(LabelSelector::parse("a in ()").is_err());
+        // `()` is the set {""} in Go, not an error.
+        assert!(sel("a in ()").matches(&labels(&[("a", "")])));
+        assert!(sel("a in (,b)").matches(&labels(&[("a", "")])));
+        assert!(sel("a in (b,)").matches(&labels(&[("a", "")])));
+        assert!(sel("a in (b,,c)").matches(&labels(&[("a", "c")])));
+        assert!(sel("a in (in, notin)").matches(&labels(&[("a", "notin")])));
         assert!(LabelSelector::parse("a in (b").is_err());
         assert!(LabelSelector::parse("!a=b").is_err());
         assert!(LabelSelector::parse("=b").is_err());
