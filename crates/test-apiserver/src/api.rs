@@ -589,7 +589,7 @@ fn prepare(
         _ => {}
     }
     if def.custom {
-        let schema = def.version(version).and_then(|v| v.schema.as_ref());
+        let schema = def.version(version).and_then(|v| v.structural.as_deref());
         if let Some(schema) = schema {
             let causes = sem::process_custom_resource(schema, obj);
             if !causes.is_empty() {
@@ -991,9 +991,7 @@ fn write_update(
             ));
         }
     }
-    if !status_endpoint || def.kind == "CustomResourceDefinition" {
-        prepare(store, &def, r.version, Some(old), &mut obj)?;
-    }
+    prepare(store, &def, r.version, Some(old), &mut obj)?;
     if def.tracks_generation {
         let g = old
             .pointer("/metadata/generation")
@@ -1195,9 +1193,8 @@ fn apply(
         &applied,
         &manager,
         force,
-        status_endpoint,
-    )
-    .map_err(|conflicts| apply_conflict(&def, r.name, &conflicts))?;
+        r.subresource,
+    )?;
     match old {
         None => {
             if status_endpoint {
@@ -1211,38 +1208,6 @@ fn apply(
         }
         Some(old) => write_update(store, r, &old, merged, None),
     }
-}
-
-fn apply_conflict(def: &ResourceDef, name: &str, conflicts: &[(String, String)]) -> ApiError {
-    let causes: Vec<Cause> = conflicts
-        .iter()
-        .map(|(manager, field)| Cause {
-            reason: "FieldManagerConflict".into(),
-            message: format!("conflict with \"{manager}\""),
-            field: field.clone(),
-        })
-        .collect();
-    let n = causes.len();
-    let listed: Vec<String> = causes
-        .iter()
-        .map(|c| format!("- {}: {}", c.message, c.field))
-        .collect();
-    let mut e = ApiError::new(
-        409,
-        "Conflict",
-        format!(
-            "Apply failed with {n} conflict{}: {}",
-            if n == 1 { "" } else { "s" },
-            listed.join("\n")
-        ),
-    );
-    e.name = Some(name.to_owned());
-    if !def.group.is_empty() {
-        e.group = Some(def.group.clone());
-    }
-    e.kind = Some(def.plural.clone());
-    e.causes = causes;
-    e
 }
 
 /// Options of a DELETE (body `DeleteOptions` and query parameters).

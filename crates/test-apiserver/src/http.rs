@@ -275,6 +275,13 @@ async fn serve(
         .await
         .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?
         .to_bytes();
+    // Protobuf request bodies are not decoded (clients that send them fall back to JSON or fail
+    // with this clear error); responses are always JSON.
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"
+        )));
+    }
     let r = Req {
         def: def.clone(),
         version: &info.version,
@@ -455,6 +462,25 @@ fn non_resource(
             }
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/{v}"), "resources": resources})
         }
+        ["openapi", "v3"] => {
+            let mut paths = serde_json::Map::new();
+            for d in store.resources.values() {
+                for v in &d.versions {
+                    let gv = if d.group.is_empty() {
+                        format!("api/{}", v.name)
+                    } else {
+                        format!("apis/{}/{}", d.group, v.name)
+                    };
+                    paths.insert(
+                        gv.clone(),
+                        json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", store.rv)}),
+                    );
+                }
+            }
+            json!({ "paths": paths })
+        }
+        ["openapi", "v3", "api", v] => openapi_gv(&store, "", v),
+        ["openapi", "v3", "apis", g, v] => openapi_gv(&store, g, v),
         _ => return Err(ApiError::no_route()),
     };
     Ok(json_response(200, &value))
@@ -467,4 +493,54 @@ fn api_group(group: &str, versions: &[String]) -> Value {
         .collect();
     let preferred = vs.first().cloned().unwrap_or(Value::Null);
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs, "preferredVersion": preferred})
+}
+
+/// A minimal OpenAPI v3 document for one group/version: the PATCH operations with their
+/// group/version/kind and the `fieldValidation` parameter. kubectl reads exactly this to decide
+/// that the server validates fields itself (instead of downloading schemas for client-side
+/// validation); no schemas are published.
+fn openapi_gv(store: &crate::store::Store, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for d in store
+        .resources
+        .values()
+        .filter(|d| d.group == group && d.version(version).is_some())
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let item = if d.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", d.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": d.kind});
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+        ]);
+        paths.insert(
+            item,
+            json!({
+                "parameters": params.clone(),
+                "patch": {
+                    "parameters": params,
+                    "operationId": format!("patch{}", d.kind),
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "responses": {"200": {"description": "OK"}},
+                },
+            }),
+        );
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    })
 }

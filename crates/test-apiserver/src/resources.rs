@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::semantics::schema::StructuralSchema;
+
 /// Verbs of a normal resource, as advertised in discovery.
 pub const ALL_VERBS: &[&str] = &[
     "create",
@@ -22,8 +24,8 @@ pub const ALL_VERBS: &[&str] = &[
 pub struct VersionDef {
     /// Version name, e.g. `v1`.
     pub name: String,
-    /// The version's `openAPIV3Schema` (custom resources only).
-    pub schema: Option<Value>,
+    /// The parsed structural schema (custom resources only).
+    pub structural: Option<Arc<StructuralSchema>>,
     /// Whether this version is the storage version.
     pub storage: bool,
 }
@@ -109,7 +111,7 @@ fn builtin(
         group: group.to_owned(),
         versions: vec![VersionDef {
             name: version.to_owned(),
-            schema: None,
+            structural: None,
             storage: true,
         }],
         plural: plural.to_owned(),
@@ -231,9 +233,16 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         if v.pointer("/subresources/status").is_some() {
             has_status = true;
         }
+        let schema = v.pointer("/schema/openAPIV3Schema").cloned();
+        let structural = match &schema {
+            Some(s) => Some(Arc::new(StructuralSchema::from_value(s).map_err(|e| {
+                format!("spec.versions[{name}].schema.openAPIV3Schema: Invalid value: {e}")
+            })?)),
+            None => None,
+        };
         versions.push(VersionDef {
             name,
-            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            structural,
             storage: v.get("storage").and_then(Value::as_bool) == Some(true),
         });
     }

@@ -3,14 +3,48 @@
 
 use serde_json::Value;
 
-use crate::error::Cause;
+use crate::error::{ApiError, Cause};
 use crate::resources::ResourceDef;
+use crate::semantics::schema::StructuralSchema;
+use crate::semantics::ssa::{self, ApplyError, Manager};
+use crate::semantics::types::{BuiltinTypes, DefaultTypes, TypeInfo};
 
-/// Validates, prunes and defaults a custom resource against its version's `openAPIV3Schema`;
+/// Prunes, defaults and validates a custom resource against its version's structural schema;
 /// returns the field errors (empty when valid).
-pub fn process_custom_resource(schema: &Value, obj: &mut Value) -> Vec<Cause> {
-    let _ = (schema, obj);
-    Vec::new()
+pub fn process_custom_resource(schema: &StructuralSchema, obj: &mut Value) -> Vec<Cause> {
+    schema
+        .admit(obj)
+        .into_iter()
+        .map(|e| Cause {
+            reason: e.reason().to_owned(),
+            message: e.body(),
+            field: e.path.clone(),
+        })
+        .collect()
+}
+
+/// The list/map types of a resource at `version`: its CRD schema or the built-in table.
+fn with_types<T>(def: &ResourceDef, version: &str, f: impl FnOnce(&dyn TypeInfo) -> T) -> T {
+    if def.custom {
+        match def.version(version).and_then(|v| v.structural.as_deref()) {
+            Some(schema) => f(schema),
+            None => f(&DefaultTypes),
+        }
+    } else {
+        f(&BuiltinTypes::for_kind(&def.group, &def.kind))
+    }
+}
+
+fn version_of(obj: &Value, def: &ResourceDef) -> String {
+    let av = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    av.rsplit('/')
+        .next()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| def.storage_version())
+        .to_owned()
 }
 
 /// Records the fields a non-apply write (`Update` operation) changed as owned by `manager`.
@@ -21,11 +55,27 @@ pub fn track_update(
     manager: &str,
     subresource: &str,
 ) {
-    let _ = (def, old, obj, manager, subresource);
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let time = crate::api::now();
+    let mgr = Manager {
+        name: manager,
+        api_version: &api_version,
+        subresource: (!subresource.is_empty()).then_some(subresource),
+        status_subresource: def.has_status,
+        time: &time,
+    };
+    let version = version_of(obj, def);
+    let updated = with_types(def, &version, |types| {
+        ssa::record_update(old, obj, &mgr, types)
+    });
+    *obj = updated;
 }
 
-/// Server-side apply of `applied` by `manager` onto `live`; `Err` lists `(manager, field)`
-/// conflicts.
+/// Server-side apply of `applied` by `manager` onto `live` (`None`: the object is created).
 pub fn apply(
     def: &ResourceDef,
     version: &str,
@@ -33,11 +83,42 @@ pub fn apply(
     applied: &Value,
     manager: &str,
     force: bool,
-    status: bool,
-) -> Result<Value, Vec<(String, String)>> {
-    let _ = (def, version, manager, force, status);
-    Ok(match live {
-        Some(l) => crate::semantics::patch::merge_patch(l, applied),
-        None => applied.clone(),
+    subresource: &str,
+) -> Result<Value, ApiError> {
+    let api_version = def.api_version(version);
+    let time = crate::api::now();
+    let mgr = Manager {
+        name: manager,
+        api_version: &api_version,
+        subresource: (!subresource.is_empty()).then_some(subresource),
+        status_subresource: def.has_status,
+        time: &time,
+    };
+    with_types(def, version, |types| {
+        ssa::apply(live, applied, &mgr, force, types)
+    })
+    .map_err(|e| match e {
+        ApplyError::Conflicts(c) => {
+            let mut err = ApiError::new(409, "Conflict", c.to_string());
+            err.name = applied
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if !def.group.is_empty() {
+                err.group = Some(def.group.clone());
+            }
+            err.kind = Some(def.plural.clone());
+            err.causes = c
+                .causes()
+                .into_iter()
+                .map(|(reason, message, field)| Cause {
+                    reason,
+                    message,
+                    field,
+                })
+                .collect();
+            err
+        }
+        ApplyError::Invalid(m) => ApiError::bad_request(m),
     })
 }
