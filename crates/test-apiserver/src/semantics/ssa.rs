@@ -379,6 +379,9 @@ fn value_element(item: &Value) -> String {
 /// Walks a value the way structured-merge-diff does; the closure sees every node.
 struct Walker<'t> {
     types: &'t dyn TypeInfo,
+    /// Refuse duplicate set values / map keys (applied configurations; stored objects may
+    /// carry duplicates from non-apply writes and are tolerated).
+    strict: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -427,8 +430,11 @@ impl Walker<'_> {
             Value::Array(items) => match self.types.list_type(segs) {
                 ListType::Atomic => set.insert(elems),
                 ListType::Set => {
+                    let shown = path_to_string(elems);
                     for it in items {
-                        elems.push(value_element(it));
+                        let e = value_element(it);
+                        self.check_duplicate(set, elems, &e, &shown)?;
+                        elems.push(e);
                         set.insert(elems);
                         elems.pop();
                     }
@@ -437,7 +443,9 @@ impl Walker<'_> {
                     let shown = path_to_string(elems);
                     segs.push(Seg::Item);
                     for it in items {
-                        elems.push(key_element(it, &keys, &shown)?);
+                        let e = key_element(it, &keys, &shown)?;
+                        self.check_duplicate(set, elems, &e, &shown)?;
+                        elems.push(e);
                         self.fs_walk(it, segs, elems, set)?;
                         set.insert(elems);
                         elems.pop();
@@ -446,6 +454,24 @@ impl Walker<'_> {
                 }
             },
             _ => set.insert(elems),
+        }
+        Ok(())
+    }
+
+    fn check_duplicate(
+        &self,
+        set: &FieldSet,
+        list: &[String],
+        elem: &str,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let mut p = list.to_vec();
+        p.push(elem.to_owned());
+        if self.strict && set.contains(&p) {
+            return Err(ApplyError::Invalid(format!(
+                "{shown}: duplicate entries for key {}",
+                path_to_string(&p[list.len()..])
+            )));
         }
         Ok(())
     }
@@ -817,7 +843,14 @@ pub fn apply(
             "metadata.managedFields must be nil".to_owned(),
         ));
     }
-    let w = Walker { types };
+    let w = Walker {
+        types,
+        strict: true,
+    };
+    let lenient = Walker {
+        types,
+        strict: false,
+    };
     let live_obj = live.cloned().unwrap_or_else(empty_object);
     let mut entries = managed_fields(&live_obj);
     let now = Some(mgr.time.to_owned());
@@ -828,7 +861,7 @@ pub fn apply(
         if let Some(Value::Object(meta)) = base.get_mut("metadata") {
             meta.remove("managedFields");
         }
-        let mut set = w.to_field_set(&base)?;
+        let mut set = lenient.to_field_set(&base)?;
         strip(&mut set);
         if !set.is_empty() {
             entries.push(ManagedFieldsEntry {
@@ -957,7 +990,10 @@ pub fn record_update(
     mgr: &Manager<'_>,
     types: &dyn TypeInfo,
 ) -> Value {
-    let w = Walker { types };
+    let w = Walker {
+        types,
+        strict: false,
+    };
     let old_entries = old.map(managed_fields).unwrap_or_default();
     let sent = new
         .pointer("/metadata/managedFields")
@@ -1390,6 +1426,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().ends_with(": .spec.args"), "{err}");
+        // Duplicate set values and map keys in an applied configuration are refused.
+        let dup = apply(
+            Some(&a2),
+            &cr(json!({"tags": ["b", "b"]})),
+            &mgr("two", "t3"),
+            false,
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!(
+            dup.to_string(),
+            ".spec.tags: duplicate entries for key [=\"b\"]"
+        );
+        let dup = apply(
+            Some(&a2),
+            &cr(json!({"ports": [{"name": "a"}, {"name": "a"}]})),
+            &mgr("two", "t3"),
+            false,
+            &s,
+        );
+        assert!(matches!(dup, Err(ApplyError::Invalid(_))));
         // Map-list items without their key are refused.
         let bad = apply(
             Some(&a2),
