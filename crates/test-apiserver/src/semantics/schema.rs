@@ -14,7 +14,8 @@
 //!   [`invalid_message`] for the `422` `Status.message`.
 //! - [`TypeInfo`] for server-side apply (`x-kubernetes-list-type`, `-list-map-keys`, `-map-type`).
 //!
-//! Not implemented: CEL (`x-kubernetes-validations`) and formats other than `date-time`.
+//! Not implemented: CEL (`x-kubernetes-validations`); of the string formats only `date-time`,
+//! `date`, `uuid*`, `ipv4`, `ipv6` and `byte` are checked.
 
 use crate::semantics::types::{ListType, MapType, Seg, TypeInfo, object_meta_list_type};
 use regex::Regex;
@@ -327,6 +328,36 @@ fn is_date_time(s: &str) -> bool {
                 && i + 6 == b.len()
         }
         _ => false,
+    }
+}
+
+/// The string formats checked (as kube-openapi's `strfmt` registry does); other formats
+/// (`int32`, `password`, `duration`, …) accept any string.
+fn format_ok(format: &str, s: &str) -> bool {
+    let hex = |x: &str, n: usize| x.len() == n && x.bytes().all(|b| b.is_ascii_hexdigit());
+    match format {
+        "date-time" | "datetime" => is_date_time(s),
+        "date" => is_date_time(&format!("{s}T00:00:00Z")) && s.len() == 10,
+        "uuid" | "uuid3" | "uuid4" | "uuid5" => {
+            let p: Vec<&str> = s.split('-').collect();
+            p.len() == 5
+                && hex(p[0], 8)
+                && hex(p[1], 4)
+                && hex(p[2], 4)
+                && hex(p[3], 4)
+                && hex(p[4], 12)
+        }
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "byte" => {
+            let body = s.trim_end_matches('=');
+            s.len().is_multiple_of(4)
+                && s.len() - body.len() <= 2
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        }
+        _ => true,
     }
 }
 
@@ -725,12 +756,14 @@ impl StructuralSchema {
                 format!("{shown} in body should match '{p}'"),
             ));
         }
-        if self.format.as_deref() == Some("date-time") && !is_date_time(s) {
+        if let Some(f) = &self.format
+            && !format_ok(f, s)
+        {
             errs.push(FieldError::new(
                 path,
                 FieldErrorKind::TypeInvalid,
                 Some(v.clone()),
-                format!("{shown} in body must be of type date-time: {s:?}"),
+                format!("{shown} in body must be of type {f}: {s:?}"),
             ));
         }
     }
@@ -1353,6 +1386,26 @@ mod tests {
         );
         assert!(StructuralSchema::from_value(&json!({"type": "thing"})).is_err());
         assert!(StructuralSchema::from_value(&json!({"type": "string", "maxLength": -1})).is_err());
+    }
+
+    #[test]
+    fn string_formats() {
+        let s = schema(json!({"type": "object", "properties": {
+            "u": {"type": "string", "format": "uuid"},
+            "d": {"type": "string", "format": "date"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "b": {"type": "string", "format": "byte"},
+            "n": {"type": "string", "format": "int32"}
+        }}));
+        let ok = json!({"u": "123e4567-e89b-12d3-a456-426614174000", "d": "2024-02-03",
+            "ip": "10.0.0.1", "b": "aGk=", "n": "anything"});
+        assert!(s.validate(&ok).is_empty());
+        let bad = json!({"u": "x", "d": "2024-2-3", "ip": "10.0.0", "b": "a"});
+        let msgs = messages(&s.validate(&bad));
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs.contains(
+            &"u: Invalid value: \"x\": u in body must be of type uuid: \"x\"".to_owned()
+        ));
     }
 
     #[test]
