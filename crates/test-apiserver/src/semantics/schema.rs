@@ -12,6 +12,9 @@
 //!   `spec.tier: Unsupported value: "x": supported values: "a", "b"`,
 //!   [`FieldError::reason`] (`FieldValueInvalid`, …) for `Status.details.causes`, and
 //!   [`invalid_message`] for the `422` `Status.message`.
+//! - [`structural_errors`]`(&Value) -> Vec<FieldError>`: the checks a CRD's schema must pass
+//!   (structural types, no `uniqueItems`, `metadata` limited to `name`/`generateName`, valid and
+//!   prune-stable defaults), with paths from `openAPIV3Schema`.
 //! - [`TypeInfo`] for server-side apply (`x-kubernetes-list-type`, `-list-map-keys`, `-map-type`).
 //!
 //! Not implemented: CEL (`x-kubernetes-validations`); of the string formats only `date-time`,
@@ -49,6 +52,8 @@ pub enum FieldErrorKind {
     TooMany,
     /// `Duplicate value` (`set` and `map` lists).
     Duplicate,
+    /// `Forbidden` (schema constructs the server refuses).
+    Forbidden,
 }
 
 impl FieldErrorKind {
@@ -60,6 +65,7 @@ impl FieldErrorKind {
             Self::TooLong => "Too long",
             Self::TooMany => "Too many",
             Self::Duplicate => "Duplicate value",
+            Self::Forbidden => "Forbidden",
         }
     }
 }
@@ -125,7 +131,7 @@ impl FieldError {
             &self.value,
             matches!(
                 self.kind,
-                FieldErrorKind::Required | FieldErrorKind::TooLong
+                FieldErrorKind::Required | FieldErrorKind::TooLong | FieldErrorKind::Forbidden
             ),
         ) {
             s.push_str(": ");
@@ -153,6 +159,7 @@ impl FieldError {
             FieldErrorKind::TooLong => "FieldValueTooLong",
             FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
+            FieldErrorKind::Forbidden => "FieldValueForbidden",
         }
     }
 }
@@ -328,6 +335,173 @@ fn is_date_time(s: &str) -> bool {
                 && i + 6 == b.len()
         }
         _ => false,
+    }
+}
+
+/// Checks that an `openAPIV3Schema` is structural and that its defaults validate and survive
+/// pruning, as the real server does before it accepts a CRD. Paths start at `openAPIV3Schema`
+/// (prefix them with `spec.versions[i].schema.`); empty means acceptable.
+pub fn structural_errors(schema: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    check_node(schema, "openAPIV3Schema", Position::Root, &mut errs);
+    errs
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    Root,
+    Property,
+    Items,
+    AdditionalProperties,
+}
+
+fn check_node(v: &Value, path: &str, pos: Position, errs: &mut Vec<FieldError>) {
+    let Value::Object(m) = v else { return };
+    let err = |errs: &mut Vec<FieldError>, at: &str, kind, value: Option<Value>, detail: &str| {
+        errs.push(FieldError::new(
+            &format!("{path}.{at}"),
+            kind,
+            value,
+            detail.to_owned(),
+        ));
+    };
+    let type_ = m.get("type").and_then(Value::as_str);
+    let int_or_string = get_bool(m, "x-kubernetes-int-or-string");
+    let preserve = get_bool(m, "x-kubernetes-preserve-unknown-fields");
+    match (pos, type_) {
+        (Position::Root, None) => err(
+            errs,
+            "type",
+            FieldErrorKind::Required,
+            None,
+            "must not be empty at the root",
+        ),
+        (Position::Root, Some(t)) if t != "object" => err(
+            errs,
+            "type",
+            FieldErrorKind::Invalid,
+            Some(Value::String(t.to_owned())),
+            "must be object at the root",
+        ),
+        (_, None) if !int_or_string && !preserve => {
+            let detail = match pos {
+                Position::Items => "must not be empty for specified array items",
+                _ => "must not be empty for specified object fields",
+            };
+            err(errs, "type", FieldErrorKind::Required, None, detail);
+        }
+        (_, Some(t)) if int_or_string => err(
+            errs,
+            "type",
+            FieldErrorKind::Invalid,
+            Some(Value::String(t.to_owned())),
+            "must be empty if x-kubernetes-int-or-string is true",
+        ),
+        _ => {}
+    }
+    if m.contains_key("properties") && m.contains_key("additionalProperties") {
+        err(
+            errs,
+            "additionalProperties",
+            FieldErrorKind::Forbidden,
+            None,
+            "additionalProperties and properties are mutual exclusive",
+        );
+    }
+    if m.get("additionalProperties") == Some(&Value::Bool(false)) {
+        err(
+            errs,
+            "additionalProperties",
+            FieldErrorKind::Forbidden,
+            None,
+            "must not be false",
+        );
+    }
+    if get_bool(m, "uniqueItems") {
+        err(
+            errs,
+            "uniqueItems",
+            FieldErrorKind::Forbidden,
+            None,
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        );
+    }
+    if m.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map")
+        && m.get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    {
+        err(
+            errs,
+            "x-kubernetes-list-map-keys",
+            FieldErrorKind::Required,
+            None,
+            "must not be empty if x-kubernetes-list-type is map",
+        );
+    }
+    if let Some(Value::Object(props)) = m.get("properties") {
+        for (k, child) in props {
+            let cp = format!("{path}.properties[{k}]");
+            if pos == Position::Root && k == "metadata" {
+                let only_names = child
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_none_or(|p| p.keys().all(|k| k == "name" || k == "generateName"));
+                if !only_names {
+                    errs.push(FieldError::new(
+                        &cp,
+                        FieldErrorKind::Forbidden,
+                        None,
+                        "must not specify anything other than name and generateName, but metadata is implicitly specified".to_owned(),
+                    ));
+                }
+            }
+            check_node(child, &cp, Position::Property, errs);
+        }
+    }
+    if let Some(items) = m.get("items") {
+        check_node(items, &format!("{path}.items"), Position::Items, errs);
+    }
+    if let Some(ap @ Value::Object(_)) = m.get("additionalProperties") {
+        check_node(
+            ap,
+            &format!("{path}.additionalProperties"),
+            Position::AdditionalProperties,
+            errs,
+        );
+    }
+    if let Some(default) = m.get("default") {
+        let dpath = format!("{path}.default");
+        match StructuralSchema::parse(v, path) {
+            Ok(node) => {
+                let mut pruned = default.clone();
+                node.prune_node(&mut pruned, false);
+                if pruned != *default {
+                    errs.push(FieldError::new(
+                        &dpath,
+                        FieldErrorKind::Invalid,
+                        Some(default.clone()),
+                        "must not have unknown fields".to_owned(),
+                    ));
+                }
+                let mut inner = Vec::new();
+                node.validate_node(default, "", &mut inner, false);
+                for e in inner {
+                    let at = if e.path.is_empty() {
+                        dpath.clone()
+                    } else {
+                        format!("{dpath}.{}", e.path)
+                    };
+                    errs.push(FieldError { path: at, ..e });
+                }
+            }
+            Err(e) => errs.push(FieldError::new(
+                &dpath,
+                FieldErrorKind::Invalid,
+                None,
+                e.message,
+            )),
+        }
     }
 }
 
@@ -1406,6 +1580,43 @@ mod tests {
         assert!(msgs.contains(
             &"u: Invalid value: \"x\": u in body must be of type uuid: \"x\"".to_owned()
         ));
+    }
+
+    #[test]
+    fn structural_schema_rules() {
+        let good = json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10}}},
+        "spec": {"type": "object", "properties": {
+            "n": {"type": "integer", "default": 1},
+            "port": {"x-kubernetes-int-or-string": true},
+            "free": {"x-kubernetes-preserve-unknown-fields": true},
+            "obj": {"type": "object", "default": {"a": "x"}, "properties": {"a": {"type": "string"}}}
+        }}}});
+        assert_eq!(messages(&structural_errors(&good)), Vec::<String>::new());
+        let bad = json!({"properties": {
+        "metadata": {"type": "object", "properties": {"labels": {"type": "object"}}},
+        "spec": {"type": "object", "properties": {
+            "untyped": {"description": "x"},
+            "n": {"type": "integer", "default": "one"},
+            "obj": {"type": "object", "default": {"zzz": 1}, "properties": {"a": {"type": "string"}}},
+            "list": {"type": "array", "uniqueItems": true, "items": {"type": "string"}},
+            "m": {"type": "array", "x-kubernetes-list-type": "map", "items": {"type": "object"}}
+        }}}});
+        let msgs = messages(&structural_errors(&bad));
+        for want in [
+            "openAPIV3Schema.type: Required value: must not be empty at the root",
+            "openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified",
+            "openAPIV3Schema.properties[spec].properties[untyped].type: Required value: must not be empty for specified object fields",
+            "openAPIV3Schema.properties[spec].properties[n].default: Invalid value: \"string\": <root> in body must be of type integer: \"string\"",
+            "openAPIV3Schema.properties[spec].properties[obj].default: Invalid value: {\"zzz\":1}: must not have unknown fields",
+            "openAPIV3Schema.properties[spec].properties[list].uniqueItems: Forbidden: uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+            "openAPIV3Schema.properties[spec].properties[m].x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map",
+        ] {
+            assert!(
+                msgs.contains(&want.to_owned()),
+                "missing {want:?} in {msgs:#?}"
+            );
+        }
     }
 
     #[test]
