@@ -15,6 +15,8 @@
 //! - [`structural_errors`]`(&Value) -> Vec<FieldError>`: the checks a CRD's schema must pass
 //!   (structural types, no `uniqueItems`, `metadata` limited to `name`/`generateName`, valid and
 //!   prune-stable defaults), with paths from `openAPIV3Schema`.
+//! - [`normalize_object_meta`]`(&mut Value)`: `metadata` as the Go `ObjectMeta` round trip leaves
+//!   it (unknown and empty `omitempty` fields dropped), for every kind.
 //! - [`TypeInfo`] for server-side apply (`x-kubernetes-list-type`, `-list-map-keys`, `-map-type`).
 //!
 //! Not implemented: CEL (`x-kubernetes-validations`); of the string formats only `date-time`,
@@ -201,6 +203,26 @@ pub const OBJECT_META_FIELDS: &[&str] = &[
     "finalizers",
     "managedFields",
 ];
+
+/// Normalizes a `metadata` object as a round trip through the Go `ObjectMeta` struct would:
+/// unknown fields dropped, and `omitempty` fields that are empty (`""`, `0` generation, `[]`,
+/// `{}`, `null`) removed. Clients rely on this, e.g. kube-runtime's finalizer helper sends a JSON
+/// patch `test /metadata/finalizers == null`, which fails against a stored `finalizers: []`.
+/// `deletionGracePeriodSeconds: 0` is kept (a pointer in Go).
+pub fn normalize_object_meta(meta: &mut Value) {
+    let Value::Object(m) = meta else { return };
+    m.retain(|k, v| {
+        OBJECT_META_FIELDS.contains(&k.as_str())
+            && match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                Value::Number(n) => k != "generation" || n.as_i64() != Some(0),
+                Value::Bool(_) => true,
+            }
+    });
+}
 
 /// A parsed CRD schema node (recursive).
 #[derive(Debug, Clone, Default)]
@@ -1617,6 +1639,18 @@ mod tests {
                 "missing {want:?} in {msgs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn object_meta_is_normalized_like_go() {
+        let mut meta = json!({"name": "a", "namespace": "", "finalizers": [], "labels": {},
+            "annotations": {"k": ""}, "generation": 0, "deletionGracePeriodSeconds": 0,
+            "ownerReferences": null, "bogus": 1});
+        normalize_object_meta(&mut meta);
+        assert_eq!(
+            meta,
+            json!({"name": "a", "annotations": {"k": ""}, "deletionGracePeriodSeconds": 0})
+        );
     }
 
     #[test]
