@@ -1170,6 +1170,59 @@ mod tests {
     }
 
     #[test]
+    fn two_managers_share_a_claim_with_a_preserve_unknown_spec() {
+        let s = StructuralSchema::from_value(&json!({"type": "object", "properties": {
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}))
+        .unwrap();
+        let a1 = apply(
+            None,
+            &cr(json!({"a": 1, "params": {"size": "s"}})),
+            &mgr(KLUTCH, "t1"),
+            true,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(
+            owned(&a1, KLUTCH),
+            set(&[".spec.a", ".spec.params", ".spec.params.size"])
+        );
+        let mut patched = a1.clone();
+        patched["spec"]["resourceRef"] = json!({"name": "x"});
+        let a2 = record_update(Some(&a1), &patched, &mgr("crossplane", "t2"), &s);
+        let a3 = apply(
+            Some(&a2),
+            &cr(json!({"a": 2})),
+            &mgr(KLUTCH, "t3"),
+            false,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(a3["spec"], json!({"a": 2, "resourceRef": {"name": "x"}}));
+        let a4 = apply(Some(&a3), &cr(json!({})), &mgr(KLUTCH, "t4"), false, &s).unwrap();
+        assert_eq!(a4["spec"], json!({"resourceRef": {"name": "x"}}));
+        // Crossplane changing the konnector's field through an update takes it over.
+        let mut stolen = a3.clone();
+        stolen["spec"]["a"] = json!(9);
+        let a5 = record_update(Some(&a3), &stolen, &mgr("crossplane", "t5"), &s);
+        assert!(!owned(&a5, KLUTCH).contains(".spec.a"));
+        let err = apply(
+            Some(&a5),
+            &cr(json!({"a": 2})),
+            &mgr(KLUTCH, "t6"),
+            false,
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Apply failed with 1 conflict: conflict with \"crossplane\" using {CR_VERSION}: .spec.a"
+            )
+        );
+    }
+
+    #[test]
     fn two_appliers_share_one_object() {
         let a1 = apply(
             None,
