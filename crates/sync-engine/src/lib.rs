@@ -1,0 +1,11 @@
+//! The konnector's sync engine.
+//!
+//! Decisions are pure functions (observed state in, planned writes out) in [`plan`], [`mapping`],
+//! [`crd`] and [`version`]; the code that talks to clusters executes those plans and stays thin.
+
+pub mod crd;
+pub mod mapping;
+pub mod objects;
+pub mod plan;
+pub mod ssa;
+pub mod version;

@@ -1,0 +1,162 @@
+//! Planning functions: observed state in, writes out.
+//!
+//! Each function looks at objects from the caches of both clusters and returns the writes that
+//! would make them agree, or none when they already do. The executor performs the writes in
+//! order and stops at the first failure (the key is then retried with backoff), so a plan is
+//! ordered for safety: for example the downstream finalizer is added before the upstream object
+//! is created, so that a deletion can never slip past the konnector.
+
+pub mod claims;
+mod downstream;
+mod upstream;
+
+use kube::core::{ApiResource, DynamicObject};
+use serde_json::Value;
+
+pub use downstream::{UpstreamKey, plan_downstream, upstream_key};
+pub use upstream::{downstream_key, plan_upstream};
+
+use crate::mapping::{ClusterScopedMapping, NamespaceMap};
+
+/// The two sides of a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The app cluster, where users create objects.
+    Consumer,
+    /// The provider cluster (in control-plane mode: the control plane).
+    Provider,
+}
+
+impl Side {
+    /// Role name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Consumer => "consumer",
+            Side::Provider => "provider",
+        }
+    }
+}
+
+/// One write to one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Which cluster to write to.
+    pub side: Side,
+    /// What to write.
+    pub op: Op,
+    /// Why, in a few words (logged with the object, counted in metrics).
+    pub reason: &'static str,
+}
+
+/// A write operation on a dynamic object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// POST the object.
+    Create(DynamicObject),
+    /// Server-side apply of this configuration, field manager `klutch.anynines.com`, `force`.
+    Apply(Value),
+    /// JSON merge patch on the main resource; carries `metadata.resourceVersion` as a precondition
+    /// where the patch replaces a list (finalizers) that others may change concurrently.
+    MergePatch {
+        /// Namespace, `None` for cluster-scoped objects.
+        namespace: Option<String>,
+        /// Object name.
+        name: String,
+        /// The patch.
+        patch: Value,
+    },
+    /// PUT the `/status` subresource with this object (its resourceVersion is the precondition).
+    ReplaceStatus(DynamicObject),
+    /// PUT the whole object (its resourceVersion is the precondition).
+    Replace(DynamicObject),
+    /// DELETE with a uid precondition, so that a newer object of the same name is never deleted.
+    Delete {
+        /// Namespace, `None` for cluster-scoped objects.
+        namespace: Option<String>,
+        /// Object name.
+        name: String,
+        /// The uid observed when planning.
+        uid: Option<String>,
+    },
+}
+
+impl Write {
+    /// `namespace/name` of the written object, for logs.
+    pub fn target(&self) -> String {
+        let (ns, name) = match &self.op {
+            Op::Create(o) | Op::ReplaceStatus(o) | Op::Replace(o) => (
+                o.metadata.namespace.clone(),
+                o.metadata.name.clone().unwrap_or_default(),
+            ),
+            Op::Apply(v) => (
+                v.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                v.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Op::MergePatch {
+                namespace, name, ..
+            }
+            | Op::Delete {
+                namespace, name, ..
+            } => (namespace.clone(), name.clone()),
+        };
+        match ns {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        }
+    }
+}
+
+/// What the syncers of one exported resource need to know to plan.
+#[derive(Debug, Clone)]
+pub struct ExportContext<'a> {
+    /// The provider namespace `P`.
+    pub provider_namespace: &'a str,
+    /// uid of namespace `P` on the provider (owner of cluster-scoped upstream copies).
+    pub provider_namespace_uid: Option<&'a str>,
+    /// The synced resource (same group/version/kind on both sides).
+    pub resource: &'a ApiResource,
+    /// `Some` for cluster-scoped consumer resources.
+    pub cluster_scoped: Option<&'a ClusterScopedMapping>,
+    /// Consumer namespace <-> service namespace.
+    pub namespaces: &'a NamespaceMap,
+}
+
+/// Errors that stop a plan; the key is retried with backoff and the error reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Name or namespace mapping failed.
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
+    /// Cluster-scoped upstream objects need the uid of namespace `P` for their owner reference.
+    #[error("uid of provider namespace {0} is not known yet")]
+    ProviderNamespaceUid(String),
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use kube::core::{ApiResource, DynamicObject};
+    use serde_json::{Value, json};
+
+    pub fn resource() -> ApiResource {
+        ApiResource {
+            group: "mangodb.com".into(),
+            version: "v1".into(),
+            api_version: "mangodb.com/v1".into(),
+            kind: "MangoDB".into(),
+            plural: "mangodbs".into(),
+        }
+    }
+
+    pub fn obj(value: Value) -> DynamicObject {
+        let mut base = json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB"});
+        if let (Some(b), Some(v)) = (base.as_object_mut(), value.as_object()) {
+            b.extend(v.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+}
