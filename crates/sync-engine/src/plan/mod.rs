@@ -8,6 +8,7 @@
 
 pub mod claims;
 mod downstream;
+pub mod status;
 mod upstream;
 
 use kube::core::{ApiResource, DynamicObject};
