@@ -246,12 +246,12 @@ fn too_large(rv: u64, current: u64) -> ApiError {
         "Timeout",
         format!("Too large resource version: {rv}, current: {current}"),
     );
-    e.causes = vec![Cause {
+    e.details.causes = vec![Cause {
         reason: "ResourceVersionTooLarge".into(),
         message: "Too large resource version".into(),
         field: String::new(),
     }];
-    e.retry_after = Some(1);
+    e.details.retry_after = Some(1);
     e
 }
 
@@ -485,7 +485,7 @@ fn check_namespace_for_create(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ),
         );
-        e.causes = vec![Cause {
+        e.details.causes = vec![Cause {
             reason: "NamespaceTerminating".into(),
             message: format!("namespace {ns} is being terminated"),
             field: "metadata.namespace".into(),
@@ -765,7 +765,7 @@ fn create_object(
         return Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("create not allowed while custom resource definition is terminating"),
+            "create not allowed while custom resource definition is terminating",
         ));
     }
     {
@@ -1267,29 +1267,24 @@ impl DeleteOpts {
     }
 }
 
-/// DELETE of one object.
+/// DELETE of one object: built-in kinds answer an immediate deletion with a success `Status`,
+/// custom resources (and pending deletions) with the object.
 pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
     let (code, obj) = delete_one(store, &def, &r.key(), opts)?;
-    Ok((code, obj.map_or_else(|| Value::Null, |o| at_version(&o, &r.api_version()))))
-        .map(|(code, v)| {
-            if v.is_null() {
-                (code, json!({}))
-            } else {
-                (code, v)
-            }
-        })
-        .map(|(code, v)| match (code, def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition") {
-            // Built-in kinds answer an immediate deletion with a success Status.
-            (200, false) => (
-                200,
-                json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": r.name, "group": def.group, "kind": def.plural, "uid": s(&v, "/metadata/uid")},
-                }),
-            ),
-            _ => (code, v),
-        })
+    let obj = obj.map_or_else(|| json!({}), |o| at_version(&o, &r.api_version()));
+    let returns_object =
+        def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition";
+    if code == 200 && !returns_object {
+        return Ok((
+            200,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": r.name, "group": def.group, "kind": def.plural, "uid": s(&obj, "/metadata/uid")},
+            }),
+        ));
+    }
+    Ok((code, obj))
 }
 
 /// Deletes (or marks for deletion) one object: 200 if it is gone, 202 if finalizers hold it.

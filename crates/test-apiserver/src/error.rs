@@ -15,16 +15,9 @@ pub struct Cause {
     pub field: String,
 }
 
-/// A failed API request, convertible into a `Status` object and an HTTP status code.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code} {reason}: {message}")]
-pub struct ApiError {
-    /// HTTP status code.
-    pub code: u16,
-    /// `Status.reason`, e.g. `NotFound`.
-    pub reason: &'static str,
-    /// `Status.message`.
-    pub message: String,
+/// `Status.details` of an [`ApiError`] (boxed to keep results small).
+#[derive(Debug, Clone, Default)]
+pub struct Details {
     /// `details.name`.
     pub name: Option<String>,
     /// `details.group`.
@@ -35,6 +28,20 @@ pub struct ApiError {
     pub causes: Vec<Cause>,
     /// `details.retryAfterSeconds` and the `Retry-After` header.
     pub retry_after: Option<u64>,
+}
+
+/// A failed API request, convertible into a `Status` object and an HTTP status code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// `Status.reason`, e.g. `NotFound`.
+    pub reason: &'static str,
+    /// `Status.message`.
+    pub message: String,
+    /// `Status.details`.
+    pub details: Box<Details>,
 }
 
 /// `secrets` or `foos.example.com`: how the real server names a resource in messages.
@@ -53,22 +60,18 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after: None,
+            details: Box::default(),
         }
     }
 
     fn with_details(mut self, resource: &str, group: &str, name: &str) -> Self {
         if !name.is_empty() {
-            self.name = Some(name.to_owned());
+            self.details.name = Some(name.to_owned());
         }
         if !group.is_empty() {
-            self.group = Some(group.to_owned());
+            self.details.group = Some(group.to_owned());
         }
-        self.kind = Some(resource.to_owned());
+        self.details.kind = Some(resource.to_owned());
         self
     }
 
@@ -148,7 +151,7 @@ impl ApiError {
             format!("{} \"{name}\" is invalid: {body}", qualified(kind, group)),
         )
         .with_details(kind, group, name);
-        err.causes = causes;
+        err.details.causes = causes;
         err
     }
 
@@ -246,31 +249,32 @@ impl ApiError {
             _ => ("InternalError", "injected fault"),
         };
         let mut err = Self::new(code, reason, message);
-        err.retry_after = retry_after;
+        err.details.retry_after = retry_after;
         err
     }
 
     /// The `Status` object.
     pub fn to_status(&self) -> Value {
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        if let Some(n) = &self.details.name {
             details.insert("name".into(), json!(n));
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = &self.details.group {
             details.insert("group".into(), json!(g));
         }
-        if let Some(k) = &self.kind {
+        if let Some(k) = &self.details.kind {
             details.insert("kind".into(), json!(k));
         }
-        if !self.causes.is_empty() {
+        if !self.details.causes.is_empty() {
             let causes: Vec<Value> = self
+                .details
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(r) = self.retry_after {
+        if let Some(r) = self.details.retry_after {
             details.insert("retryAfterSeconds".into(), json!(r));
         }
         let mut status = json!({

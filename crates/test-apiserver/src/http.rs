@@ -130,7 +130,7 @@ pub fn json_response(code: u16, value: &Value) -> Response<Body> {
 /// A `Status` error response.
 pub fn error_response(err: &ApiError) -> Response<Body> {
     let mut resp = json_response(err.code, &err.to_status());
-    if let Some(r) = err.retry_after
+    if let Some(r) = err.details.retry_after
         && let Ok(v) = HeaderValue::from_str(&r.to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -227,7 +227,9 @@ async fn serve(
     let Some(def) = def else {
         return Err(ApiError::no_route());
     };
-    if !info.subresource.is_empty() && !(info.subresource == "status" && def.has_status) {
+    let subresource_ok =
+        info.subresource.is_empty() || (info.subresource == "status" && def.has_status);
+    if !subresource_ok {
         return Err(ApiError::no_route());
     }
     if def.namespaced && !info.name.is_empty() && info.namespace.is_empty() {
@@ -307,20 +309,27 @@ async fn serve(
             (200, api::list(&store, &r)?)
         }
         verb => {
-            let mut store = shared
+            let mut guard = shared
                 .store
                 .write()
                 .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            // dryRun=All runs the whole write path on a detached copy and discards it.
+            let mut scratch =
+                (query.get("dryRun").is_some_and(|d| d == "All")).then(|| guard.scratch());
+            let store: &mut crate::store::Store = match scratch.as_mut() {
+                Some(s) => s,
+                None => &mut guard,
+            };
             let result = match verb {
-                "create" if name.is_empty() => api::create(&mut store, &r, &body),
-                "update" => api::update(&mut store, &r, &body),
-                "patch" => api::patch(&mut store, &r, &content_type, &body),
+                "create" if name.is_empty() => api::create(store, &r, &body),
+                "update" => api::update(store, &r, &body),
+                "patch" => api::patch(store, &r, &content_type, &body),
                 "delete" => {
-                    DeleteOpts::parse(query, &body).and_then(|o| api::delete(&mut store, &r, &o))
+                    DeleteOpts::parse(query, &body).and_then(|o| api::delete(store, &r, &o))
                 }
                 "deletecollection" if info.subresource.is_empty() => {
                     DeleteOpts::parse(query, &body)
-                        .and_then(|o| api::delete_collection(&mut store, &r, &o))
+                        .and_then(|o| api::delete_collection(store, &r, &o))
                 }
                 _ => Err(ApiError::method_not_allowed()),
             };

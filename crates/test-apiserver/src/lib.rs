@@ -29,5 +29,5 @@ mod store;
 mod tls;
 mod watch;
 
-pub use error::{ApiError, Cause};
+pub use error::{ApiError, Cause, Details};
 pub use server::{ADMIN, Fault, Options, RecordedRequest, StartError, TestApiServer, User};

@@ -100,15 +100,15 @@ pub fn apply(
     .map_err(|e| match e {
         ApplyError::Conflicts(c) => {
             let mut err = ApiError::new(409, "Conflict", c.to_string());
-            err.name = applied
+            err.details.name = applied
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             if !def.group.is_empty() {
-                err.group = Some(def.group.clone());
+                err.details.group = Some(def.group.clone());
             }
-            err.kind = Some(def.plural.clone());
-            err.causes = c
+            err.details.kind = Some(def.plural.clone());
+            err.details.causes = c
                 .causes()
                 .into_iter()
                 .map(|(reason, message, field)| Cause {

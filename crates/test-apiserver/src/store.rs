@@ -194,6 +194,22 @@ impl Store {
         let _ = self.tx.send(event);
     }
 
+    /// A detached copy for `dryRun=All` requests: same objects and resources, no history and no
+    /// watchers, so nothing done to it is visible.
+    pub fn scratch(&self) -> Self {
+        let (tx, _) = broadcast::channel(1);
+        Self {
+            rv: self.rv,
+            resources: self.resources.clone(),
+            objects: self.objects.clone(),
+            history: VecDeque::new(),
+            history_start: self.rv,
+            history_limit: 1,
+            tx,
+            gc_pending: false,
+        }
+    }
+
     /// Forgets all history: watches and exact lists from older RVs then get `410 Gone`.
     pub fn compact(&mut self) {
         self.history.clear();

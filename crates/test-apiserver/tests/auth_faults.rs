@@ -1,5 +1,8 @@
 //! Authentication, RBAC, request recording and fault injection.
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! CRUD, errors, lists and discovery through kube-rs.
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -418,4 +421,99 @@ async fn unauthenticated_requests_get_401() {
     let recorded = server.requests();
     assert_eq!(recorded.last().unwrap().code, 401);
     assert_eq!(recorded.last().unwrap().user, "");
+}
+
+#[tokio::test]
+async fn delete_collection_by_selector() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    for (n, l) in [("d1", "gone"), ("d2", "gone"), ("k1", "kept")] {
+        secrets
+            .create(&PostParams::default(), &secret(n, &[("fate", l)]))
+            .await
+            .unwrap();
+    }
+    let deleted = secrets
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("fate=gone"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(names, ["d1", "d2"]);
+    let left: Vec<String> = secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(left, ["k1"]);
+    // The recorded verb is deletecollection.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.verb == "deletecollection" && r.resource == "secrets")
+    );
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_end() {
+    use futures::TryStreamExt;
+    use kube::runtime::watcher;
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    for n in ["x1", "x2"] {
+        secrets
+            .create(&PostParams::default(), &secret(n, &[]))
+            .await
+            .unwrap();
+    }
+    server.clear_requests();
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = Box::pin(watcher(secrets.clone(), config));
+    let mut init = Vec::new();
+    bounded("streaming list", async {
+        while let Some(ev) = events.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(s) => init.push(s.name_any()),
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(init, ["x1", "x2"]);
+    // No list request: the initial state came through the watch.
+    assert!(server.requests().iter().all(|r| r.verb != "list"));
+}
+
+#[tokio::test]
+async fn dry_run_writes_change_nothing() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let rv = server.resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let out = secrets.create(&dry, &secret("dry", &[])).await.unwrap();
+    assert_eq!(out.name_any(), "dry");
+    assert_eq!(api_err(secrets.get("dry").await.unwrap_err()).code, 404);
+    // Validation still runs.
+    let err = api_err(secrets.create(&dry, &secret("Bad", &[])).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert_eq!(server.resource_version(), rv);
 }

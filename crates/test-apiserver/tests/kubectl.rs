@@ -1,6 +1,9 @@
 //! The real `kubectl` against the server: apply (client-side and server-side), get -o json,
 //! wait, patch, delete, get --watch, authentication and authorization failures.
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,9 @@
 //! pruning, defaulting), finalizers, owner-reference garbage collection and namespace
 //! termination.
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! Server-side apply and managedFields through kube-rs (and one raw request for the
 //! User-Agent-derived manager).
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! Watch semantics through kube-rs: raw watches, `watcher` relists on 410, reflectors, a
 //! `Controller`, bookmarks, selector transitions, dropped watches and restarts.
 
+// Helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -323,4 +326,26 @@ async fn restart_keeps_data_and_port() {
     })
     .await;
     task.abort();
+}
+
+#[tokio::test]
+async fn watch_ends_after_timeout_seconds() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = server.resource_version().to_string();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let started = std::time::Instant::now();
+    // Only bookmarks may arrive; then the server closes the stream.
+    bounded("watch end", async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            assert!(matches!(ev, WatchEvent::Bookmark(_)), "{ev:?}");
+        }
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }
