@@ -1,0 +1,717 @@
+//! Startup in both modes and credential rotation, against in-memory API servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cluster_topology::{
+    ClusterHandle, CredentialEvent, Mode, ModeFlags, NamespaceScope, RejectReason, Role,
+    SecretKeyRef, StartupError, Topology, TopologyOptions, build_client, parse_kubeconfig,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use test_apiserver::{ADMIN, Options, TestApiServer, User};
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(30);
+const SECRET_NS: &str = "klutch-system";
+const SECRET_NAME: &str = "app-kubeconfig";
+const ROOT_NS: &str = "klutch-bind-root";
+/// The user the konnector runs as on the control plane, so its requests can be told apart from
+/// the test's own.
+const KONNECTOR: &str = "konnector";
+
+async fn server() -> TestApiServer {
+    TestApiServer::start(Options::default().user(User::new(KONNECTOR, &["system:masters"])))
+        .await
+        .unwrap()
+}
+
+fn kubeconfig(server: &TestApiServer, user: &str) -> String {
+    server.kubeconfig(user).unwrap()
+}
+
+async fn admin(server: &TestApiServer) -> kube::Client {
+    let parsed = parse_kubeconfig(
+        kubeconfig(server, ADMIN).as_bytes(),
+        cluster_topology::NamespaceRequirement::Optional,
+    )
+    .unwrap();
+    build_client(parsed.config).unwrap()
+}
+
+/// Writes `text` to a fresh file and returns its path.
+fn write_temp(text: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cluster-topology-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    }
+}
+
+/// Creates or replaces `ns/name` with `data`.
+async fn put_secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &[u8])]) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut s = secret(name, data);
+    match api.get_opt(name).await.unwrap() {
+        Some(existing) => {
+            s.metadata.resource_version = existing.metadata.resource_version;
+            api.replace(name, &PostParams::default(), &s).await.unwrap();
+        }
+        None => {
+            api.create(&PostParams::default(), &s).await.unwrap();
+        }
+    }
+}
+
+fn cp_mode() -> Mode {
+    ModeFlags {
+        control_plane_mode: true,
+        app_cluster_kubeconfig_secret_name: SECRET_NAME.into(),
+        app_cluster_kubeconfig_secret_namespace: SECRET_NS.into(),
+        binding_root_namespace: ROOT_NS.into(),
+        ..ModeFlags::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+fn cp_options(control_plane: &TestApiServer) -> TopologyOptions {
+    TopologyOptions {
+        kubeconfig: Some(write_temp(&kubeconfig(control_plane, KONNECTOR))),
+        mode: cp_mode(),
+    }
+}
+
+async fn namespaces(handle: &ClusterHandle) -> Vec<String> {
+    let api: Api<Namespace> = Api::all(handle.client());
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect()
+}
+
+/// A control plane with the secret namespace, and an app cluster with a marker namespace.
+async fn cp_and_app(app_marker: &str) -> (TestApiServer, TestApiServer) {
+    let cp = server().await;
+    create_namespace(&admin(&cp).await, SECRET_NS).await;
+    let app = server().await;
+    create_namespace(&admin(&app).await, app_marker).await;
+    (cp, app)
+}
+
+/// Writes made by the konnector's user (the test's own setup runs as `admin`).
+fn konnector_writes(server: &TestApiServer) -> Vec<test_apiserver::RecordedRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write() && r.user != ADMIN)
+        .collect()
+}
+
+async fn connect_err(options: TopologyOptions) -> StartupError {
+    match Topology::connect(options).await {
+        Ok(t) => panic!("expected a startup error, got {t:?}"),
+        Err(e) => e,
+    }
+}
+
+async fn next_event(
+    events: &mut broadcast::Receiver<CredentialEvent>,
+    what: &str,
+    mut matches: impl FnMut(&CredentialEvent) -> bool,
+) -> CredentialEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if matches(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test]
+async fn control_plane_connect_serves_app_role_from_the_secret_and_writes_nothing() {
+    let (cp, app) = cp_and_app("only-on-app").await;
+    put_secret(
+        &admin(&cp).await,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app, ADMIN).as_bytes())],
+    )
+    .await;
+    cp.clear_requests();
+
+    let topology = Topology::connect(cp_options(&cp)).await.unwrap();
+
+    assert!(topology.mode().is_control_plane());
+    assert_eq!(topology.binding_root_namespace(), Some(ROOT_NS));
+    assert_eq!(
+        topology.binding_watch_scope(),
+        NamespaceScope::Namespace(ROOT_NS.into())
+    );
+    assert_eq!(topology.app().role(), Role::App);
+    assert_eq!(topology.binding().role(), Role::Binding);
+    assert_eq!(topology.app().current().server(), format!("{}/", app.url()));
+    assert_eq!(
+        topology.binding().current().server(),
+        format!("{}/", cp.url())
+    );
+
+    let app_namespaces = namespaces(topology.app()).await;
+    assert!(app_namespaces.contains(&"only-on-app".to_owned()));
+    assert!(
+        !namespaces(topology.binding())
+            .await
+            .contains(&"only-on-app".to_owned())
+    );
+
+    // Startup read exactly that Secret, and nothing was written anywhere.
+    let konnector_requests: Vec<_> = cp
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == KONNECTOR)
+        .collect();
+    assert!(
+        konnector_requests.iter().any(|r| r.verb == "get"
+            && r.resource == "secrets"
+            && r.namespace == SECRET_NS
+            && r.name == SECRET_NAME),
+        "{konnector_requests:?}"
+    );
+    assert_eq!(cp.write_count(), 0);
+    assert_eq!(konnector_writes(&app), vec![]);
+}
+
+#[tokio::test]
+async fn control_plane_startup_fails_when_the_secret_is_missing() {
+    let (cp, _app) = cp_and_app("x").await;
+    let e = connect_err(cp_options(&cp)).await;
+    assert_eq!(
+        e.to_string(),
+        "failed to fetch app cluster kubeconfig secret klutch-system/app-kubeconfig: secrets \"app-kubeconfig\" not found"
+    );
+    assert_eq!(konnector_writes(&cp), vec![]);
+}
+
+#[tokio::test]
+async fn control_plane_startup_fails_when_the_key_is_missing() {
+    let (cp, app) = cp_and_app("x").await;
+    put_secret(
+        &admin(&cp).await,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("other", kubeconfig(&app, ADMIN).as_bytes())],
+    )
+    .await;
+    let e = connect_err(cp_options(&cp)).await;
+    assert_eq!(
+        e.to_string(),
+        "secret klutch-system/app-kubeconfig does not contain key kubeconfig"
+    );
+}
+
+#[tokio::test]
+async fn control_plane_startup_fails_on_a_garbage_kubeconfig() {
+    let (cp, _app) = cp_and_app("x").await;
+    put_secret(
+        &admin(&cp).await,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", b"invalid-yaml-content")],
+    )
+    .await;
+    let e = connect_err(cp_options(&cp)).await;
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("failed to parse app cluster kubeconfig: couldn't parse kubeconfig: "),
+        "{msg}"
+    );
+    assert!(!msg.contains("invalid-yaml-content"), "{msg}");
+
+    put_secret(
+        &admin(&cp).await,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", b"")],
+    )
+    .await;
+    assert_eq!(
+        connect_err(cp_options(&cp)).await.to_string(),
+        "failed to parse app cluster kubeconfig: invalid configuration: no configuration has been provided"
+    );
+}
+
+#[tokio::test]
+async fn control_plane_startup_fails_on_an_unreadable_kubeconfig_path() {
+    let options = TopologyOptions {
+        kubeconfig: Some(PathBuf::from("/nonexistent/konnector/kubeconfig")),
+        mode: cp_mode(),
+    };
+    assert_eq!(
+        connect_err(options).await.to_string(),
+        "failed to load control plane kubeconfig: cannot read kubeconfig /nonexistent/konnector/kubeconfig: No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test]
+async fn default_mode_uses_the_local_config_for_binding_and_app() {
+    let app = server().await;
+    create_namespace(&admin(&app).await, "marker").await;
+    let topology = Topology::connect(TopologyOptions {
+        kubeconfig: Some(write_temp(&kubeconfig(&app, KONNECTOR))),
+        mode: Mode::Default,
+    })
+    .await
+    .unwrap();
+    assert_eq!(topology.mode(), &Mode::Default);
+    assert_eq!(topology.binding_root_namespace(), None);
+    assert_eq!(topology.binding_watch_scope(), NamespaceScope::All);
+    assert_eq!(topology.app().role(), Role::App);
+    assert_eq!(
+        topology.binding().current().server(),
+        topology.app().current().server()
+    );
+    assert_eq!(topology.binding().current().namespace(), Some("default"));
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"marker".to_owned())
+    );
+    assert!(
+        namespaces(topology.binding())
+            .await
+            .contains(&"marker".to_owned())
+    );
+
+    // The error of default mode is reported unwrapped.
+    let e = connect_err(TopologyOptions {
+        kubeconfig: Some(PathBuf::from("/nonexistent/kc")),
+        mode: Mode::Default,
+    })
+    .await;
+    assert_eq!(
+        e.to_string(),
+        "cannot read kubeconfig /nonexistent/kc: No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test]
+async fn insecure_skip_tls_verify_reaches_a_server_with_an_unknown_ca() {
+    let app = server().await;
+    let with_ca = kubeconfig(&app, ADMIN);
+    let without_ca: String = with_ca
+        .lines()
+        .filter(|l| !l.contains("certificate-authority-data"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let insecure = without_ca.replace(
+        "    server:",
+        "    insecure-skip-tls-verify: true\n    server:",
+    );
+    let client = |text: &str| {
+        let parsed = parse_kubeconfig(
+            text.as_bytes(),
+            cluster_topology::NamespaceRequirement::Optional,
+        )
+        .unwrap();
+        build_client(parsed.config).unwrap()
+    };
+    assert!(client(&with_ca).apiserver_version().await.is_ok());
+    assert!(client(&insecure).apiserver_version().await.is_ok());
+    assert!(client(&without_ca).apiserver_version().await.is_err());
+}
+
+#[tokio::test]
+async fn app_credentials_rotate_without_restart_and_bad_content_keeps_the_last_good_client() {
+    let (cp, app1) = cp_and_app("on-app-1").await;
+    let app2 = server().await;
+    create_namespace(&admin(&app2).await, "on-app-2").await;
+    let cp_admin = admin(&cp).await;
+    // An unrelated Secret in the same namespace, changed during the test: it must not matter.
+    put_secret(&cp_admin, SECRET_NS, "unrelated", &[("kubeconfig", b"x")]).await;
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app1, ADMIN).as_bytes())],
+    )
+    .await;
+
+    let topology = Topology::connect(cp_options(&cp)).await.unwrap();
+    let mut events = topology.credential_events();
+    let mut app = topology.app().clone();
+    assert_eq!(app.generation(), 0);
+    assert!(namespaces(&app).await.contains(&"on-app-1".to_owned()));
+
+    // Rotate to a kubeconfig of another cluster.
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app2, ADMIN).as_bytes())],
+    )
+    .await;
+    let swapped = tokio::time::timeout(WAIT, app.wait_for(|c| c.generation() >= 1))
+        .await
+        .expect("the app handle was not swapped");
+    assert_eq!(swapped.server(), format!("{}/", app2.url()));
+    let reloaded = next_event(&mut events, "Reloaded", |e| {
+        matches!(e, CredentialEvent::Reloaded { .. })
+    })
+    .await;
+    match reloaded {
+        CredentialEvent::Reloaded {
+            role,
+            secret,
+            generation,
+            ..
+        } => {
+            assert_eq!(role, Role::App);
+            assert_eq!(
+                secret,
+                SecretKeyRef::new(SECRET_NS, SECRET_NAME, "kubeconfig")
+            );
+            assert_eq!(generation, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let ns = namespaces(topology.app()).await;
+    assert!(ns.contains(&"on-app-2".to_owned()) && !ns.contains(&"on-app-1".to_owned()));
+
+    // Garbage: rejected, the last good client keeps serving.
+    put_secret(&cp_admin, SECRET_NS, "unrelated", &[("kubeconfig", b"y")]).await;
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", b"invalid-yaml-content")],
+    )
+    .await;
+    let rejected = next_event(&mut events, "Rejected", |e| {
+        matches!(e, CredentialEvent::Rejected { .. })
+    })
+    .await;
+    match rejected {
+        CredentialEvent::Rejected { role, reason, .. } => {
+            assert_eq!(role, Role::App);
+            assert_eq!(reason.metric_label(), "invalid_kubeconfig");
+            assert!(!reason.to_string().contains("invalid-yaml-content"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(topology.app().generation(), 1);
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"on-app-2".to_owned())
+    );
+
+    // Missing key, then a deleted Secret: both reported, still the last good client.
+    put_secret(&cp_admin, SECRET_NS, SECRET_NAME, &[("other", b"x")]).await;
+    let e = next_event(&mut events, "Rejected(missing key)", |e| {
+        matches!(
+            e,
+            CredentialEvent::Rejected {
+                reason: RejectReason::MissingKey(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(matches!(
+        e,
+        CredentialEvent::Rejected {
+            role: Role::App,
+            ..
+        }
+    ));
+    let secrets: Api<Secret> = Api::namespaced(cp_admin.clone(), SECRET_NS);
+    secrets
+        .delete(SECRET_NAME, &Default::default())
+        .await
+        .unwrap();
+    next_event(&mut events, "Rejected(secret not found)", |e| {
+        matches!(
+            e,
+            CredentialEvent::Rejected {
+                reason: RejectReason::SecretNotFound,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(topology.app().generation(), 1);
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"on-app-2".to_owned())
+    );
+
+    // Every request of the konnector to the control plane's Secrets stayed in that one
+    // namespace, read-only, and a GET only ever named the app kubeconfig Secret.
+    let requests: Vec<_> = cp
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == KONNECTOR)
+        .collect();
+    let secret_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.resource == "secrets")
+        .collect();
+    assert!(
+        secret_requests.iter().any(|r| r.verb == "watch"),
+        "{secret_requests:?}"
+    );
+    for r in &secret_requests {
+        assert_eq!(r.namespace, SECRET_NS, "{r:?}");
+        assert!(matches!(r.verb.as_str(), "get" | "list" | "watch"), "{r:?}");
+        if r.verb == "get" {
+            assert_eq!(r.name, SECRET_NAME, "{r:?}");
+        }
+    }
+    assert!(requests.iter().all(|r| !r.is_write()), "{requests:?}");
+    assert_eq!(konnector_writes(&app1), vec![]);
+    assert_eq!(konnector_writes(&app2), vec![]);
+}
+
+#[tokio::test]
+async fn rotation_to_unusable_credentials_is_rejected_then_recovers_when_fixed() {
+    let cp = server().await;
+    create_namespace(&admin(&cp).await, SECRET_NS).await;
+    let app =
+        TestApiServer::start(Options::default().user(User::new("second", &["system:masters"])))
+            .await
+            .unwrap();
+    let cp_admin = admin(&cp).await;
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app, ADMIN).as_bytes())],
+    )
+    .await;
+    let topology = Topology::connect(cp_options(&cp)).await.unwrap();
+    let mut events = topology.credential_events();
+
+    // A token the app server does not know: parses, but fails the reachability check.
+    let revoked = kubeconfig(&app, ADMIN).replace(&app.token(ADMIN).unwrap(), "revoked-token");
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", revoked.as_bytes())],
+    )
+    .await;
+    let e = next_event(&mut events, "Rejected(unreachable)", |e| {
+        matches!(e, CredentialEvent::Rejected { .. })
+    })
+    .await;
+    match e {
+        CredentialEvent::Rejected { reason, .. } => {
+            assert_eq!(reason.metric_label(), "unreachable", "{reason}");
+            assert!(!reason.to_string().contains("revoked-token"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(topology.app().generation(), 0);
+    assert!(topology.app().client().apiserver_version().await.is_ok());
+
+    // A new, valid token (another user): taken into use.
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app, "second").as_bytes())],
+    )
+    .await;
+    let mut handle = topology.app().clone();
+    tokio::time::timeout(WAIT, handle.wait_for(|c| c.generation() == 1))
+        .await
+        .expect("no swap to the new token");
+    let id_new = topology.app().current().endpoint("ns");
+    let parsed_new = parse_kubeconfig(
+        kubeconfig(&app, "second").as_bytes(),
+        cluster_topology::NamespaceRequirement::Optional,
+    )
+    .unwrap();
+    assert_eq!(id_new, parsed_new.endpoint("ns"));
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"default".to_owned())
+    );
+    let seen_by_app: Vec<_> = app.requests().into_iter().map(|r| r.user).collect();
+    assert!(seen_by_app.iter().any(|u| u == "second"), "{seen_by_app:?}");
+}
+
+#[tokio::test]
+async fn default_mode_provider_from_a_secret_follows_rotation() {
+    let app = server().await;
+    let provider =
+        TestApiServer::start(Options::default().user(User::new("p2", &["system:masters"])))
+            .await
+            .unwrap();
+    let app_admin = admin(&app).await;
+    create_namespace(&app_admin, "klutch-bind").await;
+    let provider_kc = |user: &str, ns: &str| {
+        kubeconfig(&provider, user).replace("namespace: default", &format!("namespace: {ns}"))
+    };
+    put_secret(
+        &app_admin,
+        "klutch-bind",
+        "kubeconfig-abc",
+        &[("kubeconfig", provider_kc(ADMIN, "kube-bind-p").as_bytes())],
+    )
+    .await;
+    let topology = Topology::connect(TopologyOptions {
+        kubeconfig: Some(write_temp(&kubeconfig(&app, KONNECTOR))),
+        mode: Mode::Default,
+    })
+    .await
+    .unwrap();
+    let mut events = topology.credential_events();
+    let secret_ref = SecretKeyRef::new("klutch-bind", "kubeconfig-abc", "kubeconfig");
+
+    let conn = topology.provider(&secret_ref).await.unwrap();
+    assert_eq!(conn.handle().role(), Role::Provider);
+    assert_eq!(conn.namespace(), "kube-bind-p");
+    let endpoint = conn.endpoint();
+    // The session key computed from the Secret bytes alone matches the live connection's.
+    let from_bytes = topology
+        .provider_endpoint(provider_kc(ADMIN, "kube-bind-p").as_bytes())
+        .unwrap();
+    assert_eq!(from_bytes, endpoint);
+    assert!(
+        namespaces(conn.handle())
+            .await
+            .contains(&"kube-public".to_owned())
+    );
+
+    // A namespace-less provider kubeconfig is rejected (default mode requires it).
+    put_secret(
+        &app_admin,
+        "klutch-bind",
+        "kubeconfig-abc",
+        &[(
+            "kubeconfig",
+            kubeconfig(&provider, ADMIN)
+                .replace("    namespace: default\n", "")
+                .as_bytes(),
+        )],
+    )
+    .await;
+    let e = next_event(&mut events, "Rejected(no namespace)", |e| {
+        matches!(e, CredentialEvent::Rejected { .. })
+    })
+    .await;
+    match e {
+        CredentialEvent::Rejected { role, reason, .. } => {
+            assert_eq!(role, Role::Provider);
+            assert_eq!(
+                reason.to_string(),
+                "invalid kubeconfig: current context \"test\" has no namespace set"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Rotated token: swapped, and the endpoint identity changes with the credentials.
+    put_secret(
+        &app_admin,
+        "klutch-bind",
+        "kubeconfig-abc",
+        &[("kubeconfig", provider_kc("p2", "kube-bind-p").as_bytes())],
+    )
+    .await;
+    let mut handle = conn.handle().clone();
+    tokio::time::timeout(WAIT, handle.wait_for(|c| c.generation() == 1))
+        .await
+        .expect("provider handle not swapped");
+    let rotated = conn.endpoint();
+    assert_eq!(rotated.namespace, "kube-bind-p");
+    assert_ne!(rotated.id, endpoint.id);
+
+    // Missing Secret at connect time is a Fetch error carrying the API server's message.
+    let missing = SecretKeyRef::new("klutch-bind", "nope", "kubeconfig");
+    let e = topology.provider(&missing).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "failed to fetch kubeconfig secret klutch-bind/nope: secrets \"nope\" not found"
+    );
+    assert_eq!(konnector_writes(&app), vec![]);
+}
+
+#[tokio::test]
+async fn control_plane_provider_is_the_control_plane_in_the_root_namespace() {
+    let (cp, app) = cp_and_app("x").await;
+    put_secret(
+        &admin(&cp).await,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app, ADMIN).as_bytes())],
+    )
+    .await;
+    let topology = Topology::connect(cp_options(&cp)).await.unwrap();
+    // Two different binding Secrets (any kubeconfig content) map to the same provider endpoint.
+    let a = topology
+        .provider_endpoint(kubeconfig(&app, ADMIN).as_bytes())
+        .unwrap();
+    let b = topology
+        .provider_endpoint(kubeconfig(&cp, ADMIN).as_bytes())
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.namespace, ROOT_NS);
+    let conn = topology
+        .provider(&SecretKeyRef::new(ROOT_NS, "whatever", "kubeconfig"))
+        .await
+        .unwrap();
+    assert_eq!(conn.namespace(), ROOT_NS);
+    assert_eq!(conn.endpoint(), a);
+    assert_eq!(conn.handle().current().server(), format!("{}/", cp.url()));
+    // Garbage still fails validation.
+    assert!(topology.provider_endpoint(b"invalid-yaml-content").is_err());
+}
