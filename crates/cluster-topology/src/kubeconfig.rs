@@ -348,6 +348,21 @@ fn build_config(
         user.token = None;
     }
 
+    // Exec plugins that ask for cluster information get it, as kube's own loader does.
+    if let Some(exec) = user.exec.as_mut()
+        && exec.provide_cluster_info
+    {
+        exec.cluster =
+            Some(
+                (&cluster)
+                    .try_into()
+                    .map_err(|e: KubeError| KubeconfigError::InvalidServer {
+                        cluster: cluster_name.to_owned(),
+                        reason: e.to_string(),
+                    })?,
+            );
+    }
+
     let mut config = kube::Config::new(uri);
     config.default_namespace = namespace.unwrap_or("default").to_owned();
     config.root_cert = root_cert;

@@ -715,3 +715,54 @@ async fn control_plane_provider_is_the_control_plane_in_the_root_namespace() {
     // Garbage still fails validation.
     assert!(topology.provider_endpoint(b"invalid-yaml-content").is_err());
 }
+
+/// test-apiserver does not record headers, so a one-shot HTTP listener captures the request a
+/// client built from a Secret's kubeconfig sends.
+#[tokio::test]
+async fn clients_send_user_agent_konnector_and_the_bearer_token() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let text = format!(
+        "clusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: tok-123\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+    );
+    let parsed = parse_kubeconfig(
+        text.as_bytes(),
+        cluster_topology::NamespaceRequirement::Optional,
+    )
+    .unwrap();
+    let client = build_client(parsed.config).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the headers ended");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = br#"{"major":"1","minor":"33","gitVersion":"v1.33.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(body).await.unwrap();
+        String::from_utf8_lossy(&buf).to_lowercase()
+    });
+    let version = tokio::time::timeout(WAIT, client.apiserver_version())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(version.minor, "33");
+    let request = server.await.unwrap();
+    assert!(request.starts_with("get /version "), "{request}");
+    assert!(
+        request.contains("\r\nuser-agent: konnector\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\nauthorization: bearer tok-123\r\n"),
+        "{request}"
+    );
+}
