@@ -766,3 +766,66 @@ async fn clients_send_user_agent_konnector_and_the_bearer_token() {
         "{request}"
     );
 }
+
+#[tokio::test]
+async fn a_new_kubeconfig_for_a_server_that_is_down_is_taken_once_the_server_is_back() {
+    let (cp, app1) = cp_and_app("on-app-1").await;
+    let mut app2 = server().await;
+    create_namespace(&admin(&app2).await, "on-app-2").await;
+    let cp_admin = admin(&cp).await;
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app1, ADMIN).as_bytes())],
+    )
+    .await;
+    let topology = Topology::connect(cp_options(&cp)).await.unwrap();
+    let mut events = topology.credential_events();
+
+    app2.stop().await;
+    put_secret(
+        &cp_admin,
+        SECRET_NS,
+        SECRET_NAME,
+        &[("kubeconfig", kubeconfig(&app2, ADMIN).as_bytes())],
+    )
+    .await;
+    let e = next_event(&mut events, "Rejected(unreachable)", |e| {
+        matches!(e, CredentialEvent::Rejected { .. })
+    })
+    .await;
+    assert!(
+        matches!(&e, CredentialEvent::Rejected { reason, .. } if reason.metric_label() == "unreachable"),
+        "{e:?}"
+    );
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"on-app-1".to_owned())
+    );
+
+    // No further Secret change: the watch re-checks the pending kubeconfig with backoff.
+    app2.restart().await.unwrap();
+    let mut handle = topology.app().clone();
+    let swapped = tokio::time::timeout(WAIT, handle.wait_for(|c| c.generation() == 1))
+        .await
+        .expect("pending kubeconfig was never taken into use");
+    assert_eq!(swapped.server(), format!("{}/", app2.url()));
+    next_event(&mut events, "Reloaded", |e| {
+        matches!(
+            e,
+            CredentialEvent::Reloaded {
+                role: Role::App,
+                generation: 1,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        namespaces(topology.app())
+            .await
+            .contains(&"on-app-2".to_owned())
+    );
+}
