@@ -1041,11 +1041,13 @@ fn is_namespace_pending(obj: &Value) -> bool {
             .is_some_and(|a| !a.is_empty())
 }
 
-/// Removes an object for good (publishing DELETED); removing a CRD stops serving its resource.
+/// Removes an object for good (publishing DELETED); removing a CRD first removes its remaining
+/// objects and stops serving its resource.
 pub fn remove_object(store: &mut Store, def: &ResourceDef, key: &ObjKey) -> Option<Arc<Value>> {
-    let gone = store.remove(def, key)?;
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
-        && let Ok(d) = crate::resources::from_crd(&gone)
+        && let Some(Ok(d)) = store
+            .get(&def.key(), key)
+            .map(|crd| crate::resources::from_crd(crd))
     {
         let res = d.key();
         let left: Vec<ObjKey> = store
@@ -1059,7 +1061,7 @@ pub fn remove_object(store: &mut Store, def: &ResourceDef, key: &ObjKey) -> Opti
         }
         store.unregister(&res);
     }
-    Some(gone)
+    store.remove(def, key)
 }
 
 /// Writes a server-side change (garbage collector, namespace controller) of `obj`.
@@ -1082,6 +1084,27 @@ pub fn patch(
     body: &[u8],
 ) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
+    // The media type is checked before the object is looked up, as on a real server.
+    let known = [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/apply-patch+yaml",
+        "application/apply-patch+json",
+        "application/strategic-merge-patch+json",
+    ];
+    if !known.contains(&content_type)
+        || (content_type == "application/strategic-merge-patch+json"
+            && !crate::semantics::patch::strategic_merge_supported(def.custom))
+    {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
+            if def.custom {
+                ""
+            } else {
+                ", application/strategic-merge-patch+json"
+            }
+        )));
+    }
     let old = store.get(&def.key(), &r.key()).cloned();
     if content_type == "application/apply-patch+yaml"
         || content_type == "application/apply-patch+json"

@@ -257,6 +257,15 @@ impl Watcher {
             return;
         }
         self.last_rv = e.rv;
+        // The resource stopped being served: the real server closes its watches.
+        if self.def.custom
+            && e.etype == EventType::Deleted
+            && &*e.res == "customresourcedefinitions.apiextensions.k8s.io"
+            && e.object.pointer("/metadata/name").and_then(Value::as_str) == Some(self.res.as_str())
+        {
+            self.done = true;
+            return;
+        }
         if let Some(l) = self.render(e) {
             out.put_slice(&l);
         }

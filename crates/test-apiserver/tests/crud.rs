@@ -517,3 +517,62 @@ async fn dry_run_writes_change_nothing() {
     assert_eq!(err.code, 422);
     assert_eq!(server.resource_version(), rv);
 }
+
+/// Raw requests: unknown resources, unsupported methods and content types get real `Status`
+/// bodies.
+#[tokio::test]
+async fn raw_errors_are_status_objects() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Options::default().http()).await;
+    let token = server.token("admin").unwrap();
+    let raw = |method: &str, path: &str, ctype: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {ctype}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    for (req, code, reason) in [
+        (
+            raw(
+                "GET",
+                "/api/v1/namespaces/default/widgets",
+                "application/json",
+            ),
+            404,
+            "NotFound",
+        ),
+        (
+            raw(
+                "POST",
+                "/api/v1/namespaces/default/secrets/named",
+                "application/json",
+            ),
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            raw(
+                "PATCH",
+                "/api/v1/namespaces/default/secrets/x",
+                "application/xml",
+            ),
+            415,
+            "UnsupportedMediaType",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+            .await
+            .unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        bounded("raw response", s.read_to_string(&mut resp))
+            .await
+            .unwrap();
+        assert!(resp.starts_with(&format!("HTTP/1.1 {code}")), "{resp}");
+        let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+        let status: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["status"], "Failure");
+        assert_eq!(status["code"], code);
+        assert_eq!(status["reason"], reason);
+    }
+}

@@ -481,3 +481,100 @@ async fn namespace_termination() {
     );
     assert_eq!(err.code, 403);
 }
+
+#[tokio::test]
+async fn generation_without_status_subresource_and_multiple_versions() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "things", "singular": "thing", "kind": "Thing"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": schema},
+                {"name": "v2", "served": true, "storage": false, "schema": schema},
+            ]},
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let ar = |v: &str| {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("example.com", v, "Thing"),
+            "things",
+        )
+    };
+    let v1: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar("v1"));
+    let v2: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar("v2"));
+    let mut t: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v2", "kind": "Thing", "metadata": {"name": "t"}, "spec": {"x": 1}}))
+    .unwrap();
+    t.data["status"] = json!({"s": 1});
+    let created = v2.create(&PostParams::default(), &t).await.unwrap();
+    assert_eq!(created.types.unwrap().api_version, "example.com/v2");
+    // Without a status subresource, status is ordinary content: kept, and its changes bump
+    // generation like any non-metadata change.
+    assert_eq!(created.data["status"]["s"], 1);
+    let read = v1.get("t").await.unwrap();
+    assert_eq!(read.types.unwrap().api_version, "example.com/v1");
+    let p = v1
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"s": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.generation, Some(2));
+    let p = v1
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.generation, Some(2));
+    assert_eq!(api_err(v1.get_status("t").await.unwrap_err()).code, 404);
+}
+
+#[tokio::test]
+async fn deleting_a_crd_ends_its_watches() {
+    use futures::TryStreamExt;
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let ar = install_widgets(&client, "Namespaced").await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    widgets
+        .create(&PostParams::default(), &widget("w", json!({"tier": "a"})))
+        .await
+        .unwrap();
+    let rv = server.resource_version().to_string();
+    let mut stream = Box::pin(
+        widgets
+            .watch(&kube::api::WatchParams::default().timeout(60), &rv)
+            .await
+            .unwrap(),
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut deleted = 0;
+    bounded("watch to end", async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            if let kube::api::WatchEvent::Deleted(_) = ev {
+                deleted += 1;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        deleted, 1,
+        "the object's deletion is delivered before the watch ends"
+    );
+}

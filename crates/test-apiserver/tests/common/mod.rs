@@ -18,10 +18,14 @@ pub async fn start(options: Options) -> TestApiServer {
 pub async fn client_for(server: &TestApiServer, user: &str) -> kube::Client {
     let yaml = server.kubeconfig(user).unwrap();
     let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .unwrap();
+    // Bound every request so a misbehaving server fails the test instead of hanging it.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(WAIT);
+    config.write_timeout = Some(WAIT);
     kube::Client::try_from(config).unwrap()
 }
 
