@@ -463,6 +463,89 @@ fn check_name(def: &ResourceDef, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+fn valid_qualified_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// Why `key` is not a qualified name (label or annotation key), as `IsQualifiedName` words it.
+fn qualified_name_error(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && (p.is_empty() || !valid_name(p, false))
+    {
+        return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_owned());
+    }
+    if name.len() > 63 {
+        return Some("name part must be no more than 63 characters".to_owned());
+    }
+    if !valid_qualified_name_part(name) {
+        return Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".to_owned());
+    }
+    None
+}
+
+/// Validates `metadata.labels` and annotation keys, as every kind's ObjectMeta validation does.
+fn check_metadata(def: &ResourceDef, obj: &Value) -> ApiResult<()> {
+    let name = s(obj, "/metadata/name");
+    let mut causes = Vec::new();
+    let mut bad = |field: &str, value: &str, why: String| {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: \"{value}\": {why}"),
+            field: field.to_owned(),
+        });
+    };
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(why) = qualified_name_error(k) {
+                bad("metadata.labels", k, why);
+            }
+            let v = v.as_str().unwrap_or_default();
+            if v.len() > 63 {
+                bad(
+                    "metadata.labels",
+                    v,
+                    "must be no more than 63 characters".to_owned(),
+                );
+            } else if !v.is_empty() && !valid_qualified_name_part(v) {
+                bad("metadata.labels", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".to_owned());
+            }
+        }
+    }
+    if let Some(annotations) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in annotations {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if let Some(why) = qualified_name_error(&k.to_lowercase()) {
+                bad("metadata.annotations", k, why);
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong".into(),
+                message: "Too long: may not be more than 262144 bytes".into(),
+                field: "metadata.annotations".into(),
+            });
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&def.kind, &def.group, name, causes))
+    }
+}
+
 /// The namespace must exist and must not be terminating.
 fn check_namespace_for_create(
     store: &Store,
@@ -855,6 +938,7 @@ fn create_object(
         o.remove("status");
     }
     prepare(store, &def, r.version, None, &mut obj)?;
+    check_metadata(&def, &obj)?;
     if let Some(manager) = manager {
         sem::track_update(&def, None, &mut obj, manager, r.subresource);
     }
@@ -992,6 +1076,7 @@ fn write_update(
         }
     }
     prepare(store, &def, r.version, Some(old), &mut obj)?;
+    check_metadata(&def, &obj)?;
     if def.tracks_generation {
         let g = old
             .pointer("/metadata/generation")
@@ -1295,10 +1380,11 @@ impl DeleteOpts {
 pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
     let (code, obj) = delete_one(store, &def, &r.key(), opts)?;
+    let gone = store.get(&def.key(), &r.key()).is_none();
     let obj = obj.map_or_else(|| json!({}), |o| at_version(&o, &r.api_version()));
     let returns_object =
         def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition";
-    if code == 200 && !returns_object {
+    if gone && !returns_object {
         return Ok((
             200,
             json!({
@@ -1310,7 +1396,7 @@ pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u
     Ok((code, obj))
 }
 
-/// Deletes (or marks for deletion) one object: 200 if it is gone, 202 if finalizers hold it.
+/// Deletes (or marks for deletion) one object; the flag says whether it is gone already.
 pub fn delete_one(
     store: &mut Store,
     def: &ResourceDef,
@@ -1375,7 +1461,7 @@ pub fn delete_one(
             store.gc_pending = true;
         }
         let cur = store.get(&def.key(), key).cloned();
-        return Ok((202, cur.or(Some(old))));
+        return Ok((200, cur.or(Some(old))));
     }
     if f.is_empty() && def.kind != "Namespace" {
         let gone = remove_object(store, def, key);
@@ -1400,7 +1486,7 @@ pub fn delete_one(
     set_rv(&mut obj, rv);
     let stored = store.put(def, rv, obj, EventType::Modified);
     store.gc_pending = true;
-    Ok((202, Some(stored)))
+    Ok((200, Some(stored)))
 }
 
 /// DELETECOLLECTION: deletes every selected object; answers with the list of them.

@@ -576,3 +576,43 @@ async fn raw_errors_are_status_objects() {
         assert_eq!(status["reason"], reason);
     }
 }
+
+#[tokio::test]
+async fn labels_are_validated_like_object_meta() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let long = "x".repeat(64);
+    let err = api_err(
+        secrets
+            .create(&PostParams::default(), &secret("l", &[("app", &long)]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        format!(
+            "Secret \"l\" is invalid: metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+        )
+    );
+    let err = api_err(
+        secrets
+            .create(&PostParams::default(), &secret("l", &[("bad key", "v")]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.message
+            .contains("metadata.labels: Invalid value: \"bad key\": name part must consist of"),
+        "{}",
+        err.message
+    );
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("l", &[("example.com/app", "ok_1.2-x")]),
+        )
+        .await
+        .unwrap();
+}
