@@ -47,8 +47,8 @@ pub struct ClusterConnection {
 }
 
 impl ClusterConnection {
-    /// A connection at generation 0.
-    pub(crate) fn new(
+    /// A connection at generation 0 (the first one a handle serves).
+    pub fn new(
         client: kube::Client,
         config: kube::Config,
         namespace: Option<String>,
@@ -130,7 +130,7 @@ pub struct ClusterHandle {
 
 impl ClusterHandle {
     /// A handle serving `connection` for `role`.
-    pub(crate) fn new(role: Role, connection: ClusterConnection) -> Self {
+    pub fn new(role: Role, connection: ClusterConnection) -> Self {
         let (tx, rx) = watch::channel(Arc::new(connection));
         Self {
             role,
@@ -140,7 +140,7 @@ impl ClusterHandle {
     }
 
     /// The same connection (and future swaps) serving another role.
-    pub(crate) fn for_role(&self, role: Role) -> Self {
+    pub fn for_role(&self, role: Role) -> Self {
         Self {
             role,
             tx: self.tx.clone(),

@@ -24,8 +24,8 @@ pub use kubeconfig::{
     ParsedKubeconfig, build_client, load_local, parse_kubeconfig,
 };
 pub use rotation::{
-    CredentialEvent, CredentialWatch, RejectReason, SecretKubeconfigError, fetch_secret_kubeconfig,
-    watch_secret_kubeconfig,
+    CredentialEvent, CredentialUpdater, CredentialWatch, RejectReason, SecretKubeconfigError,
+    connect_kubeconfig, fetch_secret_kubeconfig, spawn_watch, watch_secret_kubeconfig,
 };
 pub use topology::{
     NamespaceScope, ProviderConnection, ProviderEndpoint, StartupError, Topology, TopologyOptions,

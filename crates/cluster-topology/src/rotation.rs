@@ -167,8 +167,8 @@ fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
-/// Parses kubeconfig bytes and builds a connection (no network access).
-pub(crate) fn connect_bytes(
+/// Parses kubeconfig bytes (a Secret's value) and builds a connection; no network access.
+pub fn connect_kubeconfig(
     bytes: &[u8],
     requirement: NamespaceRequirement,
 ) -> Result<ClusterConnection, SecretKubeconfigError> {
@@ -210,19 +210,6 @@ impl fmt::Debug for CredentialWatch {
     }
 }
 
-/// What to watch and how to judge its content.
-#[derive(Clone)]
-pub(crate) struct WatchSpec {
-    /// Client of the cluster that stores the Secret.
-    pub reader: kube::Client,
-    /// The Secret and key.
-    pub secret: SecretKeyRef,
-    /// The role whose handle is swapped.
-    pub role: Role,
-    /// Whether the context must name a namespace.
-    pub requirement: NamespaceRequirement,
-}
-
 /// Reads the Secret once, builds the first connection and starts watching the Secret.
 ///
 /// This is the building block for every Secret-sourced kubeconfig: the app cluster kubeconfig in
@@ -235,29 +222,23 @@ pub async fn watch_secret_kubeconfig(
     events: broadcast::Sender<CredentialEvent>,
 ) -> Result<(ClusterHandle, CredentialWatch), SecretKubeconfigError> {
     let bytes = fetch_secret_kubeconfig(&reader, &secret).await?;
-    let connection = connect_bytes(&bytes, requirement)?;
+    let connection = connect_kubeconfig(&bytes, requirement)?;
     let handle = ClusterHandle::new(role, connection);
-    let watch = spawn_watch(
-        WatchSpec {
-            reader,
-            secret,
-            role,
-            requirement,
-        },
-        handle.sender(),
-        events,
-    );
+    let watch = spawn_watch(reader, &handle, secret, requirement, events);
     Ok((handle, watch))
 }
 
-/// Starts the rotation task for a handle whose sender is `tx`.
-pub(crate) fn spawn_watch(
-    spec: WatchSpec,
-    tx: Arc<watch::Sender<Arc<ClusterConnection>>>,
+/// Starts watching `secret` (read with `reader`) and swapping `handle` on changes.
+pub fn spawn_watch(
+    reader: kube::Client,
+    handle: &ClusterHandle,
+    secret: SecretKeyRef,
+    requirement: NamespaceRequirement,
     events: broadcast::Sender<CredentialEvent>,
 ) -> CredentialWatch {
+    let updater = CredentialUpdater::new(handle, secret, requirement, events);
     CredentialWatch {
-        task: tokio::spawn(run(spec, tx, events)),
+        task: tokio::spawn(run(reader, updater)),
     }
 }
 
@@ -277,124 +258,183 @@ struct Pending {
     delay: Duration,
 }
 
-async fn run(
-    spec: WatchSpec,
+/// Judges observed states of one kubeconfig Secret and swaps a [`ClusterHandle`] when the
+/// content changes to something usable.
+///
+/// [`watch_secret_kubeconfig`] drives one from its own single-Secret watch; a caller that
+/// already watches the Secret (e.g. through a shared informer) can drive one directly with
+/// [`CredentialUpdater::observe`] and [`CredentialUpdater::retry`].
+pub struct CredentialUpdater {
+    secret: SecretKeyRef,
+    role: Role,
+    requirement: NamespaceRequirement,
     tx: Arc<watch::Sender<Arc<ClusterConnection>>>,
     events: broadcast::Sender<CredentialEvent>,
-) {
-    let api: Api<Secret> = Api::namespaced(spec.reader.clone(), &spec.secret.namespace);
-    let mut stream = watcher::watch_object(api, &spec.secret.name)
-        .default_backoff()
-        .boxed();
-    let mut last: Option<Observed> = tx.borrow().digest().map(Observed::Content);
-    let mut pending: Option<Pending> = None;
-    let reject = |reason: RejectReason| {
-        tracing::warn!(
-            role = %spec.role,
-            secret = %spec.secret,
-            reason = %reason,
-            "kubeconfig secret rejected; keeping the last good kubeconfig"
-        );
-        let _ = events.send(CredentialEvent::Rejected {
-            role: spec.role,
-            secret: spec.secret.clone(),
-            reason,
-        });
-    };
-    let swap = |connection: ClusterConnection| {
-        let generation = tx.borrow().generation() + 1;
-        let connection = connection.with_generation(generation);
-        tracing::info!(
-            role = %spec.role,
-            secret = %spec.secret,
-            server = %connection.server(),
-            generation,
-            "kubeconfig secret changed; now using the new credentials"
-        );
-        tx.send_replace(Arc::new(connection));
-        let _ = events.send(CredentialEvent::Reloaded {
-            role: spec.role,
-            secret: spec.secret.clone(),
-            generation,
-            at: Utc::now(),
-        });
-    };
+    last: Option<Observed>,
+    pending: Option<Pending>,
+}
 
-    loop {
-        let retry_at = pending.as_ref().map(|p| p.retry_at);
-        let item = tokio::select! {
-            item = stream.next() => item,
-            () = sleep_until(retry_at), if retry_at.is_some() => {
-                if let Some(mut p) = pending.take() {
-                    match verify(&p.connection).await {
-                        Ok(()) => swap(p.connection),
-                        Err(reason) => {
-                            tracing::debug!(role = %spec.role, secret = %spec.secret, reason = %reason, "new kubeconfig still not usable");
-                            p.delay = (p.delay * 2).min(RETRY_MAX);
-                            p.retry_at = Instant::now() + p.delay;
-                            pending = Some(p);
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        let Some(item) = item else {
-            // A watcher stream never ends on its own; stop quietly if it does.
-            return;
-        };
-        let secret = match item {
-            Ok(secret) => secret,
-            Err(e) => {
-                // The watcher re-lists with backoff; the current client keeps serving meanwhile.
-                tracing::warn!(role = %spec.role, secret = %spec.secret, error = %e, "watching kubeconfig secret failed; retrying");
-                continue;
-            }
-        };
-        let (observed, bytes) = match &secret {
+impl CredentialUpdater {
+    /// An updater for `handle`, whose content came from `secret`. Events are published on
+    /// `events` (and returned by the methods).
+    pub fn new(
+        handle: &ClusterHandle,
+        secret: SecretKeyRef,
+        requirement: NamespaceRequirement,
+        events: broadcast::Sender<CredentialEvent>,
+    ) -> Self {
+        let tx = handle.sender();
+        let last = tx.borrow().digest().map(Observed::Content);
+        Self {
+            secret,
+            role: handle.role(),
+            requirement,
+            tx,
+            events,
+            last,
+            pending: None,
+        }
+    }
+
+    /// Takes in the Secret as it is now (`None`: it does not exist). Swaps the handle if the
+    /// kubeconfig changed and the new one parses, builds and reaches its server; otherwise keeps
+    /// the current connection and reports why. Unchanged content does nothing.
+    pub async fn observe(&mut self, secret: Option<&Secret>) -> Option<CredentialEvent> {
+        let (observed, bytes) = match secret {
             None => (Observed::Missing, None),
-            Some(s) => match secret_value(s, &spec.secret.key) {
+            Some(s) => match secret_value(s, &self.secret.key) {
                 None => (Observed::MissingKey, None),
                 Some(b) => (Observed::Content(ContentDigest::of(&b)), Some(b)),
             },
         };
-        if last == Some(observed) {
-            continue;
+        if self.last == Some(observed) {
+            return None;
         }
-        last = Some(observed);
-        pending = None;
+        self.last = Some(observed);
+        self.pending = None;
         let Some(bytes) = bytes else {
-            reject(if observed == Observed::Missing {
+            return Some(self.reject(if observed == Observed::Missing {
                 RejectReason::SecretNotFound
             } else {
-                RejectReason::MissingKey(spec.secret.key.clone())
-            });
-            continue;
+                RejectReason::MissingKey(self.secret.key.clone())
+            }));
         };
-        if tx.borrow().digest() == Some(ContentDigest::of(&bytes)) {
+        if self.tx.borrow().digest() == Some(ContentDigest::of(&bytes)) {
             // Back to the content already in use (e.g. a bad edit was reverted).
-            continue;
+            return None;
         }
-        let connection = match connect_bytes(&bytes, spec.requirement) {
+        let connection = match connect_kubeconfig(&bytes, self.requirement) {
             Ok(c) => c,
             Err(SecretKubeconfigError::Invalid(e)) => {
-                reject(RejectReason::Invalid(e));
-                continue;
+                return Some(self.reject(RejectReason::Invalid(e)));
             }
-            Err(e) => {
-                reject(RejectReason::Client(e.to_string()));
-                continue;
-            }
+            Err(e) => return Some(self.reject(RejectReason::Client(e.to_string()))),
         };
         match verify(&connection).await {
-            Ok(()) => swap(connection),
+            Ok(()) => Some(self.swap(connection)),
             Err(reason) => {
-                reject(reason);
-                pending = Some(Pending {
+                self.pending = Some(Pending {
                     connection,
                     retry_at: Instant::now() + RETRY_MIN,
                     delay: RETRY_MIN,
                 });
+                Some(self.reject(reason))
+            }
+        }
+    }
+
+    /// When a new kubeconfig that could not reach its server should be checked again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.retry_at)
+    }
+
+    /// Checks the pending kubeconfig again (see [`Self::next_retry`]); swaps when it now works.
+    /// Repeated failures back off (up to a minute) and are not reported again.
+    pub async fn retry(&mut self) -> Option<CredentialEvent> {
+        let mut p = self.pending.take()?;
+        match verify(&p.connection).await {
+            Ok(()) => Some(self.swap(p.connection)),
+            Err(reason) => {
+                tracing::debug!(role = %self.role, secret = %self.secret, reason = %reason, "new kubeconfig still not usable");
+                p.delay = (p.delay * 2).min(RETRY_MAX);
+                p.retry_at = Instant::now() + p.delay;
+                self.pending = Some(p);
+                None
+            }
+        }
+    }
+
+    fn reject(&self, reason: RejectReason) -> CredentialEvent {
+        tracing::warn!(
+            role = %self.role,
+            secret = %self.secret,
+            reason = %reason,
+            "kubeconfig secret rejected; keeping the last good kubeconfig"
+        );
+        let event = CredentialEvent::Rejected {
+            role: self.role,
+            secret: self.secret.clone(),
+            reason,
+        };
+        let _ = self.events.send(event.clone());
+        event
+    }
+
+    fn swap(&self, connection: ClusterConnection) -> CredentialEvent {
+        let generation = self.tx.borrow().generation() + 1;
+        let connection = connection.with_generation(generation);
+        tracing::info!(
+            role = %self.role,
+            secret = %self.secret,
+            server = %connection.server(),
+            generation,
+            "kubeconfig secret changed; now using the new credentials"
+        );
+        self.tx.send_replace(Arc::new(connection));
+        let event = CredentialEvent::Reloaded {
+            role: self.role,
+            secret: self.secret.clone(),
+            generation,
+            at: Utc::now(),
+        };
+        let _ = self.events.send(event.clone());
+        event
+    }
+}
+
+impl fmt::Debug for CredentialUpdater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialUpdater")
+            .field("secret", &self.secret)
+            .field("role", &self.role)
+            .field("last", &self.last)
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
+/// The watch task: a namespaced, name-selected watch of exactly one Secret feeding an updater.
+async fn run(reader: kube::Client, mut updater: CredentialUpdater) {
+    let api: Api<Secret> = Api::namespaced(reader, &updater.secret.namespace);
+    let mut stream = watcher::watch_object(api, &updater.secret.name)
+        .default_backoff()
+        .boxed();
+    loop {
+        let retry_at = updater.next_retry();
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(secret)) => {
+                    updater.observe(secret.as_ref()).await;
+                }
+                Some(Err(e)) => {
+                    // The watcher re-lists with backoff; the current client keeps serving.
+                    tracing::warn!(role = %updater.role, secret = %updater.secret, error = %e, "watching kubeconfig secret failed; retrying");
+                }
+                // A watcher stream never ends on its own; stop quietly if it does.
+                None => return,
+            },
+            () = sleep_until(retry_at), if retry_at.is_some() => {
+                updater.retry().await;
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::kubeconfig::{
     parse_kubeconfig,
 };
 use crate::rotation::{
-    CredentialEvent, CredentialWatch, SecretKubeconfigError, WatchSpec, connect_bytes,
+    CredentialEvent, CredentialWatch, SecretKubeconfigError, connect_kubeconfig,
     fetch_secret_kubeconfig, spawn_watch, watch_secret_kubeconfig,
 };
 
@@ -142,17 +142,14 @@ impl Topology {
                 let bytes = fetch_secret_kubeconfig(&client, &secret)
                     .await
                     .map_err(|e| startup_secret_error(&secret, e))?;
-                let connection = connect_bytes(&bytes, NamespaceRequirement::Optional)
+                let connection = connect_kubeconfig(&bytes, NamespaceRequirement::Optional)
                     .map_err(|e| startup_secret_error(&secret, e))?;
                 let app = ClusterHandle::new(Role::App, connection);
                 let watch = spawn_watch(
-                    WatchSpec {
-                        reader: client,
-                        secret,
-                        role: Role::App,
-                        requirement: NamespaceRequirement::Optional,
-                    },
-                    app.sender(),
+                    client,
+                    &app,
+                    secret,
+                    NamespaceRequirement::Optional,
                     events.clone(),
                 );
                 Ok(Self {

@@ -829,3 +829,77 @@ async fn a_new_kubeconfig_for_a_server_that_is_down_is_taken_once_the_server_is_
             .contains(&"on-app-2".to_owned())
     );
 }
+
+/// The updater can be driven by a caller's own Secret informer; each observation is judged once.
+#[tokio::test]
+async fn credential_updater_judges_each_observed_state_once() {
+    use cluster_topology::{ClusterHandle, CredentialUpdater, connect_kubeconfig};
+    let app1 = server().await;
+    let app2 = server().await;
+    let first = connect_kubeconfig(
+        kubeconfig(&app1, ADMIN).as_bytes(),
+        cluster_topology::NamespaceRequirement::Optional,
+    )
+    .unwrap();
+    let handle = ClusterHandle::new(Role::App, first);
+    let (events, mut rx) = broadcast::channel(16);
+    let secret_ref = SecretKeyRef::new("ns", "s", "kubeconfig");
+    let mut updater = CredentialUpdater::new(
+        &handle,
+        secret_ref.clone(),
+        cluster_topology::NamespaceRequirement::Optional,
+        events,
+    );
+    let with = |text: &[u8]| secret("s", &[("kubeconfig", text)]);
+
+    // The content the handle was built from: nothing to do.
+    assert_eq!(
+        updater
+            .observe(Some(&with(kubeconfig(&app1, ADMIN).as_bytes())))
+            .await,
+        None
+    );
+    let to_app2 = with(kubeconfig(&app2, ADMIN).as_bytes());
+    let e = updater.observe(Some(&to_app2)).await;
+    assert!(
+        matches!(&e, Some(CredentialEvent::Reloaded { role: Role::App, generation: 1, secret, .. }) if *secret == secret_ref),
+        "{e:?}"
+    );
+    assert_eq!(rx.try_recv().ok(), e);
+    assert_eq!(handle.current().server(), format!("{}/", app2.url()));
+    // A re-list delivering the same object again changes nothing.
+    assert_eq!(updater.observe(Some(&to_app2)).await, None);
+
+    let e = updater.observe(Some(&with(b"invalid-yaml-content"))).await;
+    assert!(
+        matches!(
+            &e,
+            Some(CredentialEvent::Rejected {
+                reason: RejectReason::Invalid(_),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        updater.observe(Some(&with(b"invalid-yaml-content"))).await,
+        None
+    );
+    let e = updater.observe(None).await;
+    assert!(
+        matches!(
+            &e,
+            Some(CredentialEvent::Rejected {
+                reason: RejectReason::SecretNotFound,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(updater.observe(None).await, None);
+    // Restored with the content in use: no swap, no report.
+    assert_eq!(updater.observe(Some(&to_app2)).await, None);
+    assert_eq!(handle.generation(), 1);
+    assert_eq!(updater.next_retry(), None);
+    assert!(handle.client().apiserver_version().await.is_ok());
+}
