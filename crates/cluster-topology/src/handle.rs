@@ -118,8 +118,7 @@ impl fmt::Debug for ClusterConnection {
 ///
 /// Holders call [`ClusterHandle::client`] for each unit of work (so they pick up a swapped client
 /// on the next one) and may await [`ClusterHandle::changed`] to restart watches when the
-/// credentials change.
-#[derive(Clone)]
+/// credentials change. A clone starts out having seen the connection current at cloning time.
 pub struct ClusterHandle {
     role: Role,
     // The handle keeps the sender alive so that `changed` never sees a closed channel: a role
@@ -172,8 +171,9 @@ impl ClusterHandle {
         self.tx.borrow().generation()
     }
 
-    /// Waits until the connection is swapped after the last one this handle saw (through
-    /// `changed` or since it was cloned), and returns the new one.
+    /// Waits until the connection is swapped after the last one this handle saw (the one current
+    /// when the handle was created or cloned, or the last one `changed`/`wait_for` returned),
+    /// and returns the new one.
     pub async fn changed(&mut self) -> Arc<ClusterConnection> {
         // The handle owns a sender, so the channel cannot close while `self` exists.
         let _ = self.rx.changed().await;
@@ -191,6 +191,16 @@ impl ClusterHandle {
                 return current;
             }
             let _ = self.rx.changed().await;
+        }
+    }
+}
+
+impl Clone for ClusterHandle {
+    fn clone(&self) -> Self {
+        Self {
+            role: self.role,
+            tx: self.tx.clone(),
+            rx: self.tx.subscribe(),
         }
     }
 }

@@ -116,6 +116,11 @@ impl Topology {
                     ClusterConnection::new(client, local.config, local.namespace, None),
                 );
                 let app = binding.for_role(Role::App);
+                tracing::info!(
+                    source = ?local.source,
+                    server = %binding.current().server(),
+                    "default mode: the local cluster is the binding and the app cluster"
+                );
                 Ok(Self {
                     mode: options.mode,
                     binding,
@@ -145,6 +150,12 @@ impl Topology {
                 let connection = connect_kubeconfig(&bytes, NamespaceRequirement::Optional)
                     .map_err(|e| startup_secret_error(&secret, e))?;
                 let app = ClusterHandle::new(Role::App, connection);
+                tracing::info!(
+                    control_plane = %binding.current().server(),
+                    app = %app.current().server(),
+                    secret = %secret,
+                    "control-plane mode: app cluster kubeconfig read from secret"
+                );
                 let watch = spawn_watch(
                     client,
                     &app,
