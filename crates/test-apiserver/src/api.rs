@@ -496,6 +496,7 @@ fn qualified_name_error(key: &str) -> Option<String> {
 fn check_metadata(def: &ResourceDef, obj: &Value) -> ApiResult<()> {
     let name = s(obj, "/metadata/name");
     let mut causes = Vec::new();
+    let mut too_long = false;
     let mut bad = |field: &str, value: &str, why: String| {
         causes.push(Cause {
             reason: "FieldValueInvalid".into(),
@@ -532,10 +533,87 @@ fn check_metadata(def: &ResourceDef, obj: &Value) -> ApiResult<()> {
             }
         }
         if total > 256 * 1024 {
+            too_long = true;
+        }
+    }
+    let standard = ["kubernetes", "orphan", "foregroundDeletion"];
+    for (i, f) in finalizers(obj).iter().enumerate() {
+        if !standard.contains(&f.as_str())
+            && f.contains('/')
+            && let Some(why) = qualified_name_error(f)
+        {
+            bad(&format!("metadata.finalizers[{i}]"), f, why);
+        }
+    }
+    if let Some(refs) = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    {
+        let mut controllers = 0;
+        for r in refs {
+            for (k, what) in [
+                ("apiVersion", "version"),
+                ("kind", "kind"),
+                ("name", "name"),
+                ("uid", "uid"),
+            ] {
+                if s(r, &format!("/{k}")).is_empty() {
+                    bad(
+                        &format!("metadata.ownerReferences.{k}"),
+                        "",
+                        format!("{what} must not be empty"),
+                    );
+                }
+            }
+            if r.get("controller").and_then(Value::as_bool) == Some(true) {
+                controllers += 1;
+            }
+        }
+        if controllers > 1 {
+            bad(
+                "metadata.ownerReferences",
+                "",
+                "Only one reference can have Controller set to true".to_owned(),
+            );
+        }
+    }
+    if too_long {
+        causes.push(Cause {
+            reason: "FieldValueTooLong".into(),
+            message: "Too long: may not be more than 262144 bytes".into(),
+            field: "metadata.annotations".into(),
+        });
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&def.kind, &def.group, name, causes))
+    }
+}
+
+/// ConfigMaps and Secrets marked `immutable: true` keep their data (and the flag) forever.
+fn check_immutable(def: &ResourceDef, old: &Value, obj: &Value) -> ApiResult<()> {
+    if !def.group.is_empty()
+        || !matches!(def.kind.as_str(), "ConfigMap" | "Secret")
+        || old.get("immutable").and_then(Value::as_bool) != Some(true)
+    {
+        return Ok(());
+    }
+    let name = s(obj, "/metadata/name");
+    let mut causes = Vec::new();
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        causes.push(Cause {
+            reason: "FieldValueForbidden".into(),
+            message: "Forbidden: field is immutable when `immutable` is set".into(),
+            field: "immutable".into(),
+        });
+    }
+    for field in ["data", "binaryData"] {
+        if old.get(field) != obj.get(field) {
             causes.push(Cause {
-                reason: "FieldValueTooLong".into(),
-                message: "Too long: may not be more than 262144 bytes".into(),
-                field: "metadata.annotations".into(),
+                reason: "FieldValueForbidden".into(),
+                message: "Forbidden: field is immutable when `immutable` is set".into(),
+                field: field.into(),
             });
         }
     }
@@ -1077,6 +1155,7 @@ fn write_update(
     }
     prepare(store, &def, r.version, Some(old), &mut obj)?;
     check_metadata(&def, &obj)?;
+    check_immutable(&def, old, &obj)?;
     if def.tracks_generation {
         let g = old
             .pointer("/metadata/generation")

@@ -124,8 +124,28 @@ async fn apply_get_patch_delete() {
             .await
             .contains("configmap/ssa serverside-applied")
     );
-    let got = k.json(&["get", "configmap", "ssa"]).await;
+    let got = k
+        .json(&["get", "configmap", "ssa", "--show-managed-fields"])
+        .await;
     assert_eq!(got["data"]["b"], "x");
+    let mf = &got["metadata"]["managedFields"][0];
+    assert_eq!(
+        (mf["manager"].as_str(), mf["operation"].as_str()),
+        (Some("kubectl"), Some("Apply"))
+    );
+    let got = k
+        .json(&["get", "configmap", "demo", "--show-managed-fields"])
+        .await;
+    let managers: Vec<&str> = got["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&"kubectl-client-side-apply"),
+        "{managers:?}"
+    );
 
     k.ok(
         &[
