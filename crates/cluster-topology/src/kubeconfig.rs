@@ -87,6 +87,14 @@ pub enum KubeconfigError {
         /// The I/O error.
         reason: String,
     },
+    /// A setting this konnector cannot honour; ignoring it would connect differently than asked.
+    #[error("cluster \"{cluster}\" uses {setting}, which is not supported")]
+    Unsupported {
+        /// Cluster name.
+        cluster: String,
+        /// The kubeconfig field.
+        setting: &'static str,
+    },
     /// Only one half of a client certificate / key pair is given.
     #[error("user \"{user}\" has a client {present} but no client {missing}")]
     IncompleteClientCertificate {
@@ -265,6 +273,12 @@ fn build_config(
         return Err(KubeconfigError::InvalidServer {
             cluster: cluster_name.to_owned(),
             reason: "expected scheme://host[:port]".to_owned(),
+        });
+    }
+    if cluster.proxy_url.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(KubeconfigError::Unsupported {
+            cluster: cluster_name.to_owned(),
+            setting: "proxy-url",
         });
     }
     let cluster_owner = format!("cluster \"{cluster_name}\"");
@@ -834,6 +848,19 @@ mod tests {
             parse_err(&text, NamespaceRequirement::Optional),
             KubeconfigError::InvalidServer { .. }
         ));
+    }
+
+    #[test]
+    fn proxy_url_is_refused_rather_than_ignored() {
+        let text = kubeconfig(
+            "    server: https://h\n    proxy-url: http://proxy:3128\n",
+            "    token: t\n",
+            "",
+        );
+        assert_eq!(
+            parse_err(&text, NamespaceRequirement::Optional).to_string(),
+            "cluster \"c\" uses proxy-url, which is not supported"
+        );
     }
 
     #[test]
