@@ -240,7 +240,8 @@ fn parse_rv(s: &str) -> ApiResult<u64> {
 
 const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-fn too_large(rv: u64, current: u64) -> ApiError {
+/// `504 Timeout` for a resourceVersion the server has not reached.
+pub fn too_large(rv: u64, current: u64) -> ApiError {
     let mut e = ApiError::new(
         504,
         "Timeout",

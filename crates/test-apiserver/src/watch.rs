@@ -130,7 +130,16 @@ pub fn watch(
                     "Invalid value: \"{rv_param}\": resourceVersion must be a number"
                 ))
             })?;
-            if rv < store.history_start {
+            if rv > store.rv {
+                // The real watch cache waits briefly for a future RV, then gives up like this.
+                Start {
+                    backlog: Vec::new(),
+                    synthetic: Vec::new(),
+                    expired: Some(error_line(&crate::api::too_large(rv, store.rv))),
+                    last_rv: rv,
+                    rx,
+                }
+            } else if rv < store.history_start {
                 Start {
                     backlog: Vec::new(),
                     synthetic: Vec::new(),

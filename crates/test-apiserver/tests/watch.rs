@@ -349,3 +349,54 @@ async fn watch_ends_after_timeout_seconds() {
     .await;
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+#[tokio::test]
+async fn history_overflow_expires_old_resource_versions() {
+    let server = start(Options {
+        history_limit: 5,
+        ..Options::default()
+    })
+    .await;
+    let client = admin(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let first = server.resource_version().to_string();
+    for i in 0..10 {
+        cms.create(&PostParams::default(), &cm(&format!("h{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let recent = (server.resource_version() - 3).to_string();
+    // Within the retained history: the last three creations are replayed.
+    let mut ok = cms
+        .watch(&WatchParams::default().timeout(5), &recent)
+        .await
+        .unwrap()
+        .boxed();
+    for want in ["h7", "h8", "h9"] {
+        match bounded("replay", ok.try_next()).await.unwrap().unwrap() {
+            WatchEvent::Added(o) => assert_eq!(o.name_any(), want),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Older than the history: 410 Expired.
+    let mut old = cms
+        .watch(&WatchParams::default().timeout(5), &first)
+        .await
+        .unwrap()
+        .boxed();
+    match bounded("expired", old.try_next()).await.unwrap().unwrap() {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("{other:?}"),
+    }
+    // A future resourceVersion is refused, not silently waited on forever.
+    let future = (server.resource_version() + 100).to_string();
+    let mut fut = cms
+        .watch(&WatchParams::default().timeout(5), &future)
+        .await
+        .unwrap()
+        .boxed();
+    match bounded("too large", fut.try_next()).await.unwrap().unwrap() {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (504, "Timeout")),
+        other => panic!("{other:?}"),
+    }
+}
