@@ -747,6 +747,52 @@ mod tests {
         assert!(p.config.auth_info.token.is_none());
     }
 
+    #[tokio::test]
+    async fn client_certificate_kubeconfig_builds_a_client_and_bad_pem_fails_without_leaking() {
+        let certified = rcgen::generate_simple_self_signed(vec!["konnector".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cert_pem = certified.cert.pem();
+        let key_pem = certified.signing_key.serialize_pem();
+        let text = kubeconfig(
+            &format!(
+                "    server: https://h\n    certificate-authority-data: {}\n",
+                b64(&cert_pem)
+            ),
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert_pem),
+                b64(&key_pem)
+            ),
+            "",
+        );
+        let parsed = parse_ok(&text, NamespaceRequirement::Optional);
+        assert_eq!(parsed.config.root_cert.as_ref().map(Vec::len), Some(1));
+        if let Err(e) = build_client(parsed.config) {
+            panic!("client with a certificate: {e}");
+        }
+
+        let bad_key = "not-a-private-key-0123456789";
+        let text = kubeconfig(
+            "    server: https://h\n",
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert_pem),
+                b64(bad_key)
+            ),
+            "",
+        );
+        let parsed = parse_ok(&text, NamespaceRequirement::Optional);
+        match build_client(parsed.config) {
+            Ok(_) => panic!("a client was built from an invalid key"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("cannot build client: "), "{msg}");
+                assert!(!msg.contains(bad_key), "{msg}");
+                assert!(!msg.contains(&b64(bad_key)), "{msg}");
+            }
+        }
+    }
+
     #[test]
     fn half_a_client_certificate_is_rejected() {
         let text = kubeconfig(
