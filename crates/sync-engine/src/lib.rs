@@ -7,5 +7,6 @@ pub mod crd;
 pub mod mapping;
 pub mod objects;
 pub mod plan;
+pub mod runtime;
 pub mod ssa;
 pub mod version;

@@ -15,7 +15,7 @@ use konnector_api::v1alpha1::{Owner, PermissionClaim};
 use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
-use super::{Op, Side, Write};
+use super::{Op, Side, Target, Write};
 use crate::objects::{annotation, is_deleting, name, portable_annotations, portable_labels};
 
 /// Whether the claim's selector selects `obj` (names, namespaces and label selectors; an absent
@@ -140,6 +140,7 @@ pub fn plan_claim(
     let mut writes = Vec::new();
     if annotation(source, RESOURCE_OWNER) != Some(owner_value) {
         writes.push(Write {
+            target: Target::Synced,
             side: source_side,
             op: Op::MergePatch {
                 namespace: source.metadata.namespace.clone(),
@@ -152,6 +153,7 @@ pub fn plan_claim(
     let desired = mirror(source, target_ns.clone(), &at.name, owner_value);
     match target {
         None => writes.push(Write {
+            target: Target::Synced,
             side: target_side,
             op: Op::Create(desired),
             reason: "mirror claimed object",
@@ -163,6 +165,7 @@ pub fn plan_claim(
             replacement.metadata.resource_version = t.metadata.resource_version.clone();
             replacement.metadata.uid = t.metadata.uid.clone();
             writes.push(Write {
+                target: Target::Synced,
                 side: target_side,
                 op: Op::Replace(replacement),
                 reason: "claimed object differs from its owner's copy",
@@ -178,6 +181,7 @@ fn delete(target: Option<&DynamicObject>, side: Side, namespace: &Option<String>
         return None;
     }
     Some(Write {
+        target: Target::Synced,
         side,
         op: Op::Delete {
             namespace: namespace.clone(),

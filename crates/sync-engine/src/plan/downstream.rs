@@ -6,7 +6,7 @@ use konnector_api::strings::{API_VERSION, FIELD_MANAGER};
 use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
-use super::{ExportContext, Op, PlanError, Side, Write};
+use super::{ExportContext, Op, PlanError, Side, Target, Write};
 use crate::mapping::NamespaceState;
 use crate::objects::{
     has_annotation, has_finalizer, is_deleting, name, namespace, portable_annotations,
@@ -85,6 +85,7 @@ pub fn plan_downstream(
             Some(up) if is_deleting(up) => Vec::new(),
             Some(up) => {
                 let mut writes = vec![Write {
+                    target: Target::Synced,
                     side: Side::Provider,
                     op: Op::Delete {
                         namespace: up_ns,
@@ -106,6 +107,7 @@ pub fn plan_downstream(
             finalizers.push(SYNCER.to_string());
         }
         writes.push(Write {
+            target: Target::Synced,
             side: Side::Consumer,
             op: Op::MergePatch {
                 namespace: downstream.metadata.namespace.clone(),
@@ -130,6 +132,7 @@ pub fn plan_downstream(
     };
     if changed {
         writes.push(Write {
+            target: Target::Synced,
             side: Side::Provider,
             op: Op::Apply(desired),
             reason: if upstream.is_some() {
@@ -204,6 +207,7 @@ fn create_service_namespace(ctx: &ExportContext<'_>, consumer_ns: &str) -> Write
         data: json!({"spec": {}}),
     };
     Write {
+        target: Target::ServiceNamespace,
         side: Side::Provider,
         op: Op::Create(object),
         reason: "map consumer namespace",
@@ -223,6 +227,7 @@ fn release_finalizer(downstream: &DynamicObject) -> Option<Write> {
         .filter(|f| *f != SYNCER)
         .collect();
     Some(Write {
+        target: Target::Synced,
         side: Side::Consumer,
         op: Op::MergePatch {
             namespace: downstream.metadata.namespace.clone(),

@@ -38,11 +38,22 @@ impl Side {
     }
 }
 
+/// Which resource a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The resource the planning syncer syncs (the bound or claimed resource).
+    Synced,
+    /// `apiservicenamespaces.klutch.anynines.com` on the provider.
+    ServiceNamespace,
+}
+
 /// One write to one cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     /// Which cluster to write to.
     pub side: Side,
+    /// Which resource.
+    pub target: Target,
     /// What to write.
     pub op: Op,
     /// Why, in a few words (logged with the object, counted in metrics).
@@ -83,7 +94,7 @@ pub enum Op {
 
 impl Write {
     /// `namespace/name` of the written object, for logs.
-    pub fn target(&self) -> String {
+    pub fn object_key(&self) -> String {
         let (ns, name) = match &self.op {
             Op::Create(o) | Op::ReplaceStatus(o) | Op::Replace(o) => (
                 o.metadata.namespace.clone(),

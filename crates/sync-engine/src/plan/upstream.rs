@@ -5,7 +5,7 @@ use konnector_api::strings::annotations::{BOUND, BOUND_TRUE, CLUSTER_NAMESPACE};
 use kube::core::DynamicObject;
 use serde_json::json;
 
-use super::{ExportContext, Op, PlanError, Side, Write};
+use super::{ExportContext, Op, PlanError, Side, Target, Write};
 use crate::objects::{annotation, is_deleting, name, namespace, status};
 
 /// Where the downstream counterpart of an upstream object lives: `(namespace, name)`, or `None`
@@ -55,6 +55,7 @@ pub fn plan_upstream(
         }
         if annotation(upstream, BOUND).is_some() {
             return Ok(vec![Write {
+                target: Target::Synced,
                 side: Side::Provider,
                 op: Op::Delete {
                     namespace: upstream.metadata.namespace.clone(),
@@ -81,6 +82,7 @@ pub fn plan_upstream(
         }
     }
     Ok(vec![Write {
+        target: Target::Synced,
         side: Side::Consumer,
         op: Op::ReplaceStatus(updated),
         reason: "upstream status changed",
@@ -110,6 +112,7 @@ fn adopt(upstream: &DynamicObject, namespace: Option<String>, name: String) -> W
         data,
     };
     Write {
+        target: Target::Synced,
         side: Side::Consumer,
         op: Op::Create(object),
         reason: "adopt provider-created object",

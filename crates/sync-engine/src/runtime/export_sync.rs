@@ -1,0 +1,395 @@
+//! The syncer of one exported resource: keeps every consumer object and its provider copy in
+//! agreement (spec up, status down, adoption, deletion), driven by shared watches of both
+//! clusters and the APIServiceNamespaces of the provider namespace.
+//!
+//! Work is keyed by the consumer-side identity of a pair, so a change on either side leads to one
+//! reconcile that sees both copies. Upstream-side changes are mapped to that key through the
+//! namespace and name mapping; upstream objects that belong to no consumer of this provider
+//! namespace are ignored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use konnector_api::v1alpha1::APIServiceNamespace;
+use kube::api::DynamicObject;
+use kube::core::ApiResource;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::cluster::Cluster;
+use super::exec::{ExecError, Outcome, execute};
+use super::queue::WorkQueue;
+use super::watch::{Change, Scope, SharedWatch, WatchHub};
+use crate::mapping::{ClusterScopedMapping, NamespaceMap};
+use crate::plan::{
+    ExportContext, PlanError, Side, Target, UpstreamKey, Write, downstream_key, plan_downstream,
+    plan_upstream, upstream_key,
+};
+
+/// What one export syncer syncs, and where.
+#[derive(Debug, Clone)]
+pub struct ExportSyncConfig {
+    /// The provider namespace `P`.
+    pub provider_namespace: String,
+    /// uid of namespace `P` on the provider (for cluster-scoped owner references).
+    pub provider_namespace_uid: Option<String>,
+    /// The synced resource (group, first served version, kind, plural).
+    pub resource: ApiResource,
+    /// `Some` for cluster-scoped consumer resources.
+    pub cluster_scoped: Option<ClusterScopedMapping>,
+}
+
+/// The two clusters and how the hub names them.
+#[derive(Debug, Clone)]
+pub struct Clusters {
+    /// The app cluster.
+    pub consumer: Cluster,
+    /// Hub id of the app cluster.
+    pub consumer_id: String,
+    /// The provider cluster.
+    pub provider: Cluster,
+    /// Hub id of the provider cluster (one per provider endpoint).
+    pub provider_id: String,
+}
+
+/// A consumer-side identity: `(namespace, name)`.
+pub type PairKey = (Option<String>, String);
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Planning failed.
+    #[error("planning {key}: {source}")]
+    Plan {
+        /// The pair.
+        key: String,
+        /// Why.
+        #[source]
+        source: PlanError,
+    },
+    /// A write failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// A running export syncer; dropping it stops it.
+#[derive(Debug)]
+pub struct ExportSyncer {
+    inner: Arc<Inner>,
+    queue: WorkQueue<PairKey>,
+    tasks: Vec<JoinHandle<()>>,
+    consumer: Arc<SharedWatch>,
+    provider: Arc<SharedWatch>,
+    namespaces: Arc<SharedWatch>,
+}
+
+impl Drop for ExportSyncer {
+    fn drop(&mut self) {
+        self.queue.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ExportSyncConfig,
+    clusters: Clusters,
+    service_namespace_resource: ApiResource,
+    consumer: Arc<SharedWatch>,
+    provider: Arc<SharedWatch>,
+    namespaces: Arc<SharedWatch>,
+    queue: WorkQueue<PairKey>,
+    reconciles: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl ExportSyncer {
+    /// Starts syncing. Reconciles begin once the caches of both clusters have synced, so that
+    /// "absent" always means absent (the orphan safety net depends on it).
+    pub fn start(hub: &WatchHub, clusters: Clusters, config: ExportSyncConfig) -> Self {
+        let provider_scope = match &config.cluster_scoped {
+            Some(m) if !m.upstream_is_cluster_scoped() => {
+                Scope::Namespace(config.provider_namespace.clone())
+            }
+            _ => Scope::All,
+        };
+        let consumer = hub.watch(
+            &clusters.consumer_id,
+            &clusters.consumer,
+            &config.resource,
+            Scope::All,
+            None,
+        );
+        let provider = hub.watch(
+            &clusters.provider_id,
+            &clusters.provider,
+            &config.resource,
+            provider_scope,
+            None,
+        );
+        let service_namespace_resource = ApiResource::erase::<APIServiceNamespace>(&());
+        let namespaces = hub.watch(
+            &clusters.provider_id,
+            &clusters.provider,
+            &service_namespace_resource,
+            Scope::Namespace(config.provider_namespace.clone()),
+            None,
+        );
+        let queue = WorkQueue::new();
+        let inner = Arc::new(Inner {
+            config,
+            clusters,
+            service_namespace_resource,
+            consumer: consumer.clone(),
+            provider: provider.clone(),
+            namespaces: namespaces.clone(),
+            queue: queue.clone(),
+            reconciles: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        let mut tasks = Vec::new();
+        // Subscribe before waiting for the caches, so no change between list and start is lost.
+        let subs = [
+            (Side::Consumer, consumer.subscribe()),
+            (Side::Provider, provider.subscribe()),
+        ];
+        let mut sn_sub = namespaces.subscribe();
+        let starter = inner.clone();
+        tasks.push(tokio::spawn(async move {
+            starter.consumer.ready().await;
+            starter.provider.ready().await;
+            starter.namespaces.ready().await;
+            starter.enqueue_all();
+            starter.work().await;
+        }));
+        for (side, mut sub) in subs {
+            let inner = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(Change::Object { namespace, name }) => {
+                            inner.on_change(side, namespace, name)
+                        }
+                        Ok(Change::Resync) | Err(RecvError::Lagged(_)) => inner.enqueue_all(),
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            }));
+        }
+        let sn_inner = inner.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match sn_sub.recv().await {
+                    // A namespace mapping changed: every pair in that consumer namespace may move.
+                    Ok(Change::Object { name, .. }) => sn_inner.enqueue_consumer_namespace(&name),
+                    Ok(Change::Resync) | Err(RecvError::Lagged(_)) => sn_inner.enqueue_all(),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }));
+        ExportSyncer {
+            inner,
+            queue,
+            tasks,
+            consumer,
+            provider,
+            namespaces,
+        }
+    }
+
+    /// Whether the caches of both clusters have synced.
+    pub fn is_synced(&self) -> bool {
+        self.consumer.is_ready() && self.provider.is_ready() && self.namespaces.is_ready()
+    }
+
+    /// Keys waiting to be reconciled.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Reconciles completed so far (successful and failed).
+    pub fn reconciles(&self) -> u64 {
+        self.inner.reconciles.load(Ordering::Relaxed)
+    }
+
+    /// Reconciles that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn namespace_map(&self) -> NamespaceMap {
+        let parsed: Vec<APIServiceNamespace> = self
+            .namespaces
+            .list()
+            .iter()
+            .filter_map(|o| o.as_ref().clone().try_parse::<APIServiceNamespace>().ok())
+            .collect();
+        NamespaceMap::new(&parsed)
+    }
+
+    fn ctx<'a>(&'a self, namespaces: &'a NamespaceMap) -> ExportContext<'a> {
+        ExportContext {
+            provider_namespace: &self.config.provider_namespace,
+            provider_namespace_uid: self.config.provider_namespace_uid.as_deref(),
+            resource: &self.config.resource,
+            cluster_scoped: self.config.cluster_scoped.as_ref(),
+            namespaces,
+        }
+    }
+
+    fn enqueue_all(&self) {
+        for o in self.consumer.list() {
+            self.queue.add((
+                o.metadata.namespace.clone(),
+                o.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        let map = self.namespace_map();
+        let ctx = self.ctx(&map);
+        for o in self.provider.list() {
+            if let Ok(Some(key)) = downstream_key(&ctx, &o) {
+                self.queue.add(key);
+            }
+        }
+    }
+
+    fn enqueue_consumer_namespace(&self, consumer_ns: &str) {
+        for o in self.consumer.list() {
+            if o.metadata.namespace.as_deref() == Some(consumer_ns) {
+                self.queue.add((
+                    o.metadata.namespace.clone(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        let map = self.namespace_map();
+        if let crate::mapping::NamespaceState::Ready(service) = map.state(consumer_ns) {
+            let ctx = self.ctx(&map);
+            for o in self.provider.list() {
+                if o.metadata.namespace.as_deref() == Some(service)
+                    && let Ok(Some(key)) = downstream_key(&ctx, &o)
+                {
+                    self.queue.add(key);
+                }
+            }
+        }
+    }
+
+    fn on_change(&self, side: Side, namespace: Option<String>, name: String) {
+        match side {
+            Side::Consumer => self.queue.add((namespace, name)),
+            Side::Provider => {
+                let map = self.namespace_map();
+                let ctx = self.ctx(&map);
+                let key = match self.provider.get(namespace.as_deref(), &name) {
+                    Some(o) => downstream_key(&ctx, &o).ok().flatten(),
+                    // Deleted upstream: map the identity without the object.
+                    None => {
+                        let mut probe = DynamicObject::new(&name, &self.config.resource);
+                        probe.metadata.namespace = namespace;
+                        if let Some(m) = &self.config.cluster_scoped {
+                            probe.metadata.annotations = Some(
+                                [(
+                                    crate::mapping::CLUSTER_NAMESPACE_ANNOTATION.to_string(),
+                                    m.provider_namespace.clone(),
+                                )]
+                                .into_iter()
+                                .collect(),
+                            );
+                        }
+                        downstream_key(&ctx, &probe).ok().flatten()
+                    }
+                };
+                if let Some(key) = key {
+                    self.queue.add(key);
+                }
+            }
+        }
+    }
+
+    async fn work(&self) {
+        while let Some(key) = self.queue.next().await {
+            let result = self.reconcile(&key).await;
+            self.reconciles.fetch_add(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => self.queue.forget(&key),
+                Err(err) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    let delay = self.queue.add_rate_limited(key.clone());
+                    tracing::warn!(
+                        resource = %self.config.resource.plural,
+                        namespace = key.0.as_deref().unwrap_or(""),
+                        name = %key.1,
+                        error = %err,
+                        retry_in = ?delay,
+                        "sync failed"
+                    );
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    async fn reconcile(&self, key: &PairKey) -> Result<(), SyncError> {
+        let map = self.namespace_map();
+        let ctx = self.ctx(&map);
+        let downstream = self.consumer.get(key.0.as_deref(), &key.1);
+        let probe;
+        let down_ref = match &downstream {
+            Some(d) => d.as_ref(),
+            None => {
+                let mut p = DynamicObject::new(&key.1, &self.config.resource);
+                p.metadata.namespace = key.0.clone();
+                probe = p;
+                &probe
+            }
+        };
+        let upstream = match upstream_key(&ctx, down_ref) {
+            UpstreamKey::At(ns, name) => self.provider.get(ns.as_deref(), &name),
+            UpstreamKey::NamespaceMissing(_) | UpstreamKey::NamespacePending => None,
+        };
+        let plan_err = |source| SyncError::Plan {
+            key: format!("{}/{}", key.0.as_deref().unwrap_or(""), key.1),
+            source,
+        };
+        let mut writes = match &downstream {
+            Some(d) => plan_downstream(&ctx, d, upstream.as_deref()).map_err(plan_err)?,
+            None => Vec::new(),
+        };
+        // Spec first; the status is looked at again once the spec writes have been observed.
+        if writes.is_empty()
+            && let Some(u) = &upstream
+        {
+            writes = plan_upstream(&ctx, u, downstream.as_deref()).map_err(plan_err)?;
+        }
+        for write in &writes {
+            self.execute(write).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, write: &Write) -> Result<Outcome, ExecError> {
+        let cluster = match write.side {
+            Side::Consumer => &self.clusters.consumer,
+            Side::Provider => &self.clusters.provider,
+        };
+        let resource = match write.target {
+            Target::Synced => &self.config.resource,
+            Target::ServiceNamespace => &self.service_namespace_resource,
+        };
+        let outcome = execute(cluster, resource, write).await?;
+        tracing::info!(
+            side = write.side.as_str(),
+            resource = %resource.plural,
+            object = %write.object_key(),
+            reason = write.reason,
+            outcome = ?outcome,
+            "wrote"
+        );
+        Ok(outcome)
+    }
+}

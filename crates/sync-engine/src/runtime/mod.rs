@@ -1,0 +1,12 @@
+//! The code that talks to clusters: shared watches, work queues, the executor of planned
+//! writes, and the syncers that tie them to the planning functions.
+
+pub mod cluster;
+pub mod exec;
+pub mod export_sync;
+pub mod queue;
+pub mod watch;
+
+pub use cluster::Cluster;
+pub use export_sync::{Clusters, ExportSyncConfig, ExportSyncer};
+pub use watch::{Scope, SharedWatch, WatchHub};

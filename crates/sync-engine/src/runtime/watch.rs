@@ -1,0 +1,263 @@
+//! Shared watches: one watch per (cluster, resource, namespace scope, field selector), however
+//! many controllers need it.
+//!
+//! A [`SharedWatch`] keeps a reflector cache and tells subscribers which objects changed. It
+//! follows its cluster's [`Cluster`]: when credentials rotate, the watch restarts with the
+//! new client and the cache keeps serving the last known state meanwhile. The [`WatchHub`] hands
+//! out existing watches and drops a watch when its last user is gone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::cluster::Cluster;
+
+/// Which objects a watch covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// All namespaces (or a cluster-scoped resource).
+    All,
+    /// One namespace.
+    Namespace(String),
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This object was added, modified or deleted.
+    Object {
+        /// Namespace, `None` for cluster-scoped objects.
+        namespace: Option<String>,
+        /// Name.
+        name: String,
+    },
+    /// The watch relisted (after a disconnect or a credential change): objects may have changed
+    /// or vanished without a per-object event, so subscribers should look at everything again.
+    Resync,
+}
+
+/// Identity of a watch in the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    /// Which cluster (an id chosen by the owner of the handle, e.g. `app`).
+    pub cluster: String,
+    /// `group/version/plural`.
+    pub resource: String,
+    /// Namespace scope.
+    pub scope: Scope,
+    /// Field selector, if any (named Secret watches).
+    pub fields: Option<String>,
+}
+
+/// A running watch with its cache.
+pub struct SharedWatch {
+    key: WatchKey,
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    events: broadcast::Sender<Change>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SharedWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWatch")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SharedWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Capacity of the change channel; a subscriber that lags behind gets a [`Change::Resync`].
+const CHANGE_BUFFER: usize = 4096;
+
+impl SharedWatch {
+    /// Starts watching `resource` in `scope` on the handle's cluster.
+    pub fn start(
+        handle: Cluster,
+        key: WatchKey,
+        resource: ApiResource,
+        scope: Scope,
+        fields: Option<String>,
+    ) -> Arc<Self> {
+        let writer = Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let (events, _) = broadcast::channel(CHANGE_BUFFER);
+        let task = tokio::spawn(run(
+            handle,
+            resource.clone(),
+            scope,
+            fields,
+            writer,
+            events.clone(),
+            key.clone(),
+        ));
+        Arc::new(SharedWatch {
+            key,
+            resource,
+            store,
+            events,
+            task,
+        })
+    }
+
+    /// The watched resource.
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    /// The cache.
+    pub fn store(&self) -> &Store<DynamicObject> {
+        &self.store
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.events.subscribe()
+    }
+
+    /// Waits until the first list completed.
+    pub async fn ready(&self) {
+        // The writer lives as long as the task, which lives as long as `self`.
+        let _ = self.store.wait_until_ready().await;
+    }
+
+    /// Whether the first list completed.
+    pub fn is_ready(&self) -> bool {
+        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some()
+    }
+
+    /// The cached object `namespace/name`.
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
+        let mut r = ObjectRef::new_with(name, self.resource.clone());
+        if let Some(ns) = namespace {
+            r = r.within(ns);
+        }
+        self.store.get(&r)
+    }
+
+    /// Every cached object.
+    pub fn list(&self) -> Vec<Arc<DynamicObject>> {
+        self.store.state()
+    }
+}
+
+async fn run(
+    mut handle: Cluster,
+    resource: ApiResource,
+    scope: Scope,
+    fields: Option<String>,
+    mut writer: Writer<DynamicObject>,
+    events: broadcast::Sender<Change>,
+    key: WatchKey,
+) {
+    loop {
+        let client = handle.client();
+        let api: Api<DynamicObject> = match &scope {
+            Scope::All => Api::all_with(client, &resource),
+            Scope::Namespace(ns) => Api::namespaced_with(client, ns, &resource),
+        };
+        let mut config = watcher::Config::default();
+        if let Some(f) = &fields {
+            config = config.fields(f);
+        }
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let generation = handle.generation();
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(Ok(event)) => {
+                        writer.apply_watcher_event(&event);
+                        let change = match &event {
+                            Event::Apply(o) | Event::Delete(o) => Some(Change::Object {
+                                namespace: o.metadata.namespace.clone(),
+                                name: o.metadata.name.clone().unwrap_or_default(),
+                            }),
+                            Event::InitDone => Some(Change::Resync),
+                            Event::Init | Event::InitApply(_) => None,
+                        };
+                        if let Some(change) = change {
+                            // No subscriber is fine: the cache is still kept.
+                            let _ = events.send(change);
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(cluster = %key.cluster, resource = %key.resource, error = %err, "watch failed, retrying");
+                    }
+                    None => break,
+                },
+                _ = handle.changed() => {
+                    if handle.generation() != generation {
+                        tracing::info!(cluster = %key.cluster, resource = %key.resource, "credentials changed, restarting watch");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands out shared watches.
+#[derive(Debug, Default)]
+pub struct WatchHub {
+    watches: Mutex<HashMap<WatchKey, Weak<SharedWatch>>>,
+}
+
+impl WatchHub {
+    /// A new, empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The watch of `resource` in `scope` on `cluster`, started if nobody watches it yet.
+    pub fn watch(
+        &self,
+        cluster: &str,
+        handle: &Cluster,
+        resource: &ApiResource,
+        scope: Scope,
+        fields: Option<String>,
+    ) -> Arc<SharedWatch> {
+        let key = WatchKey {
+            cluster: cluster.to_string(),
+            resource: format!(
+                "{}/{}/{}",
+                resource.group, resource.version, resource.plural
+            ),
+            scope: scope.clone(),
+            fields: fields.clone(),
+        };
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let watch =
+            SharedWatch::start(handle.clone(), key.clone(), resource.clone(), scope, fields);
+        watches.insert(key, Arc::downgrade(&watch));
+        watch
+    }
+
+    /// Number of running watches (for tests and metrics).
+    pub fn len(&self) -> usize {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Whether no watch runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
