@@ -277,13 +277,24 @@ async fn serve(
         .await
         .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?
         .to_bytes();
-    // Protobuf request bodies are not decoded (clients that send them fall back to JSON or fail
-    // with this clear error); responses are always JSON.
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"
-        )));
-    }
+    // Typed Go clients (kubectl's `create` generators) send protobuf for a few built-in kinds;
+    // those are decoded, anything else gets the real `415`. Responses are always JSON.
+    let (body, content_type) = if content_type.contains("protobuf") || content_type.contains("cbor")
+    {
+        match crate::protobuf::decode(&body) {
+            Some(v) if content_type.contains("protobuf") => (
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                "application/json".to_owned(),
+            ),
+            _ => {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"
+                )));
+            }
+        }
+    } else {
+        (body, content_type)
+    };
     let r = Req {
         def: def.clone(),
         version: &info.version,

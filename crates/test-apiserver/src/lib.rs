@@ -20,6 +20,7 @@ mod api;
 mod error;
 mod gc;
 mod http;
+mod protobuf;
 mod rbac;
 mod resources;
 mod sem;

@@ -341,3 +341,69 @@ async fn authentication_and_authorization_failures() {
         "{err}"
     );
 }
+
+/// `kubectl create <kind>` sends protobuf bodies; the supported built-ins are decoded.
+#[tokio::test]
+async fn create_generators_send_protobuf() {
+    let server = start(Options::default()).await;
+    let k = Kubectl::new(&server, "admin", "create");
+    k.ok(&["create", "namespace", "team"], "").await;
+    k.ok(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ],
+        "",
+    )
+    .await;
+    k.ok(&["create", "configmap", "c1", "--from-literal=x=y"], "")
+        .await;
+    k.ok(&["create", "serviceaccount", "bot"], "").await;
+    k.ok(
+        &[
+            "create",
+            "role",
+            "r1",
+            "--verb=get,list",
+            "--resource=secrets",
+            "--resource-name=s1",
+        ],
+        "",
+    )
+    .await;
+    k.ok(
+        &[
+            "create",
+            "rolebinding",
+            "rb1",
+            "--role=r1",
+            "--serviceaccount=default:bot",
+        ],
+        "",
+    )
+    .await;
+    let ns = k.json(&["get", "namespace", "team"]).await;
+    assert_eq!(ns["status"]["phase"], "Active");
+    assert!(ns["metadata"].get("generateName").is_none());
+    let s = k.json(&["get", "secret", "s1", "-n", "team"]).await;
+    assert_eq!(s["data"]["a"], "Yg==");
+    assert_eq!(s["type"], "Opaque");
+    let c = k.json(&["get", "configmap", "c1"]).await;
+    assert_eq!(c["data"]["x"], "y");
+    let r = k.json(&["get", "role", "r1"]).await;
+    assert_eq!(
+        r["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["s1"], "verbs": ["get", "list"]}])
+    );
+    let rb = k.json(&["get", "rolebinding", "rb1"]).await;
+    assert_eq!(
+        rb["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "bot", "namespace": "default"}])
+    );
+    assert_eq!(rb["roleRef"]["name"], "r1");
+}
