@@ -123,12 +123,25 @@ pub enum SecretKubeconfigError {
     Client(String),
 }
 
-/// The message the API server gave (`secrets "x" not found`), or the transport error.
+/// The message the API server gave (`secrets "x" not found`), or the transport error with its
+/// causes (`... tcp connect error: Connection refused`), which kube's Display alone omits.
 pub(crate) fn describe_kube_error(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
-        other => other.to_string(),
+    if let kube::Error::Api(status) = e
+        && !status.message.is_empty()
+    {
+        return status.message.clone();
     }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// One GET of the Secret; returns the bytes under its key.

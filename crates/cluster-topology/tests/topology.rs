@@ -238,6 +238,21 @@ async fn control_plane_startup_fails_when_the_secret_is_missing() {
 }
 
 #[tokio::test]
+async fn control_plane_startup_fails_when_the_control_plane_is_unreachable() {
+    let mut cp = server().await;
+    let options = cp_options(&cp);
+    cp.stop().await;
+    let msg = connect_err(options).await.to_string();
+    assert!(
+        msg.starts_with(
+            "failed to fetch app cluster kubeconfig secret klutch-system/app-kubeconfig: "
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("Connection refused"), "{msg}");
+}
+
+#[tokio::test]
 async fn control_plane_startup_fails_when_the_key_is_missing() {
     let (cp, app) = cp_and_app("x").await;
     put_secret(
