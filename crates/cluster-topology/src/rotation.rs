@@ -180,7 +180,8 @@ fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
-/// Parses kubeconfig bytes (a Secret's value) and builds a connection; no network access.
+/// Parses kubeconfig bytes (a Secret's value) and builds a connection; no network access, but
+/// must run inside a tokio runtime (the client spawns its connection pool).
 pub fn connect_kubeconfig(
     bytes: &[u8],
     requirement: NamespaceRequirement,
