@@ -238,7 +238,8 @@ async fn serve(
     if !def.namespaced && info.resource != "namespaces" && !info.namespace.is_empty() {
         return Err(ApiError::no_route());
     }
-    if shared.options.rbac {
+    // Reviews are open to every authenticated user (the default `system:basic-user` binding).
+    if shared.options.rbac && !def.review {
         let store = shared
             .store
             .read()
@@ -295,6 +296,12 @@ async fn serve(
     } else {
         (body, content_type)
     };
+    if def.review {
+        if info.verb != "create" {
+            return Err(ApiError::method_not_allowed());
+        }
+        return self_subject_access_review(shared, user, &body);
+    }
     let r = Req {
         def: def.clone(),
         version: &info.version,
@@ -359,7 +366,7 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
         "singularName": def.singular,
         "namespaced": def.namespaced,
         "kind": def.kind,
-        "verbs": ALL_VERBS,
+        "verbs": if def.review { &["create"][..] } else { ALL_VERBS },
         "shortNames": def.short_names,
         "categories": def.categories,
         "storageVersionHash": "",
@@ -563,4 +570,58 @@ fn openapi_gv(store: &crate::store::Store, group: &str, version: &str) -> Value 
         "paths": paths,
         "components": {"schemas": {}},
     })
+}
+
+/// `SelfSubjectAccessReview`: asks the authorizer whether the caller may do something, as
+/// `kubectl auth can-i` does. Without RBAC every request is allowed.
+fn self_subject_access_review(
+    shared: &Shared,
+    user: &User,
+    body: &[u8],
+) -> ApiResult<Response<Body>> {
+    let mut review: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("error decoding SelfSubjectAccessReview: {e}"))
+    })?;
+    let attrs = review
+        .pointer("/spec/resourceAttributes")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let field = |k: &str| {
+        attrs
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let info = RequestInfo {
+        is_resource: true,
+        verb: field("verb"),
+        group: field("group"),
+        version: field("version"),
+        resource: field("resource"),
+        subresource: field("subresource"),
+        namespace: field("namespace"),
+        name: field("name"),
+        path: String::new(),
+    };
+    let allowed = if !shared.options.rbac || attrs.is_null() {
+        Ok(())
+    } else {
+        let store = shared
+            .store
+            .read()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        crate::rbac::authorize(&store, user, &info)
+    };
+    let status = match allowed {
+        Ok(()) => json!({"allowed": true}),
+        Err(_) => json!({"allowed": false}),
+    };
+    if let Some(o) = review.as_object_mut() {
+        o.insert("status".into(), status);
+        o.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        o.insert("kind".into(), json!("SelfSubjectAccessReview"));
+        o.entry("metadata").or_insert_with(|| json!({}));
+    }
+    Ok(json_response(201, &review))
 }

@@ -57,6 +57,8 @@ pub struct ResourceDef {
     pub tracks_generation: bool,
     /// Whether the resource comes from a CRD.
     pub custom: bool,
+    /// A review resource: only `create`, answered from the request and never stored.
+    pub review: bool,
 }
 
 /// A shared handle to a resource definition.
@@ -124,6 +126,7 @@ fn builtin(
         has_status,
         tracks_generation: false,
         custom: false,
+        review: false,
     }
 }
 
@@ -141,7 +144,18 @@ pub fn builtins() -> Vec<ResourceDef> {
     );
     crd.categories = vec!["api-extensions".to_owned()];
     crd.tracks_generation = true;
+    let mut ssar = builtin(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+        &[],
+        false,
+    );
+    ssar.review = true;
     vec![
+        ssar,
         builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
         builtin("", "v1", "secrets", "Secret", true, &[], false),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
@@ -267,5 +281,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         has_status,
         tracks_generation: true,
         custom: true,
+        review: false,
     })
 }

@@ -332,6 +332,18 @@ async fn authentication_and_authorization_failures() {
         "{err}"
     );
     let alice = Kubectl::new(&server, "alice", "alice");
+    // SelfSubjectAccessReview answers from the same authorizer.
+    let (ok, out, _) = alice.run(&["auth", "can-i", "list", "secrets"], "").await;
+    assert!(!ok);
+    assert_eq!(out.trim(), "no");
+    let admin = Kubectl::new(&server, "admin", "admin-can-i");
+    assert_eq!(
+        admin
+            .ok(&["auth", "can-i", "delete", "namespaces"], "")
+            .await
+            .trim(),
+        "yes"
+    );
     let (ok, _, err) = alice.run(&["get", "secrets"], "").await;
     assert!(!ok);
     assert!(
