@@ -668,13 +668,9 @@ fn generate_suffix() -> String {
 }
 
 /// Kind-specific normalisation on every write (create and update, both endpoints).
-fn prepare(
-    store: &Store,
-    def: &ResourceDef,
-    version: &str,
-    old: Option<&Value>,
-    obj: &mut Value,
-) -> ApiResult<()> {
+fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let def = &*r.def;
+    let version = r.version;
     let name = s(obj, "/metadata/name").to_owned();
     match (def.group.as_str(), def.kind.as_str()) {
         ("", "Secret") => {
@@ -753,6 +749,24 @@ fn prepare(
     if def.custom {
         let schema = def.version(version).and_then(|v| v.structural.as_deref());
         if let Some(schema) = schema {
+            // fieldValidation=Strict (kubectl's default) rejects what pruning would drop.
+            if r.q("fieldValidation") == Some("Strict") {
+                let mut pruned = obj.clone();
+                schema.prune(&mut pruned);
+                let mut unknown = Vec::new();
+                sem::removed_fields(obj, &pruned, "", &mut unknown);
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                        list.join(", "),
+                        kind = def.kind,
+                    )));
+                }
+            }
             let causes = sem::process_custom_resource(schema, obj);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&def.kind, &def.group, &name, causes));
@@ -1016,7 +1030,7 @@ fn create_object(
     {
         o.remove("status");
     }
-    prepare(store, &def, r.version, None, &mut obj)?;
+    prepare(store, r, None, &mut obj)?;
     check_metadata(&def, &obj)?;
     if let Some(manager) = manager {
         sem::track_update(&def, None, &mut obj, manager, r.subresource);
@@ -1154,7 +1168,7 @@ fn write_update(
             ));
         }
     }
-    prepare(store, &def, r.version, Some(old), &mut obj)?;
+    prepare(store, r, Some(old), &mut obj)?;
     check_metadata(&def, &obj)?;
     check_immutable(&def, old, &obj)?;
     if def.tracks_generation {

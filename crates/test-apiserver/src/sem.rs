@@ -122,3 +122,29 @@ pub fn apply(
         ApplyError::Invalid(m) => ApiError::bad_request(m),
     })
 }
+
+/// Collects the dotted paths present in `original` but missing from `pruned` (what pruning
+/// dropped), as strict field validation reports them.
+pub fn removed_fields(original: &Value, pruned: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (original, pruned) {
+        (Value::Object(o), Value::Object(p)) => {
+            for (k, v) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match p.get(k) {
+                    None => out.push(path),
+                    Some(pv) => removed_fields(v, pv, &path, out),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(p)) => {
+            for (i, (v, pv)) in o.iter().zip(p).enumerate() {
+                removed_fields(v, pv, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}

@@ -270,6 +270,20 @@ async fn crds_wait_and_custom_resources() {
         ),
         "{err}"
     );
+    // kubectl asks for strict field validation: unknown fields are an error, not pruned.
+    let (ok, _, err) = k
+        .run(
+            &["apply", "-f", "-"],
+            &gadget
+                .replace("g1", "g3")
+                .replace("size: 3", "size: 3, colour: red"),
+        )
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains("Gadget in version \"v1\" cannot be handled as a Gadget: strict decoding error: unknown field \"spec.colour\""),
+        "{err}"
+    );
     k.ok(&["delete", "crd", "gadgets.example.com"], "").await;
     let (ok, _, err) = k.run(&["get", "gadgets"], "").await;
     assert!(!ok, "{err}");
