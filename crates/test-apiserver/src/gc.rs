@@ -26,6 +26,13 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+struct Owner<'a> {
+    namespace: &'a str,
+    kind: &'a str,
+    deleting: bool,
+    finalizers: Vec<&'a str>,
+}
+
 enum Action {
     Delete(String, ObjKey, &'static str),
     RemoveOwnerRef(String, ObjKey, String),
@@ -55,14 +62,25 @@ fn strs(v: Option<&Value>) -> Vec<&str> {
 }
 
 fn plan(store: &Store) -> Vec<Action> {
-    // uid -> (deleting, finalizers)
-    let mut owners: HashMap<&str, (bool, Vec<&str>)> = HashMap::new();
+    // uid -> the owner as the garbage collector sees it.
+    let mut owners: HashMap<&str, Owner<'_>> = HashMap::new();
     for table in store.objects.values() {
         for obj in table.values() {
             if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
                 owners.insert(
                     uid,
-                    (deleting(obj), strs(obj.pointer("/metadata/finalizers"))),
+                    Owner {
+                        namespace: obj
+                            .pointer("/metadata/namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                        kind: obj
+                            .pointer("/kind")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                        deleting: deleting(obj),
+                        finalizers: strs(obj.pointer("/metadata/finalizers")),
+                    },
                 );
             }
         }
@@ -106,34 +124,56 @@ fn plan(store: &Store) -> Vec<Action> {
             if refs.is_empty() {
                 continue;
             }
-            let mut alive = 0;
+            // Classify each reference as the real collector does: an owner that does not exist
+            // (by uid, kind and namespace) is dangling; one being deleted in the foreground is
+            // waiting; one being deleted with orphan propagation lets go of its dependents.
+            let mut solid = 0;
+            let mut waiting = 0;
+            let mut dropped: Vec<&str> = Vec::new();
             for r in refs {
                 let Some(uid) = r.get("uid").and_then(Value::as_str) else {
                     continue;
                 };
                 referenced.insert(uid);
-                let blocks = r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true);
-                if blocks {
+                if r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true) {
                     blocking.insert(uid);
                 }
-                let Some((owner_deleting, fins)) = owners.get(uid) else {
-                    continue;
-                };
-                alive += 1;
-                if *owner_deleting && fins.contains(&"orphan") {
+                let owner = owners.get(uid).filter(|o| {
+                    Some(o.kind) == r.get("kind").and_then(Value::as_str)
+                        && (o.namespace.is_empty() || o.namespace == key.0)
+                });
+                match owner {
+                    None => dropped.push(uid),
+                    Some(o) if o.deleting && o.finalizers.contains(&"orphan") => {
+                        actions.push(Action::RemoveOwnerRef(
+                            res.clone(),
+                            key.clone(),
+                            uid.to_owned(),
+                        ));
+                    }
+                    Some(o) if o.deleting && o.finalizers.contains(&"foregroundDeletion") => {
+                        waiting += 1;
+                        dropped.push(uid);
+                    }
+                    Some(_) => solid += 1,
+                }
+            }
+            if solid > 0 {
+                // Other owners remain: only the dangling and waiting references go.
+                for uid in dropped {
                     actions.push(Action::RemoveOwnerRef(
                         res.clone(),
                         key.clone(),
                         uid.to_owned(),
                     ));
-                } else if *owner_deleting && fins.contains(&"foregroundDeletion") && !deleting(obj)
-                {
-                    let policy = if blocks { "Foreground" } else { "Background" };
-                    actions.push(Action::Delete(res.clone(), key.clone(), policy));
                 }
-            }
-            if alive == 0 && !deleting(obj) {
-                actions.push(Action::Delete(res.clone(), key.clone(), "Background"));
+            } else if !dropped.is_empty() && !deleting(obj) {
+                let policy = if waiting > 0 {
+                    "Foreground"
+                } else {
+                    "Background"
+                };
+                actions.push(Action::Delete(res.clone(), key.clone(), policy));
             }
         }
     }

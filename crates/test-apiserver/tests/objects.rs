@@ -578,3 +578,47 @@ async fn deleting_a_crd_ends_its_watches() {
         "the object's deletion is delivered before the watch ends"
     );
 }
+
+#[tokio::test]
+async fn dependents_with_a_remaining_owner_only_lose_the_dangling_reference() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let mut owners = Vec::new();
+    for n in ["o1", "o2"] {
+        let mut o = ConfigMap::default();
+        o.metadata.name = Some(n.into());
+        owners.push(cms.create(&PostParams::default(), &o).await.unwrap());
+    }
+    let mut d = Secret::default();
+    d.metadata.name = Some("shared".into());
+    d.metadata.owner_references = Some(vec![
+        owner_ref(&owners[0], false),
+        owner_ref(&owners[1], false),
+    ]);
+    secrets.create(&PostParams::default(), &d).await.unwrap();
+    cms.delete("o1", &DeleteParams::default()).await.unwrap();
+    wait_for("dangling reference removed", || {
+        let secrets = secrets.clone();
+        async move {
+            let s = secrets.get("shared").await.unwrap();
+            let refs = s.metadata.owner_references.unwrap_or_default();
+            (refs.len() == 1 && refs[0].name == "o2").then_some(())
+        }
+    })
+    .await;
+    cms.delete("o2", &DeleteParams::default()).await.unwrap();
+    wait_for("dependent collected with its last owner", || {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("shared")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+}
