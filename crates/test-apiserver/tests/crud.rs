@@ -150,7 +150,18 @@ async fn typed_crud_and_server_set_metadata() {
         "{}",
         err.message
     );
-    secrets.delete("a", &DeleteParams::default()).await.unwrap();
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: None,
+            resource_version: Some(rv1.to_string()),
+        }),
+        ..DeleteParams::default()
+    };
+    let err = api_err(secrets.delete("a", &dp).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let status = secrets.delete("a", &DeleteParams::default()).await.unwrap();
+    // Built-in kinds answer an immediate deletion with a success Status.
+    assert_eq!(status.right().unwrap().details.unwrap().name, "a");
     let err = api_err(secrets.get("a").await.unwrap_err());
     assert_eq!(err.code, 404);
 }

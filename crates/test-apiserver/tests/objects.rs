@@ -162,8 +162,28 @@ async fn crd_is_served_with_status_subresource_and_generation() {
     assert_eq!(p.data["status"]["ready"], true);
     assert_eq!(p.data["spec"]["tier"], "b");
     assert_eq!(p.metadata.generation, Some(2));
-    let got = widgets.get_status("w").await.unwrap();
+    let mut got = widgets.get_status("w").await.unwrap();
     assert_eq!(got.data["status"]["ready"], true);
+    // PUT /status: the spec in the body is ignored, a stale resourceVersion is a conflict.
+    got.data["status"]["ready"] = json!(false);
+    got.data["spec"]["tier"] = json!("a");
+    let put = widgets
+        .replace_status("w", &PostParams::default(), &got)
+        .await
+        .unwrap();
+    assert_eq!(put.data["status"]["ready"], false);
+    assert_eq!(put.data["spec"]["tier"], "b");
+    let err = api_err(
+        widgets
+            .replace_status("w", &PostParams::default(), &got)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 409);
+    assert_eq!(
+        err.message,
+        "Operation cannot be fulfilled on widgets.example.com \"w\": the object has been modified; please apply your changes to the latest version and try again"
+    );
 
     // Deleting the CRD deletes its objects and stops serving the resource.
     crds.delete("widgets.example.com", &DeleteParams::default())
