@@ -269,8 +269,19 @@ async fn serve(
         ""
     };
     let name = info.name.as_str();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let table = crate::table::wanted(accept).then(|| {
+        query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".to_owned())
+    });
     if info.verb == "watch" {
-        return crate::watch::watch(shared.clone(), def, &info.version, namespace, query);
+        return crate::watch::watch(shared.clone(), def, &info.version, namespace, query, table);
     }
     let body = req
         .into_body()
@@ -357,6 +368,25 @@ async fn serve(
             result?
         }
     };
+    if let Some(include) = table
+        && matches!(info.verb.as_str(), "get" | "list")
+    {
+        let printer = def
+            .version(&info.version)
+            .and_then(|v| v.printer_columns.as_ref());
+        let (objects, meta) = match value.get("items").and_then(Value::as_array) {
+            Some(items) => (
+                items.clone(),
+                value.get("metadata").cloned().unwrap_or(Value::Null),
+            ),
+            None => (
+                vec![value.clone()],
+                json!({"resourceVersion": value.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)}),
+            ),
+        };
+        let t = crate::table::table(&def, printer, &objects, meta, &include, true);
+        return Ok(json_response(code, &t));
+    }
     Ok(json_response(code, &value))
 }
 

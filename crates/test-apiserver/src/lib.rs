@@ -27,6 +27,7 @@ mod sem;
 pub mod semantics;
 mod server;
 mod store;
+mod table;
 mod tls;
 mod watch;
 

@@ -26,6 +26,8 @@ pub struct VersionDef {
     pub name: String,
     /// The parsed structural schema (custom resources only).
     pub structural: Option<Arc<StructuralSchema>>,
+    /// The version's `additionalPrinterColumns` (custom resources only).
+    pub printer_columns: Option<Value>,
     /// Whether this version is the storage version.
     pub storage: bool,
 }
@@ -114,6 +116,7 @@ fn builtin(
         versions: vec![VersionDef {
             name: version.to_owned(),
             structural: None,
+            printer_columns: None,
             storage: true,
         }],
         plural: plural.to_owned(),
@@ -255,6 +258,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
             None => None,
         };
         versions.push(VersionDef {
+            printer_columns: v.get("additionalPrinterColumns").cloned(),
             name,
             structural,
             storage: v.get("storage").and_then(Value::as_bool) == Some(true),

@@ -24,7 +24,8 @@ use crate::store::{Event, EventType};
 /// Events to deliver before switching to the live channel.
 struct Start {
     backlog: Vec<Arc<Event>>,
-    synthetic: Vec<Bytes>,
+    synthetic: Vec<Value>,
+    initial_end: Option<u64>,
     expired: Option<Bytes>,
     last_rv: u64,
     rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
@@ -44,6 +45,10 @@ struct Watcher {
     deadline: tokio::time::Instant,
     pending: Option<Vec<Bytes>>,
     done: bool,
+    /// `Some(includeObject)` when the client asked for Table output (kubectl `get -w`).
+    table: Option<String>,
+    /// Whether the Table column definitions went out with an earlier event.
+    headers_sent: std::cell::Cell<bool>,
 }
 
 fn line(etype: &str, object_json: &[u8]) -> Bytes {
@@ -70,6 +75,7 @@ pub fn watch(
     version: &str,
     namespace: &str,
     query: &HashMap<String, String>,
+    table: Option<String>,
 ) -> ApiResult<Response<Body>> {
     let sel = Selectors::parse(query, &def)?;
     let api_version = def.api_version(version);
@@ -101,25 +107,14 @@ pub fn watch(
                         continue;
                     }
                     if matches_ns(obj, namespace) && sel.matches(obj) {
-                        let o = versioned(obj, &api_version);
-                        synthetic.push(line("ADDED", &serde_json::to_vec(&o).unwrap_or_default()));
+                        synthetic.push(versioned(obj, &api_version));
                     }
                 }
-            }
-            if send_initial {
-                let bm = json!({
-                    "kind": def.kind, "apiVersion": api_version,
-                    "metadata": {"resourceVersion": store.rv.to_string(),
-                        "annotations": {"k8s.io/initial-events-end": "true"}},
-                });
-                synthetic.push(line(
-                    "BOOKMARK",
-                    &serde_json::to_vec(&bm).unwrap_or_default(),
-                ));
             }
             Start {
                 backlog: Vec::new(),
                 synthetic,
+                initial_end: send_initial.then_some(store.rv),
                 expired: None,
                 last_rv: store.rv,
                 rx,
@@ -135,6 +130,7 @@ pub fn watch(
                 Start {
                     backlog: Vec::new(),
                     synthetic: Vec::new(),
+                    initial_end: None,
                     expired: Some(error_line(&crate::api::too_large(rv, store.rv))),
                     last_rv: rv,
                     rx,
@@ -143,6 +139,7 @@ pub fn watch(
                 Start {
                     backlog: Vec::new(),
                     synthetic: Vec::new(),
+                    initial_end: None,
                     expired: Some(error_line(&ApiError::expired(format!(
                         "too old resource version: {rv} ({})",
                         store.history_start + 1
@@ -160,6 +157,7 @@ pub fn watch(
                 Start {
                     backlog,
                     synthetic: Vec::new(),
+                    initial_end: None,
                     expired: None,
                     last_rv: rv,
                     rx,
@@ -181,8 +179,25 @@ pub fn watch(
         deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
         pending: None,
         done: false,
+        table,
+        headers_sent: std::cell::Cell::new(false),
     };
-    let mut first: Vec<Bytes> = start.synthetic;
+    let mut first: Vec<Bytes> = start
+        .synthetic
+        .iter()
+        .map(|o| watcher.encode("ADDED", o))
+        .collect();
+    if let Some(rv) = start.initial_end {
+        let bm = json!({
+            "kind": watcher.def.kind, "apiVersion": watcher.api_version,
+            "metadata": {"resourceVersion": rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}},
+        });
+        first.push(line(
+            "BOOKMARK",
+            &serde_json::to_vec(&bm).unwrap_or_default(),
+        ));
+    }
     if let Some(expired) = start.expired {
         first.push(expired);
         watcher.done = true;
@@ -242,6 +257,9 @@ impl Watcher {
             _ => return None,
         };
         let stored_av = e.object.get("apiVersion").and_then(Value::as_str);
+        if self.table.is_some() {
+            return Some(self.encode(etype, obj.as_ref().unwrap_or(&e.object)));
+        }
         match obj {
             Some(o) => Some(line(
                 etype,
@@ -253,6 +271,34 @@ impl Watcher {
                 &serde_json::to_vec(&versioned(&e.object, &self.api_version)).unwrap_or_default(),
             )),
         }
+    }
+
+    /// Encodes one event for this watcher (as a one-row Table if asked for).
+    fn encode(&self, etype: &str, obj: &Value) -> Bytes {
+        let obj = versioned(obj, &self.api_version);
+        let body = match &self.table {
+            Some(include) => {
+                let printer = self
+                    .def
+                    .version(self.api_version.rsplit('/').next().unwrap_or_default())
+                    .and_then(|v| v.printer_columns.as_ref());
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let headers = !self.headers_sent.replace(true);
+                crate::table::table(
+                    &self.def,
+                    printer,
+                    std::slice::from_ref(&obj),
+                    json!({"resourceVersion": rv}),
+                    include,
+                    headers,
+                )
+            }
+            None => obj,
+        };
+        line(etype, &serde_json::to_vec(&body).unwrap_or_default())
     }
 
     fn bookmark(&self, rv: u64) -> Bytes {

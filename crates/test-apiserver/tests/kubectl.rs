@@ -190,6 +190,13 @@ async fn apply_get_patch_delete() {
         serde_json::json!({"s": "strategic", "m": "merge"})
     );
 
+    // Human-readable output uses server-side Tables with the real printer columns.
+    let table = k.ok(&["get", "configmaps"], "").await;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DATA", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..2], ["demo", "2"]);
     let list = k.json(&["get", "configmaps"]).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
 
