@@ -281,7 +281,17 @@ async fn serve(
             .unwrap_or_else(|| "Metadata".to_owned())
     });
     if info.verb == "watch" {
-        return crate::watch::watch(shared.clone(), def, &info.version, namespace, query, table);
+        // Watching one object by name is a watch with a `metadata.name` field selector.
+        let mut query = query.clone();
+        if !name.is_empty() {
+            let by_name = format!("metadata.name={name}");
+            let combined = match query.get("fieldSelector").filter(|f| !f.is_empty()) {
+                Some(f) => format!("{f},{by_name}"),
+                None => by_name,
+            };
+            query.insert("fieldSelector".into(), combined);
+        }
+        return crate::watch::watch(shared.clone(), def, &info.version, namespace, &query, table);
     }
     let body = req
         .into_body()

@@ -400,3 +400,39 @@ async fn history_overflow_expires_old_resource_versions() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `GET .../configmaps/<name>?watch=true` watches only that object.
+#[tokio::test]
+async fn watching_one_object_by_name() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let server = start(Options::default().http()).await;
+    let client = admin(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = server.resource_version();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /api/v1/namespaces/default/configmaps/two?watch=true&resourceVersion={rv}&timeoutSeconds=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token("admin").unwrap()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    for n in ["one", "two", "three"] {
+        cms.create(&PostParams::default(), &cm(n, &[]))
+            .await
+            .unwrap();
+    }
+    let mut lines = BufReader::new(s).lines();
+    let event = bounded("event for two", async {
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.starts_with('{') {
+                return line;
+            }
+        }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(v["type"], "ADDED");
+    assert_eq!(v["object"]["metadata"]["name"], "two");
+}
