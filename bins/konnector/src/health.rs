@@ -1,0 +1,180 @@
+//! The health server: `/healthz` and `/readyz` on `--health-probe-bind-address`.
+//!
+//! `/healthz` keeps the reference's body shape (check name -> `"ok"`/`"degraded"`, 200 when all
+//! are ok, else 500), so probes written against the Go konnector keep working; like the
+//! reference, it reports healthy only once the root caches are synced. `/readyz` is 200 when
+//! ready and 503 otherwise. Every other path is 404.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Whether the engine is ready (root caches synced).
+pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The health listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to listen on --health-probe-bind-address {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the listener (a conflict is a startup error, not a panic as in the reference, H1).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
+/// A response decided from the path and the readiness: status, content type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: &'static str,
+}
+
+/// Answers a probe request.
+pub fn answer(method: &Method, path: &str, ready: bool) -> Answer {
+    let text = |status, body| Answer {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match (path, ready) {
+        ("/healthz", true) => Answer {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: r#"{"leaderElection":"ok"}"#,
+        },
+        ("/healthz", false) => Answer {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            content_type: "application/json",
+            body: r#"{"informersSynced":"degraded","leaderElection":"ok"}"#,
+        },
+        ("/readyz", true) => text(StatusCode::OK, "ok\n"),
+        ("/readyz", false) => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n"),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+/// Serves probes on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, ready: ReadyFn, shutdown: impl Future<Output = ()>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "healthz endpoint listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "health server accept failed");
+                    continue;
+                }
+            },
+        };
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let a = answer(req.method(), req.uri().path(), ready());
+                async move {
+                    let body = if req.method() == Method::HEAD {
+                        ""
+                    } else {
+                        a.body
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    *resp.status_mut() = a.status;
+                    resp.headers_mut().insert(
+                        CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(a.content_type),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "health connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_has_the_reference_body_once_ready() {
+        let a = answer(&Method::GET, "/healthz", true);
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.content_type, "application/json");
+        assert_eq!(a.body, r#"{"leaderElection":"ok"}"#);
+    }
+
+    #[test]
+    fn healthz_is_degraded_before_caches_sync() {
+        let a = answer(&Method::GET, "/healthz", false);
+        assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(a.body.contains(r#""leaderElection":"ok""#));
+        assert!(a.body.contains("degraded"));
+    }
+
+    #[test]
+    fn readyz_follows_readiness() {
+        assert_eq!(answer(&Method::GET, "/readyz", true).status, StatusCode::OK);
+        assert_eq!(
+            answer(&Method::GET, "/readyz", false).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn other_paths_and_methods() {
+        assert_eq!(
+            answer(&Method::GET, "/", true).status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            answer(&Method::GET, "/metrics", true).status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            answer(&Method::GET, "/healthz/x", true).status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            answer(&Method::HEAD, "/healthz", true).status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            answer(&Method::POST, "/healthz", true).status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! End-to-end harness: in-memory clusters ([`test_apiserver`]) on 127.0.0.1, kubeconfig files in
+//! a temporary directory, and the real `konnector` binary as a child process.
+//!
+//! # Where the tests are
+//!
+//! Cargo tells a test where a binary is (`CARGO_BIN_EXE_konnector`) only in the tests of the
+//! binary's own package, and only then guarantees that the binary is built and up to date. So
+//! the scenarios live in `bins/konnector/tests/e2e_*.rs` and pass that path to
+//! [`Konnector::spawn`]; this crate holds everything they share. Run them with
+//! `cargo test -p konnector --test 'e2e_*'`.
+//!
+//! Tests wait on conditions with timeouts ([`wait_until`], [`Konnector::wait_exit`]); nothing
+//! sleeps for a fixed time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use test_apiserver::{Options, RecordedRequest, TestApiServer, User};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The user the konnector authenticates as (in `system:masters`), so that its requests can be
+/// told apart from the test's own (which use `admin`).
+pub const KONNECTOR_USER: &str = "konnector";
+
+/// How long a konnector gets to start or to fail at startup in tests.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh, uniquely named directory.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns the file's path.
+    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One in-memory cluster (HTTPS with its own CA) with an `admin` and a [`KONNECTOR_USER`].
+#[derive(Debug)]
+pub struct Cluster {
+    /// The server, for request records, faults and restarts.
+    pub server: TestApiServer,
+    name: String,
+}
+
+impl Cluster {
+    /// Starts a cluster; `name` prefixes its kubeconfig files.
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let server = TestApiServer::start(
+            Options::default().user(User::new(KONNECTOR_USER, &["system:masters"])),
+        )
+        .await
+        .context("start test-apiserver")?;
+        Ok(Self {
+            server,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The kubeconfig YAML of `user` (context namespace `default`).
+    pub fn kubeconfig(&self, user: &str) -> anyhow::Result<String> {
+        self.server
+            .kubeconfig(user)
+            .with_context(|| format!("no user {user} in cluster {}", self.name))
+    }
+
+    /// Writes the konnector's kubeconfig into `dir` and returns its path.
+    pub fn konnector_kubeconfig_file(&self, dir: &TempDir) -> anyhow::Result<PathBuf> {
+        dir.write(
+            &format!("{}-{KONNECTOR_USER}.kubeconfig", self.name),
+            &self.kubeconfig(KONNECTOR_USER)?,
+        )
+    }
+
+    /// A client for the test itself (as `admin`).
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig("admin")?)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Requests the konnector made.
+    pub fn konnector_requests(&self) -> Vec<RecordedRequest> {
+        self.server
+            .requests()
+            .into_iter()
+            .filter(|r| r.user == KONNECTOR_USER)
+            .collect()
+    }
+
+    /// Write requests (create, update, patch, delete) the konnector made.
+    pub fn konnector_writes(&self) -> Vec<RecordedRequest> {
+        self.konnector_requests()
+            .into_iter()
+            .filter(RecordedRequest::is_write)
+            .collect()
+    }
+}
+
+/// Output captured from a child process, line by line as it arrives.
+#[derive(Debug, Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn push_line(&self, line: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A running `konnector` process; killed when dropped.
+#[derive(Debug)]
+pub struct Konnector {
+    child: Child,
+    stdout: Captured,
+    stderr: Captured,
+    status: Option<ExitStatus>,
+}
+
+impl Konnector {
+    /// Starts `bin` with `args`. The environment is made hermetic: no `KUBECONFIG`, `HOME` in
+    /// `home` (so `~/.kube/config` of the developer is never read), no `POD_NAMESPACE` or
+    /// `POD_NAME`.
+    pub fn spawn(bin: impl AsRef<Path>, args: &[String], home: &TempDir) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin.as_ref())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.as_ref().display()))?;
+        let stdout = Captured::default();
+        let stderr = Captured::default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(capture(out, stdout.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(capture(err, stderr.clone()));
+        }
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+            status: None,
+        })
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.get()
+    }
+
+    /// Everything written to stderr so far (logs and errors).
+    pub fn stderr(&self) -> String {
+        self.stderr.get()
+    }
+
+    /// Waits for the process to exit; an error (with the output so far) if it does not in time.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                self.status = Some(status);
+                // The pipes close at exit; give the readers the chance to drain them.
+                let _ = tokio::time::timeout(Duration::from_secs(2), self.drained()).await;
+                Ok(status)
+            }
+            Err(_) => bail!(
+                "konnector did not exit within {timeout:?}\nstderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    async fn drained(&self) {
+        loop {
+            if Arc::strong_count(&self.stderr.0) == 1 && Arc::strong_count(&self.stdout.0) == 1 {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM (via `kill`, to keep the harness free of unsafe code).
+    pub async fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("process already exited")?;
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Waits until stderr contains `needle`; fails early if the process exits.
+    pub async fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if !self.is_running() {
+                bail!(
+                    "konnector exited before logging {needle:?}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{needle:?} not logged within {timeout:?}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Konnector {
+    /// Waits until `GET path` on `addr` answers 200; fails early, with the output, if the
+    /// process exits first.
+    pub async fn wait_http_ok(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = http_get(addr, path).await {
+                return Ok(());
+            }
+            if !self.is_running() {
+                bail!(
+                    "konnector exited before {path} answered 200\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{path} did not answer 200 within {timeout:?}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+async fn capture(reader: impl tokio::io::AsyncRead + Unpin, into: Captured) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        into.push_line(&line);
+    }
+}
+
+/// Poll interval of the wait helpers.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `condition` until it holds; an error naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A minimal HTTP/1.1 GET (the probes need nothing more): status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((code, body.to_owned()))
+}
+
+/// The last line of `stderr` that starts with `Error: `, without the prefix: the konnector's
+/// startup failure message.
+pub fn error_line(stderr: &str) -> Option<&str> {
+    stderr.lines().rev().find_map(|l| l.strip_prefix("Error: "))
+}
