@@ -722,6 +722,16 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
             }
         }
         ("", "Namespace") => {
+            // spec.finalizers only change through /finalize.
+            if let Some(old) = old
+                && r.subresource != "finalize"
+                && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                match old.pointer("/spec/finalizers") {
+                    Some(f) => spec.insert("finalizers".into(), f.clone()),
+                    None => spec.remove("finalizers"),
+                };
+            }
             if let Some(o) = obj.as_object_mut() {
                 let spec = o.entry("spec").or_insert_with(|| json!({}));
                 if old.is_none()
@@ -1098,6 +1108,20 @@ fn write_update(
         }
         if let Some(mf) = obj.pointer("/metadata/managedFields").cloned() {
             meta_mut(&mut merged).insert("managedFields".into(), mf);
+        }
+        obj = merged;
+    } else if r.subresource == "finalize" {
+        // Only spec.finalizers may change through a namespace's /finalize.
+        let mut merged = (**old).clone();
+        let fins = obj
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+        if let Some(m) = merged.as_object_mut() {
+            let spec = m.entry("spec").or_insert_with(|| json!({}));
+            if let Some(spec) = spec.as_object_mut() {
+                spec.insert("finalizers".into(), fins);
+            }
         }
         obj = merged;
     } else if def.has_status

@@ -227,8 +227,9 @@ async fn serve(
     let Some(def) = def else {
         return Err(ApiError::no_route());
     };
-    let subresource_ok =
-        info.subresource.is_empty() || (info.subresource == "status" && def.has_status);
+    let subresource_ok = info.subresource.is_empty()
+        || (info.subresource == "status" && def.has_status)
+        || (info.subresource == "finalize" && def.kind == "Namespace" && def.group.is_empty());
     if !subresource_ok {
         return Err(ApiError::no_route());
     }
@@ -362,6 +363,7 @@ async fn serve(
             let result = match verb {
                 "create" if name.is_empty() => api::create(store, &r, &body),
                 "update" => api::update(store, &r, &body),
+                _ if info.subresource == "finalize" => Err(ApiError::method_not_allowed()),
                 "patch" => api::patch(store, &r, &content_type, &body),
                 "delete" => {
                     DeleteOpts::parse(query, &body).and_then(|o| api::delete(store, &r, &o))

@@ -642,3 +642,37 @@ async fn dependents_with_a_remaining_owner_only_lose_the_dangling_reference() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn namespace_finalizers_change_only_through_finalize() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("stuck".into());
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    // The main endpoint ignores spec.finalizers.
+    let p = nss
+        .patch(
+            "stuck",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"finalizers": []}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.spec.unwrap().finalizers.unwrap(), ["kubernetes"]);
+    // Content held by a finalizer keeps a terminating namespace...
+    let cms: Api<ConfigMap> = Api::namespaced(client, "stuck");
+    let mut c = ConfigMap::default();
+    c.metadata.name = Some("held".into());
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &c).await.unwrap();
+    nss.delete("stuck", &DeleteParams::default()).await.unwrap();
+    let mut current = nss.get("stuck").await.unwrap();
+    // ...until someone force-finalizes it through /finalize.
+    current.spec.as_mut().unwrap().finalizers = Some(Vec::new());
+    nss.replace_subresource("finalize", "stuck", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert!(nss.get_opt("stuck").await.unwrap().is_none());
+}
