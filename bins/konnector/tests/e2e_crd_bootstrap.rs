@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::PostParams;
+use test_apiserver::Fault;
 
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 const CRD_NAME: &str = "apiservicebindings.klutch.anynines.com";
@@ -204,4 +205,55 @@ async fn control_plane_mode_does_not_touch_the_crd() {
     let app_crds: Api<CustomResourceDefinition> = Api::all(app.client().await.unwrap());
     assert!(app_crds.get_opt(CRD_NAME).await.unwrap().is_none());
     stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mode_retries_transient_crd_errors() {
+    let app = Cluster::start("app").await.unwrap();
+    let dir = TempDir::new("konnector-e2e").unwrap();
+    let kubeconfig = app.konnector_kubeconfig_file(&dir).unwrap();
+    app.server
+        .inject(Fault::fail("create", "customresourcedefinitions", 2, 503));
+
+    let running =
+        start_until_ready(vec![format!("--kubeconfig={}", kubeconfig.display())], dir).await;
+    let creates = app
+        .konnector_writes()
+        .into_iter()
+        .filter(|r| r.resource == "customresourcedefinitions" && r.verb == "create")
+        .map(|r| r.code)
+        .collect::<Vec<_>>();
+    assert_eq!(creates, [503, 503, 201]);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mode_crd_bootstrap_failure_exits_with_the_reference_message() {
+    let app = Cluster::start("app").await.unwrap();
+    let dir = TempDir::new("konnector-e2e").unwrap();
+    let kubeconfig = app.konnector_kubeconfig_file(&dir).unwrap();
+    app.server
+        .inject(Fault::fail("create", "customresourcedefinitions", 100, 403));
+
+    let mut k = Konnector::spawn(
+        BIN,
+        &[
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--health-probe-bind-address=127.0.0.1:0".to_owned(),
+        ],
+        &dir,
+    )
+    .unwrap();
+    let status = k.wait_exit(STARTUP_TIMEOUT).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    let stderr = k.stderr();
+    let message = e2e::error_line(&stderr).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        message.starts_with(
+            "failed to create APIServiceBinding CRD in binding cluster: could not bootstrap CRDs: "
+        ),
+        "{message}"
+    );
+    // Forbidden is not retried.
+    assert_eq!(app.konnector_writes().len(), 1);
 }
