@@ -61,7 +61,8 @@ pub struct Cli {
     #[arg(long, default_value_t = default_lease_namespace(std::env::var("POD_NAMESPACE").ok()))]
     pub lease_namespace: String,
 
-    /// Address of the health server (/healthz, /readyz); `:8080` means every interface.
+    /// Address of the health server (/healthz, /readyz); `:8080` means every interface, `0`
+    /// disables it.
     #[arg(long, default_value = ":8080")]
     pub health_probe_bind_address: String,
 
