@@ -1366,6 +1366,43 @@ pub fn patch(
     write_update(store, r, &old, patched, Some(&manager))
 }
 
+/// PATCH of an object served through a converting view (`events.k8s.io` Events): the patch
+/// applies to the converted object, which is converted back and stored like an update.
+pub fn patch_converted(
+    store: &mut Store,
+    r: &Req<'_>,
+    content_type: &str,
+    body: &[u8],
+    to_view: fn(&Value) -> Value,
+    from_view: fn(&Value) -> Value,
+) -> ApiResult<(u16, Value)> {
+    let def = r.def.clone();
+    let old = store
+        .get(&def.key(), &r.key())
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, r.name))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let view = to_view(&old);
+    let patched = match content_type {
+        "application/merge-patch+json" => Ok(crate::semantics::patch::merge_patch(&view, &patch)),
+        "application/json-patch+json" => crate::semantics::patch::json_patch(&view, &patch),
+        "application/strategic-merge-patch+json" => {
+            let types = crate::semantics::types::BuiltinTypes::for_kind(&def.group, &def.kind);
+            crate::semantics::patch::strategic_merge_patch(&view, &patch, &types)
+        }
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "test-apiserver serves {other} patches of this resource only through its storage API ({})",
+                def.api_version(r.version)
+            )));
+        }
+    }
+    .map_err(|e| ApiError::new(e.status_code(), if e.status_code() == 422 { "Invalid" } else { "BadRequest" }, e.to_string()))?;
+    let stored = from_view(&patched);
+    update(store, r, &serde_json::to_vec(&stored).unwrap_or_default())
+}
+
 fn apply(
     store: &mut Store,
     r: &Req<'_>,

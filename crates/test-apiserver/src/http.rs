@@ -247,6 +247,24 @@ async fn serve(
             .map_err(|_| ApiError::internal("store lock poisoned"))?;
         crate::rbac::authorize(&store, user, info)?;
     }
+    // events.k8s.io/v1 Events are stored as core Events and converted on the way in and out.
+    let alias = def.alias_of.is_some();
+    let (def, version) = match def.alias_of {
+        Some(target) => {
+            let store = shared
+                .store
+                .read()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            let core = store
+                .resources
+                .get(target)
+                .cloned()
+                .ok_or_else(ApiError::no_route)?;
+            let v = core.storage_version().to_owned();
+            (core, v)
+        }
+        None => (def, info.version.clone()),
+    };
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -292,7 +310,15 @@ async fn serve(
             };
             query.insert("fieldSelector".into(), combined);
         }
-        return crate::watch::watch(shared.clone(), def, &info.version, namespace, &query, table);
+        return crate::watch::watch(
+            shared.clone(),
+            def,
+            &version,
+            namespace,
+            &query,
+            table,
+            alias,
+        );
     }
     let body = req
         .into_body()
@@ -318,6 +344,16 @@ async fn serve(
     } else {
         (body, content_type)
     };
+    let body = if alias && matches!(info.verb.as_str(), "create" | "update") {
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request was in an unknown format: {e}"
+            ))
+        })?;
+        Bytes::from(serde_json::to_vec(&crate::events::to_core(&v)).unwrap_or_default())
+    } else {
+        body
+    };
     if def.review {
         if info.verb != "create" {
             return Err(ApiError::method_not_allowed());
@@ -326,7 +362,7 @@ async fn serve(
     }
     let r = Req {
         def: def.clone(),
-        version: &info.version,
+        version: &version,
         namespace,
         name,
         subresource: &info.subresource,
@@ -364,6 +400,14 @@ async fn serve(
                 "create" if name.is_empty() => api::create(store, &r, &body),
                 "update" => api::update(store, &r, &body),
                 _ if info.subresource == "finalize" => Err(ApiError::method_not_allowed()),
+                "patch" if alias => api::patch_converted(
+                    store,
+                    &r,
+                    &content_type,
+                    &body,
+                    crate::events::to_new,
+                    crate::events::to_core,
+                ),
                 "patch" => api::patch(store, &r, &content_type, &body),
                 "delete" => {
                     DeleteOpts::parse(query, &body).and_then(|o| api::delete(store, &r, &o))
@@ -380,11 +424,16 @@ async fn serve(
             result?
         }
     };
+    let value = if alias {
+        crate::events::response_to_new(value)
+    } else {
+        value
+    };
     if let Some(include) = table
         && matches!(info.verb.as_str(), "get" | "list")
     {
         let printer = def
-            .version(&info.version)
+            .version(&version)
             .and_then(|v| v.printer_columns.as_ref());
         let (objects, meta) = match value.get("items").and_then(Value::as_array) {
             Some(items) => (

@@ -18,6 +18,7 @@
 
 mod api;
 mod error;
+mod events;
 mod gc;
 mod http;
 mod protobuf;

@@ -61,6 +61,9 @@ pub struct ResourceDef {
     pub custom: bool,
     /// A review resource: only `create`, answered from the request and never stored.
     pub review: bool,
+    /// The key of the resource whose objects this one serves converted (`events.k8s.io` Events
+    /// are core Events).
+    pub alias_of: Option<&'static str>,
 }
 
 /// A shared handle to a resource definition.
@@ -130,6 +133,7 @@ fn builtin(
         tracks_generation: false,
         custom: false,
         review: false,
+        alias_of: None,
     }
 }
 
@@ -147,6 +151,16 @@ pub fn builtins() -> Vec<ResourceDef> {
     );
     crd.categories = vec!["api-extensions".to_owned()];
     crd.tracks_generation = true;
+    let mut events_v1 = builtin(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        false,
+    );
+    events_v1.alias_of = Some("events");
     let mut ssar = builtin(
         "authorization.k8s.io",
         "v1",
@@ -172,15 +186,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             false,
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], false),
-        builtin(
-            "events.k8s.io",
-            "v1",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            false,
-        ),
+        events_v1,
         builtin(
             "coordination.k8s.io",
             "v1",
@@ -286,5 +292,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         tracks_generation: true,
         custom: true,
         review: false,
+        alias_of: None,
     })
 }

@@ -95,7 +95,9 @@ impl Store {
     /// Serves a resource (or replaces its definition, keeping its objects).
     pub fn register(&mut self, def: ResourceDef) {
         let key = def.key();
-        self.objects.entry(key.clone()).or_default();
+        if def.alias_of.is_none() {
+            self.objects.entry(key.clone()).or_default();
+        }
         self.resources.insert(key, Arc::new(def));
     }
 

@@ -47,6 +47,8 @@ struct Watcher {
     done: bool,
     /// `Some(includeObject)` when the client asked for Table output (kubectl `get -w`).
     table: Option<String>,
+    /// Serve `events.k8s.io/v1` Events converted from the stored core Events.
+    alias: bool,
     /// Whether the Table column definitions went out with an earlier event.
     headers_sent: std::cell::Cell<bool>,
 }
@@ -76,6 +78,7 @@ pub fn watch(
     namespace: &str,
     query: &HashMap<String, String>,
     table: Option<String>,
+    alias: bool,
 ) -> ApiResult<Response<Body>> {
     let sel = Selectors::parse(query, &def)?;
     let api_version = def.api_version(version);
@@ -180,6 +183,7 @@ pub fn watch(
         pending: None,
         done: false,
         table,
+        alias,
         headers_sent: std::cell::Cell::new(false),
     };
     let mut first: Vec<Bytes> = start
@@ -257,7 +261,7 @@ impl Watcher {
             _ => return None,
         };
         let stored_av = e.object.get("apiVersion").and_then(Value::as_str);
-        if self.table.is_some() {
+        if self.table.is_some() || self.alias {
             return Some(self.encode(etype, obj.as_ref().unwrap_or(&e.object)));
         }
         match obj {
@@ -276,6 +280,11 @@ impl Watcher {
     /// Encodes one event for this watcher (as a one-row Table if asked for).
     fn encode(&self, etype: &str, obj: &Value) -> Bytes {
         let obj = versioned(obj, &self.api_version);
+        let obj = if self.alias {
+            crate::events::to_new(&obj)
+        } else {
+            obj
+        };
         let body = match &self.table {
             Some(include) => {
                 let printer = self

@@ -627,3 +627,48 @@ async fn labels_are_validated_like_object_meta() {
         .await
         .unwrap();
 }
+
+/// Events recorded through `events.k8s.io/v1` (kube-runtime's recorder) are core Events too.
+#[tokio::test]
+async fn events_are_one_resource_in_two_apis() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let s = secrets
+        .create(&PostParams::default(), &secret("ev", &[]))
+        .await
+        .unwrap();
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: s.metadata.name.clone(),
+        namespace: Some("default".into()),
+        uid: s.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let recorder = Recorder::new(client.clone(), Reporter::from("konnector"));
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Synced".into(),
+        note: Some("copied to the provider".into()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    // Twice: the second publish patches the series of the same Event.
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let events = core.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.message.as_deref(), Some("copied to the provider"));
+    assert_eq!(e.involved_object.name.as_deref(), Some("ev"));
+    assert_eq!(e.reporting_component.as_deref(), Some("konnector"));
+    assert_eq!(e.series.as_ref().unwrap().count, Some(2));
+    let new: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let e2 = new.get(&e.name_any()).await.unwrap();
+    assert_eq!(e2.note.as_deref(), Some("copied to the provider"));
+    assert_eq!(e2.regarding.unwrap().name.as_deref(), Some("ev"));
+}
