@@ -230,7 +230,8 @@ impl ApiError {
         let (reason, message): (&'static str, &str) = match code {
             429 => (
                 "TooManyRequests",
-                "the server has received too many requests and has asked us to try again later",
+                // What API Priority and Fairness answers when it rejects a request.
+                "Too many requests, please try again later.",
             ),
             500 => ("InternalError", "Internal error occurred: injected fault"),
             503 => (
