@@ -1048,6 +1048,10 @@ fn create_object(
     to_storage_version(&def, &mut obj);
     let rv = store.next_rv();
     set_rv(&mut obj, rv);
+    // The collector checks new dependents: one whose owners do not exist is deleted.
+    if obj.pointer("/metadata/ownerReferences").is_some() {
+        store.gc_pending = true;
+    }
     let stored = store.put(&def, rv, obj, EventType::Added);
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
         && let Ok(newdef) = crate::resources::from_crd(&stored)
@@ -1223,8 +1227,10 @@ fn write_update(
     let rv = store.next_rv();
     set_rv(&mut obj, rv);
     let becomes_deleting = deleting(&obj);
+    let refs_changed =
+        obj.pointer("/metadata/ownerReferences") != old.pointer("/metadata/ownerReferences");
     let stored = store.put(&def, rv, obj, EventType::Modified);
-    if becomes_deleting {
+    if becomes_deleting || refs_changed {
         store.gc_pending = true;
     }
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"

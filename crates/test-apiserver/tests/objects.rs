@@ -676,3 +676,33 @@ async fn namespace_finalizers_change_only_through_finalize() {
         .unwrap();
     assert!(nss.get_opt("stuck").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn dependents_of_missing_owners_are_collected() {
+    let server = start(Options::default()).await;
+    let client = admin(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let mut d = Secret::default();
+    d.metadata.name = Some("orphaned".into());
+    d.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "never-existed".into(),
+        uid: "00000000-0000-0000-0000-000000000000".into(),
+        controller: None,
+        block_owner_deletion: None,
+    }]);
+    secrets.create(&PostParams::default(), &d).await.unwrap();
+    wait_for("dangling dependent collected", || {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("orphaned")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+}
