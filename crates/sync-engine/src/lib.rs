@@ -4,6 +4,7 @@
 //! [`crd`] and [`version`]; the code that talks to clusters executes those plans and stays thin.
 
 pub mod crd;
+pub mod engine;
 pub mod mapping;
 pub mod objects;
 pub mod plan;

@@ -61,6 +61,19 @@ fn strs(v: Option<&Value>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// Whether the kind an owner reference names is namespaced, or `None` if no served resource has
+/// that group and kind.
+fn owner_kind_namespaced(store: &Store, reference: &Value) -> Option<bool> {
+    let api_version = reference.get("apiVersion").and_then(Value::as_str)?;
+    let kind = reference.get("kind").and_then(Value::as_str)?;
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    store
+        .resources
+        .values()
+        .find(|d| d.group == group && d.kind == kind && d.alias_of.is_none())
+        .map(|d| d.namespaced)
+}
+
 fn plan(store: &Store) -> Vec<Action> {
     // uid -> the owner as the garbage collector sees it.
     let mut owners: HashMap<&str, Owner<'_>> = HashMap::new();
@@ -130,6 +143,16 @@ fn plan(store: &Store) -> Vec<Action> {
             let mut solid = 0;
             let mut waiting = 0;
             let mut dropped: Vec<&str> = Vec::new();
+            // A reference the real collector cannot resolve keeps the object forever: its kind
+            // is not served (no REST mapping), or a cluster-scoped object names a namespaced
+            // owner (OwnerRefInvalidNamespace). Such objects are never collected.
+            let unresolvable = refs.iter().any(|r| match owner_kind_namespaced(store, r) {
+                None => true,
+                Some(namespaced) => namespaced && key.0.is_empty(),
+            });
+            if unresolvable {
+                continue;
+            }
             for r in refs {
                 let Some(uid) = r.get("uid").and_then(Value::as_str) else {
                     continue;

@@ -209,6 +209,16 @@ impl ExportSyncer {
         self.queue.len()
     }
 
+    /// The synced resource.
+    pub fn resource(&self) -> &ApiResource {
+        &self.inner.config.resource
+    }
+
+    /// The consumer objects currently cached.
+    pub fn consumer_objects(&self) -> Vec<Arc<DynamicObject>> {
+        self.consumer.list()
+    }
+
     /// Reconciles completed so far (successful and failed).
     pub fn reconciles(&self) -> u64 {
         self.inner.reconciles.load(Ordering::Relaxed)

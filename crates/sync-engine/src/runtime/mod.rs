@@ -5,6 +5,8 @@ pub mod cluster;
 pub mod exec;
 pub mod export_sync;
 pub mod queue;
+pub mod session;
+pub mod status_writer;
 pub mod watch;
 
 pub use cluster::Cluster;

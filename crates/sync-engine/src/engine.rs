@@ -1,0 +1,395 @@
+//! The engine: the binding supervisor that turns APIServiceBindings into provider sessions.
+//!
+//! For each binding it checks the referenced kubeconfig Secret (`SecretValid`), finds or starts
+//! the provider session for that endpoint and namespace (one session per distinct endpoint,
+//! reference-counted by its bindings, rebuilt when credentials change), and releases the session
+//! when the binding goes. Only the Secrets bindings reference are watched, each by name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cluster_topology::{EndpointId, NamespaceRequirement, parse_kubeconfig};
+use k8s_openapi::api::core::v1::Secret;
+use konnector_api::v1alpha1::APIServiceBinding;
+use kube::core::ApiResource;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use konnector_api::conditions::{Condition, Severity};
+use konnector_api::strings::condition_types::CONNECTED;
+use konnector_api::strings::reasons;
+
+use crate::plan::status::{SecretCheck, secret_valid};
+use crate::runtime::Cluster;
+use crate::runtime::queue::WorkQueue;
+use crate::runtime::session::{ProviderSession, SessionSpec};
+use crate::runtime::status_writer::{BindingKey, BindingStatusWriter};
+use crate::runtime::watch::{Change, Scope, SharedWatch, WatchHub};
+
+/// Where bindings live and how provider sessions are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineMode {
+    /// The konnector runs in the app cluster; provider kubeconfigs come from binding Secrets.
+    Default,
+    /// The konnector runs on the control plane, which is also the provider; bindings and
+    /// Secrets are read only in the binding root namespace.
+    ControlPlane {
+        /// `--binding-root-namespace`.
+        binding_root_namespace: String,
+    },
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The mode.
+    pub mode: EngineMode,
+}
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The binding cluster's APIServiceBinding watch ended.
+    #[error("the APIServiceBinding watch in the binding cluster stopped")]
+    WatchEnded,
+}
+
+/// Whether the engine's root caches have synced (for `/healthz` and `/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Root caches synced.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The konnector's sync engine.
+#[derive(Debug)]
+pub struct Engine {
+    binding: Cluster,
+    app: Cluster,
+    options: EngineOptions,
+    readiness: Readiness,
+    hub: Arc<WatchHub>,
+}
+
+/// Identity of a provider session: a provider endpoint with its namespace (default mode), or
+/// the control plane's root namespace (control-plane mode).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SessionKey {
+    Endpoint(EndpointId),
+    ControlPlane(String),
+}
+
+struct SessionEntry {
+    session: ProviderSession,
+    bindings: BTreeSet<BindingKey>,
+}
+
+struct State {
+    sessions: HashMap<SessionKey, SessionEntry>,
+    binding_session: HashMap<BindingKey, SessionKey>,
+    secret_watches: BTreeMap<(String, String), Arc<SharedWatch>>,
+}
+
+impl Engine {
+    /// An engine over the binding and app clusters (the same cluster in default mode).
+    pub fn new(binding: Cluster, app: Cluster, options: EngineOptions) -> Self {
+        Engine {
+            binding,
+            app,
+            options,
+            readiness: Readiness::default(),
+            hub: Arc::new(WatchHub::new()),
+        }
+    }
+
+    /// Readiness of the root caches.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let scope = match &self.options.mode {
+            EngineMode::Default => Scope::All,
+            EngineMode::ControlPlane {
+                binding_root_namespace,
+            } => Scope::Namespace(binding_root_namespace.clone()),
+        };
+        let binding_resource = ApiResource::erase::<APIServiceBinding>(&());
+        let bindings = self
+            .hub
+            .watch("binding", &self.binding, &binding_resource, scope, None);
+        let status = BindingStatusWriter::start(self.binding.clone(), bindings.clone());
+        let queue: WorkQueue<BindingKey> = WorkQueue::new();
+        let mut binding_events = bindings.subscribe();
+        let (secret_tx, mut secret_rx) = mpsc::unbounded_channel::<(String, String)>();
+        let mut state = State {
+            sessions: HashMap::new(),
+            binding_session: HashMap::new(),
+            secret_watches: BTreeMap::new(),
+        };
+        bindings.ready().await;
+        self.readiness.0.store(true, Ordering::Relaxed);
+        tracing::info!("informers are synced");
+        let enqueue_all = |queue: &WorkQueue<BindingKey>| {
+            for b in bindings.list() {
+                queue.add((
+                    b.metadata.namespace.clone().unwrap_or_default(),
+                    b.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+        };
+        enqueue_all(&queue);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+                    return Ok(());
+                }
+                event = binding_events.recv() => match event {
+                    Ok(Change::Object { namespace, name }) => {
+                        let key = (namespace.unwrap_or_default(), name);
+                        status.recheck(&key);
+                        queue.add(key);
+                    }
+                    Ok(Change::Resync) | Err(RecvError::Lagged(_)) => enqueue_all(&queue),
+                    Err(RecvError::Closed) => return Err(EngineError::WatchEnded),
+                },
+                Some(secret) = secret_rx.recv() => {
+                    for b in bindings.list() {
+                        if let Ok(binding) = b.as_ref().clone().try_parse::<APIServiceBinding>() {
+                            let r = &binding.spec.kubeconfig_secret_ref;
+                            if (r.namespace.as_str(), r.name.as_str()) == (secret.0.as_str(), secret.1.as_str()) {
+                                queue.add((b.metadata.namespace.clone().unwrap_or_default(), b.metadata.name.clone().unwrap_or_default()));
+                            }
+                        }
+                    }
+                }
+                Some(key) = queue.next() => {
+                    self.reconcile(&key, &bindings, &status, &mut state, &secret_tx).await;
+                    queue.done(&key);
+                }
+            }
+        }
+    }
+
+    fn secret_watch(
+        &self,
+        state: &mut State,
+        namespace: &str,
+        name: &str,
+        notify: &mpsc::UnboundedSender<(String, String)>,
+    ) -> Arc<SharedWatch> {
+        let id = (namespace.to_string(), name.to_string());
+        if let Some(w) = state.secret_watches.get(&id) {
+            return w.clone();
+        }
+        let resource = ApiResource::erase::<Secret>(&());
+        let watch = self.hub.watch(
+            "binding",
+            &self.binding,
+            &resource,
+            Scope::Namespace(namespace.to_string()),
+            Some(format!("metadata.name={name}")),
+        );
+        let mut sub = watch.subscribe();
+        let forward_to = notify.clone();
+        let forward = id.clone();
+        tokio::spawn(async move {
+            // Every change (or a lag) re-checks the bindings of this Secret.
+            while !matches!(sub.recv().await, Err(RecvError::Closed)) {
+                if forward_to.send(forward.clone()).is_err() {
+                    break;
+                }
+            }
+        });
+        // Tell the bindings once the first list arrived, so a missing Secret is reported.
+        let ready = watch.clone();
+        let notify_ready = notify.clone();
+        let ready_id = id.clone();
+        tokio::spawn(async move {
+            ready.ready().await;
+            let _ = notify_ready.send(ready_id);
+        });
+        state.secret_watches.insert(id, watch.clone());
+        watch
+    }
+
+    async fn reconcile(
+        &self,
+        key: &BindingKey,
+        bindings: &Arc<SharedWatch>,
+        status: &BindingStatusWriter,
+        state: &mut State,
+        secret_tx: &mpsc::UnboundedSender<(String, String)>,
+    ) {
+        let binding = bindings
+            .get(Some(&key.0), &key.1)
+            .and_then(|o| o.as_ref().clone().try_parse::<APIServiceBinding>().ok());
+        let Some(binding) = binding else {
+            tracing::info!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, "binding deleted, releasing its provider session");
+            self.release(key, state, true).await;
+            status.forget(key);
+            self.prune_secret_watches(bindings, state);
+            return;
+        };
+        let secret_ref = binding.spec.kubeconfig_secret_ref.clone();
+        let watch = self.secret_watch(state, &secret_ref.namespace, &secret_ref.name, secret_tx);
+        if !watch.is_ready() {
+            return; // Re-enqueued when the Secret watch has listed.
+        }
+        let secret = watch
+            .get(Some(&secret_ref.namespace), &secret_ref.name)
+            .and_then(|o| o.as_ref().clone().try_parse::<Secret>().ok());
+        let (check, endpoint) = self.check_secret(&secret_ref.key, secret.as_ref());
+        status.report(key, vec![secret_valid(&secret_ref, &check)], None);
+        let Some((endpoint, spec)) = endpoint else {
+            // Invalid: keep any running session (last good credentials) until the Secret is fixed.
+            return;
+        };
+        if state.binding_session.get(key) == Some(&endpoint) {
+            if let Some(entry) = state.sessions.get(&endpoint) {
+                entry.session.binding_changed(key);
+            }
+            return;
+        }
+        self.release(key, state, false).await;
+        let entry = state.sessions.entry(endpoint.clone()).or_insert_with(|| {
+            tracing::info!(provider_namespace = %spec.provider_namespace, "starting new provider session");
+            SessionEntry {
+                session: ProviderSession::start(
+                    spec,
+                    ("app".to_string(), self.app.clone()),
+                    self.binding.clone(),
+                    bindings.clone(),
+                    status.clone(),
+                    self.hub.clone(),
+                ),
+                bindings: BTreeSet::new(),
+            }
+        });
+        entry.bindings.insert(key.clone());
+        entry.session.add_binding(key);
+        // Until the session reports, the binding is not Ready: a binding that never had a
+        // `Connected` condition gets `False/Pending/Info` (in the summary, `Unknown` would lose
+        // to any `True`). An existing one keeps its value, so a restart over a synced world
+        // writes nothing.
+        let has_connected = binding
+            .status
+            .as_ref()
+            .is_some_and(|s| konnector_api::conditions::get(&s.conditions, CONNECTED).is_some());
+        if !has_connected {
+            status.report(
+                key,
+                vec![Condition::false_(
+                    CONNECTED,
+                    reasons::PENDING,
+                    Severity::Info,
+                    "Waiting for the provider session.",
+                )],
+                None,
+            );
+        }
+        state.binding_session.insert(key.clone(), endpoint);
+    }
+
+    /// The `SecretValid` outcome and, when usable, the session the binding belongs to.
+    fn check_secret(
+        &self,
+        key: &str,
+        secret: Option<&Secret>,
+    ) -> (SecretCheck, Option<(SessionKey, SessionSpec)>) {
+        let Some(secret) = secret else {
+            return (SecretCheck::NotFound, None);
+        };
+        let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
+            return (SecretCheck::MissingKey, None);
+        };
+        match &self.options.mode {
+            EngineMode::Default => match parse_kubeconfig(&bytes.0, NamespaceRequirement::Required)
+            {
+                Err(e) => (SecretCheck::Invalid(e.to_string()), None),
+                Ok(parsed) => {
+                    let namespace = parsed.namespace.clone().unwrap_or_default();
+                    let endpoint = parsed.endpoint(&namespace);
+                    match cluster_topology::build_client(parsed.config) {
+                        Err(e) => (SecretCheck::Invalid(e.to_string()), None),
+                        Ok(client) => (
+                            SecretCheck::Valid,
+                            Some((
+                                SessionKey::Endpoint(endpoint.clone()),
+                                SessionSpec {
+                                    provider_id: format!("provider:{}", endpoint.as_str()),
+                                    provider: Cluster::Fixed(client),
+                                    provider_namespace: namespace,
+                                    mirror_kubeconfig_secret: true,
+                                },
+                            )),
+                        ),
+                    }
+                }
+            },
+            EngineMode::ControlPlane {
+                binding_root_namespace,
+            } => {
+                // The Secret only has to be a kubeconfig; the control plane itself is the provider,
+                // so every binding shares one session for the root namespace (K6).
+                match parse_kubeconfig(&bytes.0, NamespaceRequirement::Optional) {
+                    Err(e) => (SecretCheck::Invalid(e.to_string()), None),
+                    Ok(_) => (
+                        SecretCheck::Valid,
+                        Some((
+                            SessionKey::ControlPlane(binding_root_namespace.clone()),
+                            SessionSpec {
+                                provider_id: "binding".to_string(),
+                                provider: self.binding.clone(),
+                                provider_namespace: binding_root_namespace.clone(),
+                                mirror_kubeconfig_secret: false,
+                            },
+                        )),
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn release(&self, key: &BindingKey, state: &mut State, deleted: bool) {
+        let Some(endpoint) = state.binding_session.remove(key) else {
+            return;
+        };
+        let Some(entry) = state.sessions.get_mut(&endpoint) else {
+            return;
+        };
+        entry.bindings.remove(key);
+        entry.session.remove_binding(key, deleted).await;
+        if entry.bindings.is_empty() {
+            tracing::info!("stopping provider session: no binding uses it any more");
+            state.sessions.remove(&endpoint);
+        }
+    }
+
+    fn prune_secret_watches(&self, bindings: &Arc<SharedWatch>, state: &mut State) {
+        let referenced: BTreeSet<(String, String)> = bindings
+            .list()
+            .iter()
+            .filter_map(|b| b.as_ref().clone().try_parse::<APIServiceBinding>().ok())
+            .map(|b| {
+                (
+                    b.spec.kubeconfig_secret_ref.namespace,
+                    b.spec.kubeconfig_secret_ref.name,
+                )
+            })
+            .collect();
+        state.secret_watches.retain(|id, _| referenced.contains(id));
+    }
+}

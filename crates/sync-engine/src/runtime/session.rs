@@ -1,0 +1,757 @@
+//! A provider session: everything the konnector does for one provider endpoint and provider
+//! namespace `P`, shared by all bindings that use it (decisions K1-K6).
+//!
+//! It keeps the ClusterBinding heartbeat, installs each bound export's CRD in the app cluster
+//! (only CRDs it owns), runs one [`ExportSyncer`] per bound export once the CRD serves the
+//! export's schema (EG1), writes the exports' status, and removes APIServiceNamespaces whose
+//! consumer namespace is gone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use konnector_api::strings::{CLUSTER_BINDING_NAME, FIELD_MANAGER, finalizers::SYNCER};
+use konnector_api::v1alpha1::{
+    APIServiceBinding, APIServiceExport, APIServiceNamespace, ClusterBinding, Isolation,
+    Scope as ExportScope,
+};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::cluster::Cluster;
+use super::export_sync::{Clusters, ExportSyncConfig, ExportSyncer};
+use super::queue::WorkQueue;
+use super::status_writer::{BindingKey, BindingStatusWriter};
+use super::watch::{Change, Scope, SharedWatch, WatchHub};
+use crate::crd::{SchemaState, crd_for_export, is_owned_by, schema_state};
+use crate::mapping::ClusterScopedMapping;
+use crate::plan::status::{
+    ExportCheck, HEARTBEAT_INTERVAL, cluster_binding_status, consumer_secret, export_conditions,
+    export_status, heartbeating, informers_synced, time_until_heartbeat,
+};
+use crate::version::{binary_version, git_version};
+
+/// What a session connects to.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// Hub id of the provider cluster (unique per endpoint and credentials).
+    pub provider_id: String,
+    /// The provider cluster.
+    pub provider: Cluster,
+    /// The provider namespace `P` (also the binding root namespace there).
+    pub provider_namespace: String,
+    /// Default mode mirrors the provider-side kubeconfig Secret into the binding's Secret.
+    pub mirror_kubeconfig_secret: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Heartbeat,
+    Binding(String),
+    Export(String),
+    ServiceNamespace(String),
+}
+
+struct RunningSyncer {
+    generation: Option<i64>,
+    syncer: ExportSyncer,
+}
+
+struct Inner {
+    spec: SessionSpec,
+    app: Cluster,
+    binding_cluster: Cluster,
+    status: BindingStatusWriter,
+    bindings_watch: Arc<SharedWatch>,
+    bindings: Mutex<BTreeSet<BindingKey>>,
+    hub: Arc<WatchHub>,
+    cluster_bindings: Arc<SharedWatch>,
+    exports: Arc<SharedWatch>,
+    service_namespaces: Arc<SharedWatch>,
+    crds: Arc<SharedWatch>,
+    app_namespaces: Arc<SharedWatch>,
+    syncers: Mutex<HashMap<String, RunningSyncer>>,
+    queue: WorkQueue<Key>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSession")
+            .field("provider", &self.spec.provider_id)
+            .field("namespace", &self.spec.provider_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running provider session; dropping it stops everything it runs.
+#[derive(Debug)]
+pub struct ProviderSession {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ProviderSession {
+    fn drop(&mut self) {
+        self.inner.queue.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn resource<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
+impl ProviderSession {
+    /// Starts a session.
+    pub fn start(
+        spec: SessionSpec,
+        app: (String, Cluster),
+        binding_cluster: Cluster,
+        bindings_watch: Arc<SharedWatch>,
+        status: BindingStatusWriter,
+        hub: Arc<WatchHub>,
+    ) -> Self {
+        let p = Scope::Namespace(spec.provider_namespace.clone());
+        let cluster_bindings = hub.watch(
+            &spec.provider_id,
+            &spec.provider,
+            &resource::<ClusterBinding>(),
+            p.clone(),
+            None,
+        );
+        let exports = hub.watch(
+            &spec.provider_id,
+            &spec.provider,
+            &resource::<APIServiceExport>(),
+            p.clone(),
+            None,
+        );
+        let service_namespaces = hub.watch(
+            &spec.provider_id,
+            &spec.provider,
+            &resource::<APIServiceNamespace>(),
+            p,
+            None,
+        );
+        let crds = hub.watch(
+            &app.0,
+            &app.1,
+            &resource::<CustomResourceDefinition>(),
+            Scope::All,
+            None,
+        );
+        let app_namespaces = hub.watch(
+            &app.0,
+            &app.1,
+            &resource::<k8s_openapi::api::core::v1::Namespace>(),
+            Scope::All,
+            None,
+        );
+        let inner = Arc::new(Inner {
+            spec,
+            app: app.1,
+            binding_cluster,
+            status,
+            bindings_watch,
+            bindings: Mutex::new(BTreeSet::new()),
+            hub,
+            cluster_bindings,
+            exports,
+            service_namespaces,
+            crds,
+            app_namespaces,
+            syncers: Mutex::new(HashMap::new()),
+            queue: WorkQueue::new(),
+        });
+        let mut tasks = Vec::new();
+        type Mapper = fn(&Inner, Change);
+        let sources: [(Arc<SharedWatch>, Mapper); 5] = [
+            (inner.cluster_bindings.clone(), |i, _| {
+                i.queue.add(Key::Heartbeat);
+                i.enqueue_bindings();
+            }),
+            (inner.exports.clone(), |i, c| match c {
+                Change::Object { name, .. } => {
+                    i.queue.add(Key::Binding(name.clone()));
+                    i.queue.add(Key::Export(name));
+                }
+                Change::Resync => i.enqueue_all(),
+            }),
+            (inner.crds.clone(), |i, c| match c {
+                Change::Object { name, .. } => {
+                    if i.exports
+                        .get(Some(&i.spec.provider_namespace), &name)
+                        .is_some()
+                    {
+                        i.queue.add(Key::Binding(name.clone()));
+                        i.queue.add(Key::Export(name));
+                    }
+                }
+                Change::Resync => i.enqueue_all(),
+            }),
+            (inner.service_namespaces.clone(), |i, c| match c {
+                Change::Object { name, .. } => i.queue.add(Key::ServiceNamespace(name)),
+                Change::Resync => i.enqueue_all(),
+            }),
+            (inner.app_namespaces.clone(), |i, c| match c {
+                Change::Object { name, .. } => {
+                    if i.service_namespaces
+                        .get(Some(&i.spec.provider_namespace), &name)
+                        .is_some()
+                    {
+                        i.queue.add(Key::ServiceNamespace(name));
+                    }
+                }
+                Change::Resync => i.enqueue_all(),
+            }),
+        ];
+        for (watch, map) in sources {
+            let mut sub = watch.subscribe();
+            let inner = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(change) => map(&inner, change),
+                        Err(RecvError::Lagged(_)) => inner.enqueue_all(),
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            }));
+        }
+        let worker = inner.clone();
+        tasks.push(tokio::spawn(async move {
+            for w in [&worker.cluster_bindings, &worker.exports, &worker.service_namespaces, &worker.crds, &worker.app_namespaces] {
+                w.ready().await;
+            }
+            tracing::info!(provider_namespace = %worker.spec.provider_namespace, "provider session caches synced");
+            worker.enqueue_all();
+            worker.work().await;
+        }));
+        ProviderSession { inner, tasks }
+    }
+
+    /// Adds a binding to this session.
+    pub fn add_binding(&self, key: &BindingKey) {
+        let added = {
+            let mut b = self
+                .inner
+                .bindings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            b.insert(key.clone())
+        };
+        if added {
+            self.inner.queue.add(Key::Heartbeat);
+        }
+        self.inner.queue.add(Key::Binding(key.1.clone()));
+        self.inner.queue.add(Key::Export(key.1.clone()));
+    }
+
+    /// Re-looks at a binding (its spec changed).
+    pub fn binding_changed(&self, key: &BindingKey) {
+        self.inner.queue.add(Key::Binding(key.1.clone()));
+    }
+
+    /// Removes a binding; returns how many bindings still use the session. When the binding is
+    /// gone for good (`deleted`), its syncers stop and the downstream objects lose our finalizer,
+    /// so users can still delete them; provider objects are left as they are.
+    pub async fn remove_binding(&self, key: &BindingKey, deleted: bool) -> usize {
+        let remaining = {
+            let mut b = self
+                .inner
+                .bindings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            b.remove(key);
+            b.len()
+        };
+        let still_bound = {
+            let b = self
+                .inner
+                .bindings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            b.iter().any(|(_, n)| *n == key.1)
+        };
+        if !still_bound {
+            let stopped = {
+                let mut s = self.inner.syncers.lock().unwrap_or_else(|e| e.into_inner());
+                s.remove(&key.1)
+            };
+            if deleted && let Some(running) = stopped {
+                self.inner.release_downstream(&key.1, running).await;
+            }
+            self.inner.queue.add(Key::Export(key.1.clone()));
+        }
+        remaining
+    }
+
+    /// Whether the session's caches have synced.
+    pub fn is_synced(&self) -> bool {
+        [
+            &self.inner.cluster_bindings,
+            &self.inner.exports,
+            &self.inner.service_namespaces,
+            &self.inner.crds,
+            &self.inner.app_namespaces,
+        ]
+        .iter()
+        .all(|w| w.is_ready())
+    }
+}
+
+impl Inner {
+    fn binding_keys(&self) -> Vec<BindingKey> {
+        let b = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        b.iter().cloned().collect()
+    }
+
+    fn enqueue_bindings(&self) {
+        for (_, name) in self.binding_keys() {
+            self.queue.add(Key::Binding(name));
+        }
+    }
+
+    fn enqueue_all(&self) {
+        self.queue.add(Key::Heartbeat);
+        for (_, name) in self.binding_keys() {
+            self.queue.add(Key::Binding(name.clone()));
+            self.queue.add(Key::Export(name));
+        }
+        for e in self.exports.list() {
+            if let Some(n) = e.metadata.name.clone() {
+                self.queue.add(Key::Export(n));
+            }
+        }
+        for sn in self.service_namespaces.list() {
+            if let Some(n) = sn.metadata.name.clone() {
+                self.queue.add(Key::ServiceNamespace(n));
+            }
+        }
+    }
+
+    fn p(&self) -> &str {
+        &self.spec.provider_namespace
+    }
+
+    fn cluster_binding(&self) -> Option<ClusterBinding> {
+        self.cluster_bindings
+            .get(Some(self.p()), CLUSTER_BINDING_NAME)
+            .and_then(|o| o.as_ref().clone().try_parse().ok())
+    }
+
+    fn binding(&self, key: &BindingKey) -> Option<APIServiceBinding> {
+        self.bindings_watch
+            .get(Some(&key.0), &key.1)
+            .and_then(|o| o.as_ref().clone().try_parse().ok())
+    }
+
+    async fn work(&self) {
+        while let Some(key) = self.queue.next().await {
+            let result = match &key {
+                Key::Heartbeat => self.heartbeat().await,
+                Key::Binding(name) => self.reconcile_binding(name).await,
+                Key::Export(name) => self.reconcile_export_status(name).await,
+                Key::ServiceNamespace(name) => self.reconcile_service_namespace(name).await,
+            };
+            match result {
+                Ok(()) => self.queue.forget(&key),
+                Err(err) => {
+                    let delay = self.queue.add_rate_limited(key.clone());
+                    tracing::warn!(provider_namespace = %self.spec.provider_namespace, key = ?key, error = %err, retry_in = ?delay, "reconcile failed");
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    /// ClusterBinding heartbeat, version and (default mode) kubeconfig Secret mirroring.
+    async fn heartbeat(&self) -> Result<(), kube::Error> {
+        let bindings = self.binding_keys();
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        let Some(cb) = self.cluster_binding() else {
+            tracing::info!(cluster = "provider", kind = "ClusterBinding", namespace = %self.p(), name = CLUSTER_BINDING_NAME, "ClusterBinding not found");
+            return Ok(());
+        };
+        let secret_valid = if self.spec.mirror_kubeconfig_secret {
+            self.mirror_kubeconfig_secret(&cb, &bindings).await?
+        } else {
+            None
+        };
+        let now = Timestamp::now();
+        let git = git_version();
+        let result = match cluster_binding_status(
+            cb.status.as_ref(),
+            &git,
+            binary_version(&git),
+            secret_valid,
+            now,
+        ) {
+            None => Ok(()),
+            Some(status) => {
+                let api: Api<ClusterBinding> =
+                    Api::namespaced(self.spec.provider.client(), self.p());
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PatchParams::default()
+                };
+                api.patch_status(
+                    CLUSTER_BINDING_NAME,
+                    &params,
+                    &Patch::Merge(json!({"status": status})),
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        let condition = heartbeating(match &error {
+            Some(e) => Err(e.as_str()),
+            None => Ok(()),
+        });
+        for key in &bindings {
+            self.status.report(
+                key,
+                vec![condition.clone()],
+                Some(cb.spec.provider_pretty_name.clone()),
+            );
+        }
+        let next = time_until_heartbeat(
+            self.cluster_binding().and_then(|c| c.status).as_ref(),
+            Timestamp::now(),
+        );
+        let next = if next.is_zero() {
+            HEARTBEAT_INTERVAL / 2
+        } else {
+            next
+        };
+        self.queue.add_after(Key::Heartbeat, next);
+        result
+    }
+
+    /// Mirrors the provider-side kubeconfig Secret into each binding's Secret when they differ.
+    async fn mirror_kubeconfig_secret(
+        &self,
+        cb: &ClusterBinding,
+        bindings: &[BindingKey],
+    ) -> Result<Option<konnector_api::conditions::Condition>, kube::Error> {
+        let secret_ref = &cb.spec.kubeconfig_secret_ref;
+        let provider_api: Api<Secret> = Api::namespaced(self.spec.provider.client(), self.p());
+        let provider = provider_api.get_opt(&secret_ref.name).await?;
+        let mut condition = None;
+        for key in bindings {
+            let Some(binding) = self.binding(key) else {
+                continue;
+            };
+            let target = &binding.spec.kubeconfig_secret_ref;
+            let consumer_api: Api<Secret> =
+                Api::namespaced(self.binding_cluster.client(), &target.namespace);
+            let consumer = consumer_api.get_opt(&target.name).await?;
+            let (c, write) = consumer_secret(
+                self.p(),
+                &secret_ref.name,
+                &secret_ref.key,
+                provider.as_ref(),
+                consumer.as_ref(),
+            );
+            condition = Some(c);
+            if let (true, Some(p)) = (write, &provider) {
+                let mut desired = consumer.clone().unwrap_or_default();
+                desired.metadata.name = Some(target.name.clone());
+                desired.metadata.namespace = Some(target.namespace.clone());
+                desired.data = p.data.clone();
+                desired.type_ = p.type_.clone();
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PostParams::default()
+                };
+                if consumer.is_some() {
+                    consumer_api.replace(&target.name, &pp, &desired).await?;
+                } else {
+                    consumer_api.create(&pp, &desired).await?;
+                }
+                tracing::info!(cluster = "binding", kind = "Secret", namespace = %target.namespace, name = %target.name, "mirrored provider kubeconfig");
+            }
+        }
+        Ok(condition)
+    }
+
+    /// CRD installation, `Connected`/`SchemaInSync`, and the export's syncer.
+    async fn reconcile_binding(&self, name: &str) -> Result<(), kube::Error> {
+        let keys: Vec<BindingKey> = self
+            .binding_keys()
+            .into_iter()
+            .filter(|(_, n)| n == name)
+            .collect();
+        let Some(binding) = keys.iter().find_map(|k| self.binding(k)) else {
+            return Ok(());
+        };
+        let export: Option<APIServiceExport> = self
+            .exports
+            .get(Some(self.p()), name)
+            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let check = match &export {
+            None => ExportCheck::NotFound,
+            Some(export) => self.ensure_crd(export, &binding).await?,
+        };
+        let pretty = self
+            .cluster_binding()
+            .map(|cb| cb.spec.provider_pretty_name);
+        let mut conditions = export_conditions(name, &check);
+        conditions.push(informers_synced(true, std::time::Duration::from_secs(150)));
+        for key in &keys {
+            self.status.report(key, conditions.clone(), pretty.clone());
+        }
+        match (&check, &export) {
+            (ExportCheck::Installed(SchemaState::InSync), Some(export)) => {
+                self.ensure_syncer(export).await
+            }
+            _ => {
+                // No export, or the CRD does not serve the export's schema yet: no syncer may
+                // read objects through a stale schema (EG1).
+                let mut s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
+                if s.remove(name).is_some() {
+                    tracing::info!(export = %name, "Stopping APIServiceExport sync");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ensure_crd(
+        &self,
+        export: &APIServiceExport,
+        binding: &APIServiceBinding,
+    ) -> Result<ExportCheck, kube::Error> {
+        let name = export.metadata.name.clone().unwrap_or_default();
+        let desired = match crd_for_export(export, binding) {
+            Ok(crd) => crd,
+            Err(e) => return Ok(ExportCheck::Invalid(e.to_string())),
+        };
+        let api: Api<CustomResourceDefinition> = Api::all(self.app.client());
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        let installed: Option<CustomResourceDefinition> = self
+            .crds
+            .get(None, &name)
+            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let Some(installed) = installed else {
+            return match api.create(&pp, &desired).await {
+                Ok(_) => {
+                    tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "installed CRD");
+                    Ok(ExportCheck::Installed(SchemaState::NotEstablished))
+                }
+                Err(kube::Error::Api(s)) if s.code == 422 => {
+                    Ok(ExportCheck::CreateFailed(s.message))
+                }
+                Err(e) => Err(e),
+            };
+        };
+        if !is_owned_by(&installed, binding) {
+            return Ok(ExportCheck::Foreign);
+        }
+        match schema_state(&installed, &desired) {
+            SchemaState::OutOfSync => {
+                let mut updated = installed.clone();
+                updated.spec = desired.spec.clone();
+                match api.replace(&name, &pp, &updated).await {
+                    Ok(_) => {
+                        tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "updated CRD");
+                        Ok(ExportCheck::Installed(SchemaState::OutOfSync))
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 422 => {
+                        Ok(ExportCheck::UpdateFailed(s.message))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            state => Ok(ExportCheck::Installed(state)),
+        }
+    }
+
+    async fn ensure_syncer(&self, export: &APIServiceExport) -> Result<(), kube::Error> {
+        let name = export.metadata.name.clone().unwrap_or_default();
+        let generation = export.metadata.generation;
+        {
+            let s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
+            if s.get(&name).is_some_and(|r| r.generation == generation) {
+                return Ok(());
+            }
+        }
+        let Some(version) = export.spec.first_served_version() else {
+            return Ok(());
+        };
+        let resource = ApiResource {
+            group: export.spec.group.clone(),
+            version: version.name.clone(),
+            api_version: if export.spec.group.is_empty() {
+                version.name.clone()
+            } else {
+                format!("{}/{}", export.spec.group, version.name)
+            },
+            kind: export.spec.names.kind.clone(),
+            plural: export.spec.names.plural.clone(),
+        };
+        let cluster_scoped =
+            (export.spec.scope == ExportScope::Cluster).then(|| ClusterScopedMapping {
+                provider_namespace: self.p().to_string(),
+                isolation: export
+                    .spec
+                    .cluster_scoped_isolation
+                    .unwrap_or(Isolation::Prefixed),
+            });
+        let uid = if cluster_scoped.is_some() {
+            let api: Api<k8s_openapi::api::core::v1::Namespace> =
+                Api::all(self.spec.provider.client());
+            api.get(self.p()).await?.metadata.uid
+        } else {
+            None
+        };
+        let config = ExportSyncConfig {
+            provider_namespace: self.p().to_string(),
+            provider_namespace_uid: uid,
+            resource,
+            cluster_scoped,
+        };
+        let clusters = Clusters {
+            consumer: self.app.clone(),
+            consumer_id: "app".to_string(),
+            provider: self.spec.provider.clone(),
+            provider_id: self.spec.provider_id.clone(),
+        };
+        let syncer = ExportSyncer::start(&self.hub, clusters, config);
+        let mut s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
+        if s.insert(name.clone(), RunningSyncer { generation, syncer })
+            .is_some()
+        {
+            tracing::info!(export = %name, reason = "GenerationChanged", "Restarted APIServiceExport sync");
+        } else {
+            tracing::info!(export = %name, "Started APIServiceExport sync");
+        }
+        Ok(())
+    }
+
+    /// Removes our finalizer from every downstream object of a no-longer-bound resource.
+    async fn release_downstream(&self, name: &str, running: RunningSyncer) {
+        let resource = running.syncer.resource().clone();
+        let objects = running.syncer.consumer_objects();
+        drop(running);
+        // The cache may predate our own finalizer write, so every object is checked live.
+        for obj in objects {
+            let api: Api<DynamicObject> = match &obj.metadata.namespace {
+                Some(ns) => Api::namespaced_with(self.app.client(), ns, &resource),
+                None => Api::all_with(self.app.client(), &resource),
+            };
+            let obj_name = obj.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = release_finalizer(&api, &obj_name).await {
+                tracing::warn!(cluster = "app", kind = %resource.kind, namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
+                    name = %obj_name, export = %name, error = %e, "could not release downstream object");
+            }
+        }
+    }
+
+    /// The export's status on the provider.
+    async fn reconcile_export_status(&self, name: &str) -> Result<(), kube::Error> {
+        let Some(export) = self
+            .exports
+            .get(Some(self.p()), name)
+            .and_then(|o| o.as_ref().clone().try_parse::<APIServiceExport>().ok())
+        else {
+            return Ok(());
+        };
+        let binding = self
+            .binding_keys()
+            .into_iter()
+            .filter(|(_, n)| n == name)
+            .find_map(|k| self.binding(&k));
+        let crd: Option<CustomResourceDefinition> = self
+            .crds
+            .get(None, name)
+            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let crd = crd.filter(|c| binding.as_ref().is_some_and(|b| is_owned_by(c, b)));
+        let Some(status) = export_status(
+            export.status.as_ref(),
+            binding.as_ref(),
+            crd.as_ref(),
+            Timestamp::now(),
+        ) else {
+            return Ok(());
+        };
+        let api: Api<APIServiceExport> = Api::namespaced(self.spec.provider.client(), self.p());
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let patch = json!({"metadata": {"resourceVersion": export.metadata.resource_version}, "status": status});
+        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the APIServiceNamespace of a consumer namespace that no longer exists.
+    async fn reconcile_service_namespace(&self, name: &str) -> Result<(), kube::Error> {
+        let Some(sn) = self.service_namespaces.get(Some(self.p()), name) else {
+            return Ok(());
+        };
+        if !self.app_namespaces.is_ready() || self.app_namespaces.get(None, name).is_some() {
+            return Ok(());
+        }
+        let api: Api<APIServiceNamespace> = Api::namespaced(self.spec.provider.client(), self.p());
+        let dp = DeleteParams {
+            preconditions: sn.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => {
+                tracing::info!(cluster = "provider", kind = "APIServiceNamespace", namespace = %self.p(), name = %name, "consumer namespace is gone, deleted its APIServiceNamespace");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Removes our finalizer from one object, re-reading it on conflicts (its cached copy may be
+/// older than the last status write).
+async fn release_finalizer(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(live) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let finalizers = live.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == SYNCER) {
+            return Ok(());
+        }
+        let kept: Vec<&String> = finalizers.iter().filter(|f| *f != SYNCER).collect();
+        let patch = json!({"metadata": {"resourceVersion": live.metadata.resource_version, "finalizers": kept}});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < ATTEMPTS => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
