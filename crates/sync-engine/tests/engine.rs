@@ -242,7 +242,10 @@ async fn world(control_plane: bool) -> World {
 
 fn binding(name: &str, secret: &str, namespace: &str) -> serde_json::Value {
     json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceBinding", "metadata": {"name": name},
-        "spec": {"kubeconfigSecretRef": {"name": secret, "namespace": namespace, "key": "kubeconfig"}}})
+        "spec": {"kubeconfigSecretRef": {"name": secret, "namespace": namespace, "key": "kubeconfig"},
+            "permissionClaims": [
+                {"group": "", "resource": "secrets", "version": "v1", "selector": {"owner": "Provider"}, "state": "Accepted"},
+                {"group": "", "resource": "configmaps", "version": "v1", "state": "Rejected"}]}})
 }
 
 async fn condition(
@@ -412,6 +415,67 @@ async fn scenario(w: World) {
         }
     })
     .await;
+
+    // Claimed Secrets created by the provider in the service namespace are mirrored down; edits
+    // downstream are reverted; deleting the provider's copy deletes the mirror. Rejected claims
+    // (configmaps) sync nothing.
+    let up_secrets: Api<Secret> =
+        Api::namespaced(w.provider_admin.clone(), &format!("{P}-default"));
+    let down_secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), "default");
+    up_secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"password": "dummy"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mirrored = wait_for("claimed secret mirrored", || {
+        let d = down_secrets.clone();
+        async move { d.get("creds").await.ok() }
+    })
+    .await;
+    assert_eq!(
+        mirrored.metadata.annotations.unwrap()["klutch.anynines.com/resource-owner"],
+        "Provider"
+    );
+    assert_eq!(mirrored.data.unwrap()["password"].0, b"dummy");
+    down_secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "edited"}})),
+        )
+        .await
+        .unwrap();
+    wait_for("downstream edit reverted", || { let d = down_secrets.clone(); async move {
+        (d.get("creds").await.ok()?.data?.get("password")?.0 == b"dummy").then_some(()) } }).await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(w.provider_admin.clone(), &format!("{P}-default"));
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "not-claimed"}, "data": {"a": "b"}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    up_secrets
+        .delete("creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("mirror deleted", || {
+        let d = down_secrets.clone();
+        async move { d.get("creds").await.err().map(|_| ()) }
+    })
+    .await;
+    let down_cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(w.app_admin.clone(), "default");
+    assert!(
+        down_cms.get("not-claimed").await.is_err(),
+        "a rejected claim must not sync"
+    );
 
     // Deleting the binding stops syncing, releases downstream finalizers, keeps the CRD and
     // leaves the provider object alone.

@@ -14,8 +14,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::jiff::Timestamp;
 use konnector_api::strings::{CLUSTER_BINDING_NAME, FIELD_MANAGER, finalizers::SYNCER};
 use konnector_api::v1alpha1::{
-    APIServiceBinding, APIServiceExport, APIServiceNamespace, ClusterBinding, Isolation,
-    Scope as ExportScope,
+    APIServiceBinding, APIServiceExport, APIServiceNamespace, AcceptablePermissionClaimState,
+    ClusterBinding, Isolation, PermissionClaim, Scope as ExportScope,
 };
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
@@ -23,6 +23,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use super::claim_sync::{ClaimSyncer, claim_resource};
 use super::cluster::Cluster;
 use super::export_sync::{Clusters, ExportSyncConfig, ExportSyncer};
 use super::queue::WorkQueue;
@@ -76,6 +77,8 @@ struct Inner {
     crds: Arc<SharedWatch>,
     app_namespaces: Arc<SharedWatch>,
     syncers: Mutex<HashMap<String, RunningSyncer>>,
+    /// Claim syncers per export name, with the accepted claims they were started for.
+    claims: Mutex<HashMap<String, (Vec<PermissionClaim>, Vec<ClaimSyncer>)>>,
     queue: WorkQueue<Key>,
 }
 
@@ -168,6 +171,7 @@ impl ProviderSession {
             crds,
             app_namespaces,
             syncers: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
             queue: WorkQueue::new(),
         });
         let mut tasks = Vec::new();
@@ -285,6 +289,10 @@ impl ProviderSession {
                 let mut s = self.inner.syncers.lock().unwrap_or_else(|e| e.into_inner());
                 s.remove(&key.1)
             };
+            {
+                let mut c = self.inner.claims.lock().unwrap_or_else(|e| e.into_inner());
+                c.remove(&key.1);
+            }
             if deleted && let Some(running) = stopped {
                 self.inner.release_downstream(&key.1, running).await;
             }
@@ -513,18 +521,67 @@ impl Inner {
         }
         match (&check, &export) {
             (ExportCheck::Installed(SchemaState::InSync), Some(export)) => {
-                self.ensure_syncer(export).await
+                self.ensure_syncer(export).await?;
+                self.ensure_claims(name, &binding).await
             }
             _ => {
                 // No export, or the CRD does not serve the export's schema yet: no syncer may
                 // read objects through a stale schema (EG1).
-                let mut s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
-                if s.remove(name).is_some() {
-                    tracing::info!(export = %name, "Stopping APIServiceExport sync");
-                }
+                self.stop_syncers(name);
                 Ok(())
             }
         }
+    }
+
+    fn stop_syncers(&self, name: &str) {
+        let mut s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
+        if s.remove(name).is_some() {
+            tracing::info!(export = %name, "Stopping APIServiceExport sync");
+        }
+        let mut c = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        c.remove(name);
+    }
+
+    /// One claim syncer per accepted claim; a change of the accepted claims restarts them (E1).
+    async fn ensure_claims(
+        &self,
+        name: &str,
+        binding: &APIServiceBinding,
+    ) -> Result<(), kube::Error> {
+        let accepted: Vec<PermissionClaim> = binding
+            .spec
+            .permission_claims
+            .iter()
+            .filter(|c| c.state == AcceptablePermissionClaimState::Accepted)
+            .map(|c| c.claim.clone())
+            .collect();
+        {
+            let c = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            if c.get(name).is_some_and(|(running, _)| *running == accepted) {
+                return Ok(());
+            }
+        }
+        let mut syncers = Vec::new();
+        for claim in &accepted {
+            let resource = claim_resource(&self.app, claim).await?;
+            let clusters = Clusters {
+                consumer: self.app.clone(),
+                consumer_id: "app".to_string(),
+                provider: self.spec.provider.clone(),
+                provider_id: self.spec.provider_id.clone(),
+            };
+            syncers.push(ClaimSyncer::start(
+                self.hub.clone(),
+                clusters,
+                self.p().to_string(),
+                claim.clone(),
+                resource,
+            ));
+        }
+        tracing::info!(export = %name, claims = accepted.len(), "started claimed-resource sync");
+        let mut c = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(name.to_string(), (accepted, syncers));
+        Ok(())
     }
 
     async fn ensure_crd(

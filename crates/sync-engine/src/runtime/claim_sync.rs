@@ -1,0 +1,284 @@
+//! The syncer of one accepted permission claim (reference 5.9, decision CL1): mirrors claimed
+//! objects (for example Secrets) between each mapped consumer namespace and its service
+//! namespace, in the direction of their owner.
+//!
+//! Watches are per namespace on both sides (only namespaces that have an APIServiceNamespace),
+//! never cluster-wide: a claim on Secrets must not read every Secret of either cluster.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use konnector_api::v1alpha1::{APIServiceNamespace, PermissionClaim};
+use kube::core::ApiResource;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::cluster::Cluster;
+use super::exec::execute;
+use super::export_sync::Clusters;
+use super::queue::WorkQueue;
+use super::watch::{Change, Scope, SharedWatch, WatchHub};
+use crate::mapping::{NamespaceMap, NamespaceState};
+use crate::plan::Side;
+use crate::plan::claims::{ClaimLocation, plan_claim};
+
+/// `(consumer namespace, name)`.
+type ClaimKey = (String, String);
+
+struct NamespaceWatches {
+    consumer: Arc<SharedWatch>,
+    provider: Arc<SharedWatch>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for NamespaceWatches {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Inner {
+    claim: PermissionClaim,
+    resource: ApiResource,
+    provider_namespace: String,
+    clusters: Clusters,
+    hub: Arc<WatchHub>,
+    namespaces: Arc<SharedWatch>,
+    /// consumer namespace -> (service namespace, watches).
+    watched: Mutex<BTreeMap<String, (String, NamespaceWatches)>>,
+    queue: WorkQueue<ClaimKey>,
+}
+
+/// A running claim syncer; dropping it stops it.
+pub struct ClaimSyncer {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ClaimSyncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimSyncer")
+            .field("resource", &self.inner.resource.plural)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClaimSyncer {
+    fn drop(&mut self) {
+        self.inner.queue.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Ok(mut w) = self.inner.watched.lock() {
+            w.clear();
+        }
+    }
+}
+
+impl ClaimSyncer {
+    /// Starts syncing `claim` for resource `resource` (its kind resolved by discovery).
+    pub fn start(
+        hub: Arc<WatchHub>,
+        clusters: Clusters,
+        provider_namespace: String,
+        claim: PermissionClaim,
+        resource: ApiResource,
+    ) -> Self {
+        let namespaces = hub.watch(
+            &clusters.provider_id,
+            &clusters.provider,
+            &ApiResource::erase::<APIServiceNamespace>(&()),
+            Scope::Namespace(provider_namespace.clone()),
+            None,
+        );
+        let inner = Arc::new(Inner {
+            claim,
+            resource,
+            provider_namespace,
+            clusters,
+            hub,
+            namespaces: namespaces.clone(),
+            watched: Mutex::new(BTreeMap::new()),
+            queue: WorkQueue::new(),
+        });
+        let mut sub = namespaces.subscribe();
+        let watcher = inner.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            watcher.namespaces.ready().await;
+            watcher.refresh_namespaces();
+            loop {
+                match sub.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => watcher.refresh_namespaces(),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        })];
+        let worker = inner.clone();
+        tasks.push(tokio::spawn(async move { worker.work().await }));
+        ClaimSyncer { inner, tasks }
+    }
+}
+
+impl Inner {
+    fn namespace_map(&self) -> NamespaceMap {
+        let parsed: Vec<APIServiceNamespace> = self
+            .namespaces
+            .list()
+            .iter()
+            .filter_map(|o| o.as_ref().clone().try_parse::<APIServiceNamespace>().ok())
+            .collect();
+        NamespaceMap::new(&parsed)
+    }
+
+    /// Starts watches for newly mapped namespaces and stops those of unmapped ones.
+    fn refresh_namespaces(self: &Arc<Self>) {
+        let map = self.namespace_map();
+        let names: Vec<String> = self
+            .namespaces
+            .list()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted = BTreeMap::new();
+        for consumer_ns in names {
+            if let NamespaceState::Ready(service) = map.state(&consumer_ns) {
+                wanted.insert(consumer_ns, service.to_string());
+            }
+        }
+        watched.retain(|c, (s, _)| wanted.get(c) == Some(s));
+        for (consumer_ns, service_ns) in wanted {
+            if watched.contains_key(&consumer_ns) {
+                continue;
+            }
+            let consumer = self.hub.watch(
+                &self.clusters.consumer_id,
+                &self.clusters.consumer,
+                &self.resource,
+                Scope::Namespace(consumer_ns.clone()),
+                None,
+            );
+            let provider = self.hub.watch(
+                &self.clusters.provider_id,
+                &self.clusters.provider,
+                &self.resource,
+                Scope::Namespace(service_ns.clone()),
+                None,
+            );
+            let mut tasks = Vec::new();
+            for watch in [consumer.clone(), provider.clone()] {
+                let mut sub = watch.subscribe();
+                let inner = self.clone();
+                let ns = consumer_ns.clone();
+                tasks.push(tokio::spawn(async move {
+                    watch.ready().await;
+                    inner.enqueue_namespace(&ns);
+                    loop {
+                        match sub.recv().await {
+                            Ok(Change::Object { name, .. }) => inner.queue.add((ns.clone(), name)),
+                            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => {
+                                inner.enqueue_namespace(&ns)
+                            }
+                            Err(RecvError::Closed) => break,
+                        }
+                    }
+                }));
+            }
+            watched.insert(
+                consumer_ns,
+                (
+                    service_ns,
+                    NamespaceWatches {
+                        consumer,
+                        provider,
+                        tasks,
+                    },
+                ),
+            );
+        }
+    }
+
+    fn enqueue_namespace(&self, consumer_ns: &str) {
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, w)) = watched.get(consumer_ns) {
+            for o in w.consumer.list().iter().chain(w.provider.list().iter()) {
+                if let Some(name) = &o.metadata.name {
+                    self.queue.add((consumer_ns.to_string(), name.clone()));
+                }
+            }
+        }
+    }
+
+    async fn work(&self) {
+        while let Some(key) = self.queue.next().await {
+            match self.reconcile(&key).await {
+                Ok(()) => self.queue.forget(&key),
+                Err(err) => {
+                    let delay = self.queue.add_rate_limited(key.clone());
+                    tracing::warn!(resource = %self.resource.plural, namespace = %key.0, name = %key.1,
+                        error = %err, retry_in = ?delay, "claimed object sync failed");
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    async fn reconcile(&self, key: &ClaimKey) -> Result<(), super::exec::ExecError> {
+        let (service_ns, consumer, provider) = {
+            let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((service_ns, w)) = watched.get(&key.0) else {
+                return Ok(());
+            };
+            if !(w.consumer.is_ready() && w.provider.is_ready()) {
+                return Ok(()); // Enqueued again once both caches listed.
+            }
+            (
+                service_ns.clone(),
+                w.consumer.get(Some(&key.0), &key.1),
+                w.provider.get(Some(service_ns), &key.1),
+            )
+        };
+        let at = ClaimLocation {
+            provider_namespace: Some(service_ns),
+            consumer_namespace: Some(key.0.clone()),
+            name: key.1.clone(),
+        };
+        let writes = plan_claim(&self.claim, &at, provider.as_deref(), consumer.as_deref());
+        for write in &writes {
+            let cluster: &Cluster = match write.side {
+                Side::Consumer => &self.clusters.consumer,
+                Side::Provider => &self.clusters.provider,
+            };
+            let outcome = execute(cluster, &self.resource, write).await?;
+            tracing::info!(side = write.side.as_str(), resource = %self.resource.plural, object = %write.object_key(),
+                reason = write.reason, outcome = ?outcome, provider_namespace = %self.provider_namespace, "wrote claimed object");
+        }
+        Ok(())
+    }
+}
+
+/// The `ApiResource` of a claim: group, version and plural from the claim, kind from discovery.
+pub async fn claim_resource(
+    cluster: &Cluster,
+    claim: &PermissionClaim,
+) -> Result<ApiResource, kube::Error> {
+    let gv = kube::core::GroupVersion {
+        group: claim.group.clone(),
+        version: claim.version.clone(),
+    };
+    let group = kube::discovery::oneshot::pinned_group(&cluster.client(), &gv).await?;
+    group
+        .versioned_resources(&claim.version)
+        .into_iter()
+        .map(|(r, _)| r)
+        .find(|r| r.plural == claim.resource)
+        .ok_or_else(|| {
+            kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
+                "{}/{}",
+                gv.api_version(),
+                claim.resource
+            )))
+        })
+}
