@@ -108,11 +108,8 @@ impl ClaimSyncer {
         let mut tasks = vec![tokio::spawn(async move {
             watcher.namespaces.ready().await;
             watcher.refresh_namespaces();
-            loop {
-                match sub.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => watcher.refresh_namespaces(),
-                    Err(RecvError::Closed) => break,
-                }
+            while !matches!(sub.recv().await, Err(RecvError::Closed)) {
+                watcher.refresh_namespaces();
             }
         })];
         let worker = inner.clone();

@@ -58,6 +58,9 @@ enum Key {
     ServiceNamespace(String),
 }
 
+/// The accepted claims of one export and their syncers.
+type RunningClaims = (Vec<PermissionClaim>, Vec<ClaimSyncer>);
+
 struct RunningSyncer {
     generation: Option<i64>,
     syncer: ExportSyncer,
@@ -78,7 +81,7 @@ struct Inner {
     app_namespaces: Arc<SharedWatch>,
     syncers: Mutex<HashMap<String, RunningSyncer>>,
     /// Claim syncers per export name, with the accepted claims they were started for.
-    claims: Mutex<HashMap<String, (Vec<PermissionClaim>, Vec<ClaimSyncer>)>>,
+    claims: Mutex<HashMap<String, RunningClaims>>,
     queue: WorkQueue<Key>,
 }
 
