@@ -411,3 +411,153 @@ async fn a_restart_over_a_synced_world_writes_nothing() {
     assert_eq!(konnector_writes(&w.provider), Vec::<String>::new());
     assert_eq!(hub.len(), 3, "one watch per cluster and resource");
 }
+
+fn foo_crd(scope: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "foos.bar.io"},
+        "spec": {"group": "bar.io", "scope": scope,
+            "names": {"kind": "Foo", "plural": "foos", "singular": "foo", "listKind": "FooList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"deploymentName": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}}}]}
+    }))
+    .unwrap()
+}
+
+fn foos() -> ApiResource {
+    ApiResource {
+        group: "bar.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "bar.io/v1alpha1".into(),
+        kind: "Foo".into(),
+        plural: "foos".into(),
+    }
+}
+
+/// A cluster-scoped consumer resource under one isolation mode: where the upstream copy lives,
+/// how it is marked, and that status and deletion flow as for namespaced resources.
+async fn cluster_scoped(isolation: konnector_api::v1alpha1::Isolation) {
+    use konnector_api::v1alpha1::Isolation;
+    let options = || {
+        Options::default()
+            .http()
+            .user(User::new(KONNECTOR, &["system:masters"]))
+    };
+    let app = TestApiServer::start(options()).await.unwrap();
+    let provider = TestApiServer::start(options()).await.unwrap();
+    let app_admin = client(&app, ADMIN).await;
+    let provider_admin = client(&provider, ADMIN).await;
+    create_crd(&app_admin, foo_crd("Cluster")).await;
+    let provider_scope = if isolation == Isolation::Namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    };
+    create_crd(&provider_admin, foo_crd(provider_scope)).await;
+    create_crd(
+        &provider_admin,
+        konnector_api::crds::api_service_namespace(),
+    )
+    .await;
+    create_namespace(&provider_admin, "p").await;
+    let ns_api: Api<Namespace> = Api::all(provider_admin.clone());
+    let p_uid = ns_api.get("p").await.unwrap().metadata.uid.unwrap();
+    let clusters = Clusters {
+        consumer: Cluster::Fixed(client(&app, KONNECTOR).await),
+        consumer_id: "app".into(),
+        provider: Cluster::Fixed(client(&provider, KONNECTOR).await),
+        provider_id: "provider".into(),
+    };
+    let hub = WatchHub::new();
+    let syncer = ExportSyncer::start(
+        &hub,
+        clusters,
+        ExportSyncConfig {
+            provider_namespace: "p".into(),
+            provider_namespace_uid: Some(p_uid.clone()),
+            resource: foos(),
+            cluster_scoped: Some(sync_engine::mapping::ClusterScopedMapping {
+                provider_namespace: "p".into(),
+                isolation,
+            }),
+        },
+    );
+    let down: Api<DynamicObject> = Api::all_with(app_admin.clone(), &foos());
+    let (up, up_name): (Api<DynamicObject>, &str) = match isolation {
+        Isolation::Prefixed => (Api::all_with(provider_admin.clone(), &foos()), "p-test"),
+        Isolation::Namespaced => (
+            Api::namespaced_with(provider_admin.clone(), "p", &foos()),
+            "test",
+        ),
+        Isolation::None => (Api::all_with(provider_admin.clone(), &foos()), "test"),
+    };
+    down.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"apiVersion": "bar.io/v1alpha1", "kind": "Foo",
+        "metadata": {"name": "test"}, "spec": {"deploymentName": "d"}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let copy = wait_for("upstream copy", || {
+        let up = up.clone();
+        async move { up.get(up_name).await.ok() }
+    })
+    .await;
+    assert_eq!(copy.data["spec"]["deploymentName"], "d");
+    assert_eq!(
+        copy.metadata.annotations.as_ref().unwrap()["klutch.anynines.com/cluster-namespace"],
+        "p"
+    );
+    let owners = copy.metadata.owner_references.clone().unwrap_or_default();
+    if isolation == Isolation::Namespaced {
+        assert!(owners.is_empty());
+    } else {
+        assert_eq!(
+            (
+                owners[0].kind.as_str(),
+                owners[0].name.as_str(),
+                owners[0].uid.as_str()
+            ),
+            ("Namespace", "p", p_uid.as_str())
+        );
+    }
+    up.patch_status(
+        up_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    wait_for("status downstream", || { let down = down.clone(); async move {
+        (down.get("test").await.ok()?.data["status"]["phase"] == "Running").then_some(()) } }).await;
+    down.delete("test", &DeleteParams::default()).await.unwrap();
+    wait_for("upstream deleted", || {
+        let up = up.clone();
+        async move { up.get(up_name).await.err().map(|_| ()) }
+    })
+    .await;
+    wait_for("downstream gone", || {
+        let down = down.clone();
+        async move { down.get("test").await.err().map(|_| ()) }
+    })
+    .await;
+    assert_eq!(syncer.failures(), 0);
+}
+
+#[tokio::test]
+async fn cluster_scoped_resource_with_prefixed_isolation() {
+    cluster_scoped(konnector_api::v1alpha1::Isolation::Prefixed).await;
+}
+
+#[tokio::test]
+async fn cluster_scoped_resource_with_namespaced_isolation() {
+    cluster_scoped(konnector_api::v1alpha1::Isolation::Namespaced).await;
+}
+
+#[tokio::test]
+async fn cluster_scoped_resource_without_isolation() {
+    cluster_scoped(konnector_api::v1alpha1::Isolation::None).await;
+}
