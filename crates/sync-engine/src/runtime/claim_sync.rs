@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
 use super::exec::execute;
+use super::expectations::Expectations;
 use super::export_sync::Clusters;
 use super::queue::WorkQueue;
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
@@ -49,6 +50,7 @@ struct Inner {
     /// consumer namespace -> (service namespace, watches).
     watched: Mutex<BTreeMap<String, (String, NamespaceWatches)>>,
     queue: WorkQueue<ClaimKey>,
+    expectations: Expectations,
 }
 
 /// A running claim syncer; dropping it stops it.
@@ -102,6 +104,7 @@ impl ClaimSyncer {
             namespaces: namespaces.clone(),
             watched: Mutex::new(BTreeMap::new()),
             queue: WorkQueue::new(),
+            expectations: Expectations::default(),
         });
         let mut sub = namespaces.subscribe();
         let watcher = inner.clone();
@@ -237,6 +240,23 @@ impl Inner {
                 w.provider.get(Some(service_ns), &key.1),
             )
         };
+        let ids = [
+            (
+                (Side::Consumer, Some(key.0.clone()), key.1.clone()),
+                consumer.as_ref(),
+            ),
+            (
+                (Side::Provider, Some(service_ns.clone()), key.1.clone()),
+                provider.as_ref(),
+            ),
+        ];
+        for (id, obj) in &ids {
+            let rv = obj.and_then(|o| o.metadata.resource_version.as_deref());
+            if let Some(wait) = self.expectations.still_stale(id, rv) {
+                self.queue.add_after(key.clone(), wait);
+                return Ok(());
+            }
+        }
         let at = ClaimLocation {
             provider_namespace: Some(service_ns),
             consumer_namespace: Some(key.0.clone()),
@@ -249,6 +269,15 @@ impl Inner {
                 Side::Provider => &self.clusters.provider,
             };
             let outcome = execute(cluster, &self.resource, write).await?;
+            let planned_on = match write.side {
+                Side::Consumer => consumer
+                    .as_ref()
+                    .and_then(|o| o.metadata.resource_version.clone()),
+                Side::Provider => provider
+                    .as_ref()
+                    .and_then(|o| o.metadata.resource_version.clone()),
+            };
+            self.expectations.record(write, planned_on, &outcome);
             tracing::info!(side = write.side.as_str(), resource = %self.resource.plural, object = %write.object_key(),
                 reason = write.reason, outcome = ?outcome, provider_namespace = %self.provider_namespace, "wrote claimed object");
         }

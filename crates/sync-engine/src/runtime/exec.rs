@@ -35,10 +35,10 @@ impl ExecError {
 }
 
 /// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The cluster accepted it.
-    Done,
+    /// The cluster accepted it; the object's resourceVersion afterwards (none after a delete).
+    Done(Option<String>),
     /// Nothing to do any more (the object is already there, or already gone).
     Moot,
 }
@@ -74,7 +74,7 @@ pub async fn execute(
                 "create",
                 a.create(&pp, obj)
                     .await
-                    .map(|_| Outcome::Done)
+                    .map(|o| Outcome::Done(o.metadata.resource_version))
                     .or_else(|e| match code(&e) {
                         Some(409) => Ok(Outcome::Moot),
                         _ => Err(e),
@@ -95,7 +95,7 @@ pub async fn execute(
                 "apply",
                 a.patch(name, &params, &Patch::Apply(value))
                     .await
-                    .map(|_| Outcome::Done),
+                    .map(|o| Outcome::Done(o.metadata.resource_version)),
             )
         }
         Op::MergePatch {
@@ -112,7 +112,7 @@ pub async fn execute(
                 "patch",
                 a.patch(name, &params, &Patch::Merge(patch))
                     .await
-                    .map(|_| Outcome::Done)
+                    .map(|o| Outcome::Done(o.metadata.resource_version))
                     .or_else(not_found_is_moot),
             )
         }
@@ -123,7 +123,7 @@ pub async fn execute(
                 "update status",
                 a.replace_status(&name, &pp, obj)
                     .await
-                    .map(|_| Outcome::Done)
+                    .map(|o| Outcome::Done(o.metadata.resource_version))
                     .or_else(not_found_is_moot),
             )
         }
@@ -134,7 +134,7 @@ pub async fn execute(
                 "update",
                 a.replace(&name, &pp, obj)
                     .await
-                    .map(|_| Outcome::Done)
+                    .map(|o| Outcome::Done(o.metadata.resource_version))
                     .or_else(not_found_is_moot),
             )
         }
@@ -156,7 +156,7 @@ pub async fn execute(
                 "delete",
                 a.delete(name, &dp)
                     .await
-                    .map(|_| Outcome::Done)
+                    .map(|_| Outcome::Done(None))
                     .or_else(|e| match code(&e) {
                         Some(404) | Some(409) => Ok(Outcome::Moot),
                         _ => Err(e),

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
 use super::exec::{ExecError, Outcome, execute};
+use super::expectations::Expectations;
 use super::queue::WorkQueue;
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{ClusterScopedMapping, NamespaceMap};
@@ -103,6 +104,8 @@ struct Inner {
     queue: WorkQueue<PairKey>,
     reconciles: AtomicU64,
     failures: AtomicU64,
+    /// What the cache should show after our own writes.
+    expectations: Expectations,
 }
 
 impl ExportSyncer {
@@ -148,6 +151,7 @@ impl ExportSyncer {
             queue: queue.clone(),
             reconciles: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            expectations: Expectations::default(),
         });
         let mut tasks = Vec::new();
         // Subscribe before waiting for the caches, so no change between list and start is lost.
@@ -362,6 +366,34 @@ impl Inner {
             UpstreamKey::At(ns, name) => self.provider.get(ns.as_deref(), &name),
             UpstreamKey::NamespaceMissing(_) | UpstreamKey::NamespacePending => None,
         };
+        let up_id = match upstream_key(&ctx, down_ref) {
+            UpstreamKey::At(ns, name) => Some((Side::Provider, ns, name)),
+            _ => None,
+        };
+        let down_id = (Side::Consumer, key.0.clone(), key.1.clone());
+        let observed = [(
+            down_id,
+            downstream
+                .as_ref()
+                .and_then(|d| d.metadata.resource_version.clone()),
+        )]
+        .into_iter()
+        .chain(up_id.map(|id| {
+            (
+                id,
+                upstream
+                    .as_ref()
+                    .and_then(|u| u.metadata.resource_version.clone()),
+            )
+        }));
+        for (id, rv) in observed {
+            if let Some(wait) = self.expectations.still_stale(&id, rv.as_deref()) {
+                // The write's own watch event re-enqueues the pair; the delayed add covers a
+                // lost event.
+                self.queue.add_after(key.clone(), wait);
+                return Ok(());
+            }
+        }
         let plan_err = |source| SyncError::Plan {
             key: format!("{}/{}", key.0.as_deref().unwrap_or(""), key.1),
             source,
@@ -377,7 +409,18 @@ impl Inner {
             writes = plan_upstream(&ctx, u, downstream.as_deref()).map_err(plan_err)?;
         }
         for write in &writes {
-            self.execute(write).await?;
+            let outcome = self.execute(write).await?;
+            if write.target == Target::Synced {
+                let planned_on = match write.side {
+                    Side::Consumer => downstream
+                        .as_ref()
+                        .and_then(|d| d.metadata.resource_version.clone()),
+                    Side::Provider => upstream
+                        .as_ref()
+                        .and_then(|u| u.metadata.resource_version.clone()),
+                };
+                self.expectations.record(write, planned_on, &outcome);
+            }
         }
         Ok(())
     }

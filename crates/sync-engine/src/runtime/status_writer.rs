@@ -114,6 +114,12 @@ impl Inner {
         while let Some(key) = self.queue.next().await {
             match self.write(&key).await {
                 Ok(()) => self.queue.forget(&key),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    // Someone wrote the binding since our cache saw it; look again soon.
+                    tracing::debug!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, "status update conflicted, retrying");
+                    self.queue
+                        .add_after(key.clone(), std::time::Duration::from_millis(50));
+                }
                 Err(err) => {
                     let delay = self.queue.add_rate_limited(key.clone());
                     tracing::warn!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1,
