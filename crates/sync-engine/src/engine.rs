@@ -23,6 +23,7 @@ use konnector_api::strings::reasons;
 
 use crate::plan::status::{SecretCheck, secret_valid};
 use crate::runtime::Cluster;
+use crate::runtime::contain::contain;
 use crate::runtime::queue::WorkQueue;
 use crate::runtime::session::{ProviderSession, SessionSpec};
 use crate::runtime::status_writer::{BindingKey, BindingStatusWriter};
@@ -176,7 +177,10 @@ impl Engine {
                     }
                 }
                 Some(key) = queue.next() => {
-                    self.reconcile(&key, &bindings, &status, &mut state, &secret_tx).await;
+                    if let Err(p) = contain(self.reconcile(&key, &bindings, &status, &mut state, &secret_tx)).await {
+                        tracing::error!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, error = %p, "binding reconcile panicked; retrying");
+                        queue.add_rate_limited(key.clone());
+                    }
                     queue.done(&key);
                 }
             }

@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use super::contain::contain;
 use super::exec::execute;
 use super::expectations::Expectations;
 use super::export_sync::Clusters;
@@ -213,7 +214,11 @@ impl Inner {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
-            match self.reconcile(&key).await {
+            let result = contain(self.reconcile(&key))
+                .await
+                .map_err(|p| p.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
                     let delay = self.queue.add_rate_limited(key.clone());

@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use super::contain::contain;
 use super::exec::{ExecError, Outcome, execute};
 use super::expectations::Expectations;
 use super::queue::WorkQueue;
@@ -71,6 +72,9 @@ pub enum SyncError {
     /// A write failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// The reconcile panicked (a bug); contained and retried.
+    #[error(transparent)]
+    Panicked(#[from] super::contain::Panicked),
 }
 
 /// A running export syncer; dropping it stops it.
@@ -327,7 +331,10 @@ impl Inner {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
-            let result = self.reconcile(&key).await;
+            let result = match contain(self.reconcile(&key)).await {
+                Ok(r) => r,
+                Err(p) => Err(SyncError::Panicked(p)),
+            };
             self.reconciles.fetch_add(1, Ordering::Relaxed);
             match result {
                 Ok(()) => self.queue.forget(&key),

@@ -3,6 +3,7 @@
 
 pub mod claim_sync;
 pub mod cluster;
+pub mod contain;
 pub mod exec;
 pub mod expectations;
 pub mod export_sync;

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::claim_sync::{ClaimSyncer, claim_resource};
 use super::cluster::Cluster;
+use super::contain::contain;
 use super::export_sync::{Clusters, ExportSyncConfig, ExportSyncer};
 use super::queue::WorkQueue;
 use super::status_writer::{BindingKey, BindingStatusWriter};
@@ -366,12 +367,18 @@ impl Inner {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
-            let result = match &key {
-                Key::Heartbeat => self.heartbeat().await,
-                Key::Binding(name) => self.reconcile_binding(name).await,
-                Key::Export(name) => self.reconcile_export_status(name).await,
-                Key::ServiceNamespace(name) => self.reconcile_service_namespace(name).await,
+            let work = async {
+                match &key {
+                    Key::Heartbeat => self.heartbeat().await,
+                    Key::Binding(name) => self.reconcile_binding(name).await,
+                    Key::Export(name) => self.reconcile_export_status(name).await,
+                    Key::ServiceNamespace(name) => self.reconcile_service_namespace(name).await,
+                }
             };
+            let result = contain(work)
+                .await
+                .map_err(|p| p.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
             match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {

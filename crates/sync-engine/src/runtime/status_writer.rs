@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use super::contain::contain;
 use super::queue::WorkQueue;
 use super::watch::SharedWatch;
 use crate::plan::status::binding_status;
@@ -112,7 +113,16 @@ impl BindingStatusWriter {
 impl Inner {
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
-            match self.write(&key).await {
+            let result = match contain(self.write(&key)).await {
+                Ok(r) => r,
+                Err(p) => {
+                    tracing::error!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, error = %p, "status update panicked");
+                    self.queue.add_rate_limited(key.clone());
+                    self.queue.done(&key);
+                    continue;
+                }
+            };
+            match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // Someone wrote the binding since our cache saw it; look again soon.
