@@ -143,6 +143,7 @@ fn config() -> ExportSyncConfig {
         provider_namespace_uid: None,
         resource: mangodb(),
         cluster_scoped: None,
+        per_namespace_provider_watches: true,
     }
 }
 
@@ -175,7 +176,7 @@ fn konnector_writes(server: &TestApiServer) -> Vec<String> {
 #[tokio::test]
 async fn consumer_objects_sync_up_status_flows_down_and_deletion_propagates() {
     let w = world().await;
-    let hub = WatchHub::new();
+    let hub = std::sync::Arc::new(WatchHub::new());
     let syncer = ExportSyncer::start(&hub, w.clusters.clone(), config());
     let down: Api<DynamicObject> = Api::namespaced_with(w.app_admin.clone(), "default", &mangodb());
     let up: Api<DynamicObject> =
@@ -358,7 +359,7 @@ async fn a_restart_over_a_synced_world_writes_nothing() {
     let up: Api<DynamicObject> =
         Api::namespaced_with(w.provider_admin.clone(), "p-default", &mangodb());
     {
-        let hub = WatchHub::new();
+        let hub = std::sync::Arc::new(WatchHub::new());
         let _syncer = ExportSyncer::start(&hub, w.clusters.clone(), config());
         for i in 0..5 {
             let obj: DynamicObject =
@@ -398,7 +399,7 @@ async fn a_restart_over_a_synced_world_writes_nothing() {
     }
     w.app.clear_requests();
     w.provider.clear_requests();
-    let hub = WatchHub::new();
+    let hub = std::sync::Arc::new(WatchHub::new());
     let syncer = ExportSyncer::start(&hub, w.clusters.clone(), config());
     // Every pair is looked at once (5 pairs, keyed from both sides and coalesced).
     wait_for("restarted syncer reconciled every pair", || {
@@ -470,7 +471,7 @@ async fn cluster_scoped(isolation: konnector_api::v1alpha1::Isolation) {
         provider: Cluster::Fixed(client(&provider, KONNECTOR).await),
         provider_id: "provider".into(),
     };
-    let hub = WatchHub::new();
+    let hub = std::sync::Arc::new(WatchHub::new());
     let syncer = ExportSyncer::start(
         &hub,
         clusters,
@@ -482,6 +483,7 @@ async fn cluster_scoped(isolation: konnector_api::v1alpha1::Isolation) {
                 provider_namespace: "p".into(),
                 isolation,
             }),
+            per_namespace_provider_watches: false,
         },
     );
     let down: Api<DynamicObject> = Api::all_with(app_admin.clone(), &foos());

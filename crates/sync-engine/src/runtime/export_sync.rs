@@ -20,6 +20,7 @@ use super::cluster::Cluster;
 use super::contain::contain;
 use super::exec::{ExecError, Outcome, execute};
 use super::expectations::Expectations;
+use super::provider_view::ProviderView;
 use super::queue::WorkQueue;
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{ClusterScopedMapping, NamespaceMap};
@@ -39,6 +40,9 @@ pub struct ExportSyncConfig {
     pub resource: ApiResource,
     /// `Some` for cluster-scoped consumer resources.
     pub cluster_scoped: Option<ClusterScopedMapping>,
+    /// Watch namespaced provider objects per service namespace (informer scope `Namespaced`)
+    /// instead of in all namespaces (informer scope `Cluster`).
+    pub per_namespace_provider_watches: bool,
 }
 
 /// The two clusters and how the hub names them.
@@ -84,7 +88,7 @@ pub struct ExportSyncer {
     queue: WorkQueue<PairKey>,
     tasks: Vec<JoinHandle<()>>,
     consumer: Arc<SharedWatch>,
-    provider: Arc<SharedWatch>,
+    provider: Arc<ProviderView>,
     namespaces: Arc<SharedWatch>,
 }
 
@@ -103,7 +107,7 @@ struct Inner {
     clusters: Clusters,
     service_namespace_resource: ApiResource,
     consumer: Arc<SharedWatch>,
-    provider: Arc<SharedWatch>,
+    provider: Arc<ProviderView>,
     namespaces: Arc<SharedWatch>,
     queue: WorkQueue<PairKey>,
     reconciles: AtomicU64,
@@ -115,13 +119,7 @@ struct Inner {
 impl ExportSyncer {
     /// Starts syncing. Reconciles begin once the caches of both clusters have synced, so that
     /// "absent" always means absent (the orphan safety net depends on it).
-    pub fn start(hub: &WatchHub, clusters: Clusters, config: ExportSyncConfig) -> Self {
-        let provider_scope = match &config.cluster_scoped {
-            Some(m) if !m.upstream_is_cluster_scoped() => {
-                Scope::Namespace(config.provider_namespace.clone())
-            }
-            _ => Scope::All,
-        };
+    pub fn start(hub: &Arc<WatchHub>, clusters: Clusters, config: ExportSyncConfig) -> Self {
         let consumer = hub.watch(
             &clusters.consumer_id,
             &clusters.consumer,
@@ -129,13 +127,28 @@ impl ExportSyncer {
             Scope::All,
             None,
         );
-        let provider = hub.watch(
-            &clusters.provider_id,
-            &clusters.provider,
-            &config.resource,
-            provider_scope,
-            None,
-        );
+        let provider = Arc::new(match &config.cluster_scoped {
+            Some(m) if !m.upstream_is_cluster_scoped() => ProviderView::single(hub.watch(
+                &clusters.provider_id,
+                &clusters.provider,
+                &config.resource,
+                Scope::Namespace(config.provider_namespace.clone()),
+                None,
+            )),
+            None if config.per_namespace_provider_watches => ProviderView::per_namespace(
+                hub.clone(),
+                clusters.provider.clone(),
+                clusters.provider_id.clone(),
+                config.resource.clone(),
+            ),
+            _ => ProviderView::single(hub.watch(
+                &clusters.provider_id,
+                &clusters.provider,
+                &config.resource,
+                Scope::All,
+                None,
+            )),
+        });
         let service_namespace_resource = ApiResource::erase::<APIServiceNamespace>(&());
         let namespaces = hub.watch(
             &clusters.provider_id,
@@ -169,6 +182,7 @@ impl ExportSyncer {
             starter.consumer.ready().await;
             starter.provider.ready().await;
             starter.namespaces.ready().await;
+            starter.refresh_provider_namespaces();
             starter.enqueue_all();
             starter.work().await;
         }));
@@ -191,8 +205,14 @@ impl ExportSyncer {
             loop {
                 match sn_sub.recv().await {
                     // A namespace mapping changed: every pair in that consumer namespace may move.
-                    Ok(Change::Object { name, .. }) => sn_inner.enqueue_consumer_namespace(&name),
-                    Ok(Change::Resync) | Err(RecvError::Lagged(_)) => sn_inner.enqueue_all(),
+                    Ok(Change::Object { name, .. }) => {
+                        sn_inner.refresh_provider_namespaces();
+                        sn_inner.enqueue_consumer_namespace(&name);
+                    }
+                    Ok(Change::Resync) | Err(RecvError::Lagged(_)) => {
+                        sn_inner.refresh_provider_namespaces();
+                        sn_inner.enqueue_all();
+                    }
                     Err(RecvError::Closed) => break,
                 }
             }
@@ -247,6 +267,12 @@ impl Inner {
             .filter_map(|o| o.as_ref().clone().try_parse::<APIServiceNamespace>().ok())
             .collect();
         NamespaceMap::new(&parsed)
+    }
+
+    /// Per-namespace provider watches follow the mapped service namespaces.
+    fn refresh_provider_namespaces(&self) {
+        let map = self.namespace_map();
+        self.provider.set_namespaces(map.service_namespaces());
     }
 
     fn ctx<'a>(&'a self, namespaces: &'a NamespaceMap) -> ExportContext<'a> {
@@ -370,7 +396,16 @@ impl Inner {
             }
         };
         let upstream = match upstream_key(&ctx, down_ref) {
-            UpstreamKey::At(ns, name) => self.provider.get(ns.as_deref(), &name),
+            UpstreamKey::At(ns, name) => {
+                if !self.provider.is_ready_for(ns.as_deref()) {
+                    // A newly mapped service namespace whose watch has not listed yet: absent
+                    // would not mean absent. Its first list enqueues the pair again.
+                    self.queue
+                        .add_after(key.clone(), std::time::Duration::from_millis(200));
+                    return Ok(());
+                }
+                self.provider.get(ns.as_deref(), &name)
+            }
             UpstreamKey::NamespaceMissing(_) | UpstreamKey::NamespacePending => None,
         };
         let up_id = match upstream_key(&ctx, down_ref) {

@@ -690,6 +690,7 @@ impl Inner {
             provider_namespace_uid: uid,
             resource,
             cluster_scoped,
+            per_namespace_provider_watches: export.spec.informer_scope == ExportScope::Namespaced,
         };
         let clusters = Clusters {
             consumer: self.app.clone(),
