@@ -42,15 +42,17 @@ fn forward(watch: Arc<SharedWatch>, to: broadcast::Sender<Change>) -> Forwarded 
     Forwarded { watch, task }
 }
 
+struct PerNamespace {
+    hub: Arc<WatchHub>,
+    cluster: Cluster,
+    cluster_id: String,
+    resource: ApiResource,
+    watches: Mutex<BTreeMap<String, Forwarded>>,
+}
+
 enum Kind {
     One(Forwarded),
-    PerNamespace {
-        hub: Arc<WatchHub>,
-        cluster: Cluster,
-        cluster_id: String,
-        resource: ApiResource,
-        watches: Mutex<BTreeMap<String, Forwarded>>,
-    },
+    PerNamespace(Box<PerNamespace>),
 }
 
 /// The provider objects an export syncer sees, and their changes.
@@ -63,8 +65,8 @@ impl std::fmt::Debug for ProviderView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             Kind::One(w) => f.debug_tuple("ProviderView::One").field(&w.watch).finish(),
-            Kind::PerNamespace { watches, .. } => {
-                let n = watches.lock().map(|w| w.len()).unwrap_or_default();
+            Kind::PerNamespace(p) => {
+                let n = p.watches.lock().map(|w| w.len()).unwrap_or_default();
                 f.debug_struct("ProviderView::PerNamespace")
                     .field("namespaces", &n)
                     .finish()
@@ -92,29 +94,29 @@ impl ProviderView {
     ) -> Self {
         let (changes, _) = broadcast::channel(4096);
         ProviderView {
-            kind: Kind::PerNamespace {
+            kind: Kind::PerNamespace(Box::new(PerNamespace {
                 hub,
                 cluster,
                 cluster_id,
                 resource,
                 watches: Mutex::new(BTreeMap::new()),
-            },
+            })),
             changes,
         }
     }
 
     /// Watches exactly these namespaces (no-op for a single watch).
     pub fn set_namespaces<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
-        let Kind::PerNamespace {
+        let Kind::PerNamespace(p) = &self.kind else {
+            return;
+        };
+        let PerNamespace {
             hub,
             cluster,
             cluster_id,
             resource,
             watches,
-        } = &self.kind
-        else {
-            return;
-        };
+        } = p.as_ref();
         let wanted: BTreeSet<&str> = namespaces.into_iter().collect();
         let mut watches = watches.lock().unwrap_or_else(|e| e.into_inner());
         watches.retain(|ns, _| wanted.contains(ns.as_str()));
@@ -148,11 +150,11 @@ impl ProviderView {
     pub fn is_ready_for(&self, namespace: Option<&str>) -> bool {
         match (&self.kind, namespace) {
             (Kind::One(w), _) => w.watch.is_ready(),
-            (Kind::PerNamespace { watches, .. }, Some(ns)) => {
-                let watches = watches.lock().unwrap_or_else(|e| e.into_inner());
+            (Kind::PerNamespace(p), Some(ns)) => {
+                let watches = p.watches.lock().unwrap_or_else(|e| e.into_inner());
                 watches.get(ns).is_some_and(|w| w.watch.is_ready())
             }
-            (Kind::PerNamespace { .. }, None) => true,
+            (Kind::PerNamespace(_), None) => true,
         }
     }
 
@@ -160,8 +162,8 @@ impl ProviderView {
     pub fn is_ready(&self) -> bool {
         match &self.kind {
             Kind::One(w) => w.watch.is_ready(),
-            Kind::PerNamespace { watches, .. } => {
-                let watches = watches.lock().unwrap_or_else(|e| e.into_inner());
+            Kind::PerNamespace(p) => {
+                let watches = p.watches.lock().unwrap_or_else(|e| e.into_inner());
                 watches.values().all(|w| w.watch.is_ready())
             }
         }
@@ -171,8 +173,8 @@ impl ProviderView {
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
         match &self.kind {
             Kind::One(w) => w.watch.get(namespace, name),
-            Kind::PerNamespace { watches, .. } => {
-                let watches = watches.lock().unwrap_or_else(|e| e.into_inner());
+            Kind::PerNamespace(p) => {
+                let watches = p.watches.lock().unwrap_or_else(|e| e.into_inner());
                 watches.get(namespace?)?.watch.get(namespace, name)
             }
         }
@@ -182,8 +184,8 @@ impl ProviderView {
     pub fn list(&self) -> Vec<Arc<DynamicObject>> {
         match &self.kind {
             Kind::One(w) => w.watch.list(),
-            Kind::PerNamespace { watches, .. } => {
-                let watches = watches.lock().unwrap_or_else(|e| e.into_inner());
+            Kind::PerNamespace(p) => {
+                let watches = p.watches.lock().unwrap_or_else(|e| e.into_inner());
                 watches.values().flat_map(|w| w.watch.list()).collect()
             }
         }
