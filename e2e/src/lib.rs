@@ -29,6 +29,8 @@ use tokio::process::{Child, Command};
 /// told apart from the test's own (which use `admin`).
 pub const KONNECTOR_USER: &str = "konnector";
 
+pub mod world;
+
 /// How long a konnector gets to start or to fail at startup in tests.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,11 +87,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a cluster; `name` prefixes its kubeconfig files.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let server = TestApiServer::start(
-            Options::default().user(User::new(KONNECTOR_USER, &["system:masters"])),
-        )
-        .await
-        .context("start test-apiserver")?;
+        Self::start_with_users(name, &[]).await
+    }
+
+    /// Starts a cluster with more users in `system:masters` (for credential rotation).
+    pub async fn start_with_users(name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut options = Options::default().user(User::new(KONNECTOR_USER, &["system:masters"]));
+        for user in extra {
+            options = options.user(User::new(user, &["system:masters"]));
+        }
+        let server = TestApiServer::start(options)
+            .await
+            .context("start test-apiserver")?;
         Ok(Self {
             server,
             name: name.to_owned(),
@@ -199,6 +208,18 @@ impl Konnector {
             stderr,
             status: None,
         })
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up), as a crash or an OOM kill would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("SIGKILL konnector")?;
+        self.status = Some(
+            self.child
+                .wait()
+                .await
+                .context("wait for killed konnector")?,
+        );
+        Ok(())
     }
 
     /// Everything written to stdout so far.

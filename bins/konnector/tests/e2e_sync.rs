@@ -1,0 +1,504 @@
+//! End to end: the real konnector binary syncing between in-memory clusters, in default mode
+//! and in control-plane mode (reference 11.3 items 14-37 where they apply, decisions.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::world::{EXPORT, Mode, P, STEP, World, mangodb};
+use e2e::{Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_konnector");
+
+async fn start(w: &World) -> Konnector {
+    let port = free_port().unwrap();
+    let mut k = Konnector::spawn(BIN, &w.konnector_args(port).unwrap(), &w.dir).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!(
+            "konnector not ready: {e}\n--- stderr ---\n{}",
+            tail(&k.stderr())
+        );
+    }
+    k
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Waits for `condition`, failing with the konnector's last log lines.
+async fn step<F, Fut>(k: &Konnector, what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if let Err(e) = wait_until(what, STEP, condition).await {
+        panic!("{e}\n--- konnector stderr ---\n{}", tail(&k.stderr()));
+    }
+}
+
+async fn exists(api: &Api<DynamicObject>, name: &str) -> bool {
+    api.get_opt(name).await.ok().flatten().is_some()
+}
+
+async fn field(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Option<serde_json::Value> {
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .data
+        .pointer(pointer)
+        .cloned()
+}
+
+fn mango(name: &str, tier: Option<&str>) -> DynamicObject {
+    let spec = match tier {
+        Some(t) => json!({"tier": t}),
+        None => json!({}),
+    };
+    serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB", "metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+async fn happy_path(mode: Mode) {
+    let w = World::new(mode, &[]).await.unwrap();
+    let mut k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let pretty =
+        w.bindings().get(EXPORT).await.unwrap().data["status"]["providerPrettyName"].clone();
+    assert_eq!(pretty, "anynines");
+
+    // The export's CRD is installed in the app cluster, owned by the binding.
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    let crd = crds.get(EXPORT).await.unwrap();
+    assert_eq!(
+        crd.metadata.owner_references.unwrap()[0].kind,
+        "APIServiceBinding"
+    );
+
+    // An instance syncs up (defaulted by the installed CRD) and gets the finalizer.
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("db", None))
+        .await
+        .unwrap();
+    step(&k, "instance on the provider", || async {
+        exists(&up, "db").await
+    })
+    .await;
+    assert_eq!(field(&up, "db", "/spec/tier").await.unwrap(), "Shared");
+    assert_eq!(
+        up.get("db").await.unwrap().metadata.annotations.unwrap()["klutch.anynines.com/bound"],
+        "true"
+    );
+    let finalizers = down.get("db").await.unwrap().metadata.finalizers.unwrap();
+    assert!(finalizers.contains(&"klutch.anynines.com/syncer".to_string()));
+
+    // Status flows down, spec flows up, drift upstream is reverted.
+    up.patch_status(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "status downstream", || async {
+        field(&down, "db", "/status/phase").await == Some(json!("Running"))
+    })
+    .await;
+    down.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Dedicated"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "spec upstream", || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Dedicated"))
+    })
+    .await;
+    up.patch(
+        "db",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"spec": {"tier": "drifting"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "drift reverted", || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Dedicated"))
+    })
+    .await;
+
+    // A provider controller's own spec fields survive (no fight).
+    up.patch(
+        "db",
+        &PatchParams::apply("crossplane").force(),
+        &Patch::Apply(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB",
+        "metadata": {"name": "db"}, "spec": {"resourceRef": {"name": "xr"}}})),
+    )
+    .await
+    .unwrap();
+    down.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tier": "Small"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "spec upstream again", || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Small"))
+    })
+    .await;
+    assert_eq!(
+        field(&up, "db", "/spec/resourceRef/name").await.unwrap(),
+        "xr"
+    );
+
+    // Deleted upstream: recreated. Created upstream: adopted.
+    up.delete("db", &DeleteParams::default()).await.unwrap();
+    step(&k, "upstream recreated", || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Small"))
+    })
+    .await;
+    up.create(&PostParams::default(), &mango("test2", Some("Provider")))
+        .await
+        .unwrap();
+    step(&k, "adopted downstream", || async {
+        exists(&down, "test2").await
+    })
+    .await;
+
+    // Claimed Secrets created by the provider are mirrored down.
+    let up_secrets: Api<Secret> =
+        Api::namespaced(w.provider_admin.clone(), &format!("{P}-default"));
+    let down_secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), "default");
+    up_secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    step(&k, "claimed secret mirrored", || async {
+        down_secrets.get_opt("creds").await.ok().flatten().is_some()
+    })
+    .await;
+
+    // Deleting downstream deletes upstream.
+    for name in ["db", "test2"] {
+        down.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    step(&k, "upstream deleted", || async {
+        !exists(&up, "db").await && !exists(&up, "test2").await
+    })
+    .await;
+    step(&k, "downstream released", || async {
+        !exists(&down, "db").await && !exists(&down, "test2").await
+    })
+    .await;
+
+    // A consumer namespace that goes away takes its APIServiceNamespace with it.
+    let namespaces: Api<Namespace> = Api::all(w.app_admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    w.downstream("team")
+        .create(&PostParams::default(), &mango("t", None))
+        .await
+        .unwrap();
+    let team_up = w.upstream("team");
+    step(&k, "team instance upstream", || async {
+        exists(&team_up, "t").await
+    })
+    .await;
+    namespaces
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    let sns: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        P,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceNamespace>(&()),
+    );
+    step(
+        &k,
+        "team namespace gone and its APIServiceNamespace deleted",
+        || async {
+            namespaces.get_opt("team").await.ok().flatten().is_none() && !exists(&sns, "team").await
+        },
+    )
+    .await;
+    assert!(
+        !exists(&team_up, "t").await,
+        "the instance was deleted upstream before its namespace went"
+    );
+
+    k.terminate().await.unwrap();
+    assert!(
+        k.wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mode_binds_syncs_both_ways_and_cleans_up() {
+    happy_path(Mode::Default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_mode_binds_syncs_both_ways_and_cleans_up() {
+    happy_path(Mode::ControlPlane).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_mode_rotates_app_credentials_without_restart() {
+    let w = World::new(Mode::ControlPlane, &["konnector-rotated"])
+        .await
+        .unwrap();
+    let k = start(&w).await;
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("before", None))
+        .await
+        .unwrap();
+    step(&k, "instance before rotation upstream", || async {
+        exists(&up, "before").await
+    })
+    .await;
+
+    // Rotate: the app cluster kubeconfig Secret now names another user.
+    let secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), P);
+    let rotated = w.app.kubeconfig("konnector-rotated").unwrap();
+    secrets
+        .patch(
+            "app-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"kubeconfig": rotated}})),
+        )
+        .await
+        .unwrap();
+    let app = &w.app;
+    step(
+        &k,
+        "app cluster requests made with the new credentials",
+        || async {
+            app.server
+                .requests()
+                .iter()
+                .any(|r| r.user == "konnector-rotated")
+        },
+    )
+    .await;
+    // Syncing goes on, with nothing lost.
+    down.create(&PostParams::default(), &mango("after", None))
+        .await
+        .unwrap();
+    step(&k, "instance after rotation upstream", || async {
+        exists(&up, "after").await
+    })
+    .await;
+    up.patch_status(
+        "before",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "status downstream after rotation", || async {
+        field(&down, "before", "/status/phase").await == Some(json!("Running"))
+    })
+    .await;
+    let late_writes_by_old_user: Vec<_> = app
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == "konnector" && r.is_write() && r.name == "after")
+        .collect();
+    assert!(
+        late_writes_by_old_user.is_empty(),
+        "writes with the old credentials after rotation: {late_writes_by_old_user:?}"
+    );
+
+    // Invalid new content keeps the last good credentials working.
+    secrets
+        .patch(
+            "app-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"kubeconfig": "not-a-kubeconfig"}})),
+        )
+        .await
+        .unwrap();
+    down.create(&PostParams::default(), &mango("during-bad-secret", None))
+        .await
+        .unwrap();
+    step(
+        &k,
+        "instance synced while the Secret is invalid",
+        || async { exists(&up, "during-bad-secret").await },
+    )
+    .await;
+    assert!(
+        k.stderr().contains("konnector-rotated") || !k.stderr().contains("not-a-kubeconfig"),
+        "kubeconfig contents in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_converges() {
+    let w = World::new(Mode::Default, &[]).await.unwrap();
+    let mut k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    // Killed mid-sync: some instances are synced, some not.
+    for i in 0..20 {
+        down.create(&PostParams::default(), &mango(&format!("db-{i:02}"), None))
+            .await
+            .unwrap();
+    }
+    step(&k, "a few instances upstream", || async {
+        exists(&up, "db-00").await
+    })
+    .await;
+    k.kill().await.unwrap();
+    let mut k = start(&w).await;
+    step(&k, "all 20 instances upstream exactly once", || async {
+        up.list(&Default::default())
+            .await
+            .map(|l| l.items.len() == 20)
+            .unwrap_or(false)
+    })
+    .await;
+    step(&k, "all 20 downstream hold the finalizer", || async {
+        down.list(&Default::default())
+            .await
+            .map(|l| {
+                l.items.iter().all(|o| {
+                    o.metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| f.iter().any(|x| x == "klutch.anynines.com/syncer"))
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+
+    // A clean restart over the synced world writes nothing but a due heartbeat. The marker
+    // instance, created after the restart, is synced after every earlier key was looked at.
+    k.terminate().await.unwrap();
+    assert!(
+        k.wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .success()
+    );
+    w.app.server.clear_requests();
+    w.provider.server.clear_requests();
+    let k = start(&w).await;
+    step(&k, "binding still Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    down.create(&PostParams::default(), &mango("marker", None))
+        .await
+        .unwrap();
+    step(&k, "marker upstream", || async {
+        exists(&up, "marker").await
+    })
+    .await;
+    let unexpected: Vec<String> = w
+        .app
+        .konnector_writes()
+        .into_iter()
+        .chain(w.provider.konnector_writes())
+        .filter(|r| {
+            r.name != "marker" && !(r.resource == "clusterbindings" && r.subresource == "status")
+        })
+        .map(|r| format!("{} {} {:?}/{:?}", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "writes after a restart over a synced world: {unexpected:?}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    assert!(crds.get(EXPORT).await.is_ok());
+    let _ = mangodb();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects() {
+    let w = World::new(Mode::Default, &[]).await.unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("db", None))
+        .await
+        .unwrap();
+    step(&k, "instance upstream", || async {
+        exists(&up, "db").await
+    })
+    .await;
+    w.bindings()
+        .delete(EXPORT, &DeleteParams::default())
+        .await
+        .unwrap();
+    step(&k, "downstream finalizer released", || async {
+        down.get_opt("db").await.ok().flatten().is_some_and(|o| {
+            !o.metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == "klutch.anynines.com/syncer")
+        })
+    })
+    .await;
+    down.delete("db", &DeleteParams::default()).await.unwrap();
+    step(&k, "downstream deletable after unbinding", || async {
+        !exists(&down, "db").await
+    })
+    .await;
+    assert!(
+        exists(&up, "db").await,
+        "provider object must be orphaned, not deleted"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    assert!(crds.get(EXPORT).await.is_ok(), "the CRD is never deleted");
+    // New objects after unbinding are plain local objects.
+    down.create(&PostParams::default(), &mango("local", None))
+        .await
+        .unwrap();
+    let obj = down.get("local").await.unwrap();
+    assert!(obj.metadata.finalizers.unwrap_or_default().is_empty());
+}
