@@ -2,6 +2,10 @@
 //!
 //! - `gen-crds [--check]`: writes one YAML file per CRD of `konnector-api` into
 //!   `charts/konnector/crds/`; with `--check`, fails if the committed files differ.
+//! - `demo [--keep]`: runs the konnector binary against in-memory clusters in both modes and
+//!   shows an example API being bound and synced (see `demo.rs`).
+
+mod demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,12 +13,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-const USAGE: &str = "usage: cargo xtask gen-crds [--check]";
+const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen-crds") => gen_crds(args.iter().any(|a| a == "--check")),
+        Some("demo") => demo::run(&repo_root(), args.iter().any(|a| a == "--keep")),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

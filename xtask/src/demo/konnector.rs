@@ -1,0 +1,192 @@
+//! Building and running the real `konnector` binary as a child process: its output is kept (the
+//! last lines are shown when a step fails), `/healthz` is polled, and it is stopped with SIGTERM,
+//! then killed if it does not exit in time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How many lines of konnector output are kept for error reports.
+const KEPT_LINES: usize = 200;
+
+/// Builds the konnector (debug profile) with the cargo that runs this xtask and returns the
+/// binary's path. Cargo's own progress goes to the terminal, so a first build is not silent.
+pub fn build(repo: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--package", "konnector", "--bin", "konnector"])
+        .current_dir(repo)
+        .status()
+        .with_context(|| format!("running {} build -p konnector", cargo.to_string_lossy()))?;
+    if !status.success() {
+        bail!("`cargo build -p konnector` failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                repo.join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| repo.join("target"));
+    let bin = target
+        .join("debug")
+        .join(format!("konnector{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "built the konnector but found no binary at {}",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The tail of a process's stdout and stderr, interleaved as the lines arrive.
+#[derive(Debug, Clone, Default)]
+struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() == KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+
+    fn last(&self, n: usize) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .skip(lines.len().saturating_sub(n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running konnector; killed if dropped without [`Konnector::stop`].
+#[derive(Debug)]
+pub struct Konnector {
+    child: Child,
+    tail: Tail,
+}
+
+impl Konnector {
+    /// Starts `bin` with `args`.
+    /// `HOME` points into `home` and `KUBECONFIG` is removed, so a developer's own
+    /// `~/.kube/config` can never be picked up by mistake.
+    pub fn spawn(bin: &Path, args: &[String], home: &Path) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let tail = Tail::default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(capture(out, tail.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(capture(err, tail.clone()));
+        }
+        Ok(Self { child, tail })
+    }
+
+    /// The process id (for the `--keep` message).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The last `n` lines the konnector printed.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        self.tail.last(n)
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM (through `kill`, which keeps xtask free of unsafe code), then SIGKILL after
+    /// `grace`. Returns the exit status and whether the konnector exited on its own.
+    pub async fn stop(mut self, grace: Duration) -> Result<(ExitStatus, bool)> {
+        if let Some(status) = self.exited() {
+            return Ok((status, true));
+        }
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => Ok((status?, true)),
+            Err(_) => {
+                self.child.kill().await.context("killing the konnector")?;
+                Ok((self.child.wait().await?, false))
+            }
+        }
+    }
+}
+
+async fn capture(reader: impl tokio::io::AsyncRead + Unpin, tail: Tail) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tail.push(line);
+    }
+}
+
+/// Whether `GET /healthz` on the konnector's health address answers 200.
+pub async fn healthy(addr: SocketAddr) -> bool {
+    matches!(http_status(addr, "/healthz").await, Ok(200))
+}
+
+/// The status code of a plain HTTP/1.1 `GET` (enough for the konnector's health server).
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(2), io)
+        .await
+        .context("health check timed out")??;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("not an HTTP response")
+}
+
+/// A free port on 127.0.0.1 (bound and released; the konnector binds it right after).
+pub fn free_local_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
