@@ -172,16 +172,15 @@ pub fn binding(namespace: &str, secret: &str) -> Value {
 }
 
 impl World {
-    /// Builds the world for `mode`; `extra_app_users` get `system:masters` in the app cluster
-    /// (for credential rotation).
-    pub async fn new(mode: Mode, extra_app_users: &[&str]) -> anyhow::Result<Self> {
-        let app = Cluster::start_with_users("app", extra_app_users).await?;
-        let provider = Cluster::start(if mode == Mode::ControlPlane {
-            "control-plane"
-        } else {
-            "provider"
-        })
-        .await?;
+    /// Builds the world for `mode`; `extra_users` get `system:masters` in both clusters (for
+    /// credential rotation).
+    pub async fn new(mode: Mode, extra_users: &[&str]) -> anyhow::Result<Self> {
+        let app = Cluster::start_with_users("app", extra_users).await?;
+        let provider_name = match mode {
+            Mode::ControlPlane => "control-plane",
+            Mode::Default => "provider",
+        };
+        let provider = Cluster::start_with_users(provider_name, extra_users).await?;
         let app_admin = app.client().await?;
         let provider_admin = provider.client().await?;
         let dir = TempDir::new("konnector-e2e")?;

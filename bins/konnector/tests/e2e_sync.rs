@@ -411,6 +411,32 @@ async fn restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_conver
     })
     .await;
 
+    // An instance deleted while the konnector is down (its finalizer removed by hand) has its
+    // provider copy deleted after the restart: the safety net for missed deletions.
+    k.terminate().await.unwrap();
+    assert!(
+        k.wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .success()
+    );
+    down.patch(
+        "db-19",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    down.delete("db-19", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut k = start(&w).await;
+    step(&k, "orphaned provider copy deleted", || async {
+        !exists(&up, "db-19").await
+    })
+    .await;
+    assert!(exists(&up, "db-18").await);
+
     // A clean restart over the synced world writes nothing but a due heartbeat. The marker
     // instance, created after the restart, is synced after every earlier key was looked at.
     k.terminate().await.unwrap();
@@ -501,4 +527,162 @@ async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects()
         .unwrap();
     let obj = down.get("local").await.unwrap();
     assert!(obj.metadata.finalizers.unwrap_or_default().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart() {
+    let w = World::new(Mode::Default, &["konnector-rotated"])
+        .await
+        .unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("before", None))
+        .await
+        .unwrap();
+    step(&k, "instance before rotation upstream", || async {
+        exists(&up, "before").await
+    })
+    .await;
+
+    // The provider rotates its kubeconfig Secret; the konnector mirrors it into the binding's
+    // Secret and reconnects with it.
+    let rotated = e2e::world::kubeconfig_in(&w.provider, "konnector-rotated", P).unwrap();
+    let provider_secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), P);
+    provider_secrets
+        .patch(
+            "kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"kubeconfig": rotated.clone()}})),
+        )
+        .await
+        .unwrap();
+    let app_secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), e2e::world::BIND_NS);
+    step(
+        &k,
+        "binding Secret mirrors the rotated kubeconfig",
+        || async {
+            app_secrets
+                .get("kubeconfig")
+                .await
+                .ok()
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("kubeconfig").cloned())
+                .is_some_and(|b| b.0 == rotated.as_bytes())
+        },
+    )
+    .await;
+    let provider = &w.provider;
+    step(
+        &k,
+        "provider requests made with the rotated credentials",
+        || async {
+            provider
+                .server
+                .requests()
+                .iter()
+                .any(|r| r.user == "konnector-rotated")
+        },
+    )
+    .await;
+    down.create(&PostParams::default(), &mango("after", None))
+        .await
+        .unwrap();
+    step(&k, "instance after rotation upstream", || async {
+        exists(&up, "after").await
+    })
+    .await;
+    up.patch_status(
+        "before",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    step(
+        &k,
+        "status of an older instance still flows down",
+        || async { field(&down, "before", "/status/phase").await == Some(json!("Running")) },
+    )
+    .await;
+    step(&k, "binding Ready after rotation", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_schema_change_updates_the_crd_and_new_fields_sync() {
+    let w = World::new(Mode::Default, &[]).await.unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("db", Some("Shared")))
+        .await
+        .unwrap();
+    step(&k, "instance upstream", || async {
+        exists(&up, "db").await
+    })
+    .await;
+
+    // The provider adds a field to the exported schema (generation bump).
+    let exports: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        P,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
+    );
+    let schema = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"tier": {"type": "string", "default": "Shared"}, "size": {"type": "integer"}}},
+        "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}});
+    exports
+        .patch(
+            EXPORT,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true,
+        "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    step(&k, "CRD in the app cluster has the new field", || async {
+        crds.get(EXPORT)
+            .await
+            .ok()
+            .and_then(|c| serde_json::to_value(c.spec).ok())
+            .is_some_and(|s| {
+                s.pointer("/versions/0/schema/openAPIV3Schema/properties/spec/properties/size")
+                    .is_some()
+            })
+    })
+    .await;
+    step(&k, "binding SchemaInSync", || async {
+        w.binding_condition("SchemaInSync")
+            .await
+            .is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    // The new field is kept by the app cluster and synced up; nothing was cut from the object.
+    down.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 3}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "new field upstream", || async {
+        field(&up, "db", "/spec/size").await == Some(json!(3))
+    })
+    .await;
+    assert_eq!(field(&down, "db", "/spec/size").await, Some(json!(3)));
+    assert_eq!(field(&up, "db", "/spec/tier").await, Some(json!("Shared")));
 }

@@ -83,7 +83,22 @@ struct Inner {
     syncers: Mutex<HashMap<String, RunningSyncer>>,
     /// Claim syncers per export name, with the accepted claims they were started for.
     claims: Mutex<HashMap<String, RunningClaims>>,
+    /// Default mode: the watch of the provider-side kubeconfig Secret, once its name is known.
+    provider_secret: Mutex<Option<ProviderSecretWatch>>,
     queue: WorkQueue<Key>,
+}
+
+/// A named watch of the provider-side kubeconfig Secret; its changes trigger the mirror.
+struct ProviderSecretWatch {
+    name: String,
+    watch: Arc<SharedWatch>,
+    forward: JoinHandle<()>,
+}
+
+impl Drop for ProviderSecretWatch {
+    fn drop(&mut self) {
+        self.forward.abort();
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -176,6 +191,7 @@ impl ProviderSession {
             app_namespaces,
             syncers: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
+            provider_secret: Mutex::new(None),
             queue: WorkQueue::new(),
         });
         let mut tasks = Vec::new();
@@ -400,6 +416,13 @@ impl Inner {
             tracing::info!(cluster = "provider", kind = "ClusterBinding", namespace = %self.p(), name = CLUSTER_BINDING_NAME, "ClusterBinding not found");
             return Ok(());
         };
+        if self.spec.mirror_kubeconfig_secret
+            && self
+                .provider_secret_watch(&cb.spec.kubeconfig_secret_ref.name)
+                .is_none()
+        {
+            return Ok(()); // The Secret watch's first list triggers the heartbeat again.
+        }
         let secret_valid = if self.spec.mirror_kubeconfig_secret {
             self.mirror_kubeconfig_secret(&cb, &bindings).await?
         } else {
@@ -463,8 +486,12 @@ impl Inner {
         bindings: &[BindingKey],
     ) -> Result<Option<konnector_api::conditions::Condition>, kube::Error> {
         let secret_ref = &cb.spec.kubeconfig_secret_ref;
-        let provider_api: Api<Secret> = Api::namespaced(self.spec.provider.client(), self.p());
-        let provider = provider_api.get_opt(&secret_ref.name).await?;
+        let Some(watch) = self.provider_secret_watch(&secret_ref.name) else {
+            return Ok(None); // Its first list triggers the next heartbeat.
+        };
+        let provider: Option<Secret> = watch
+            .get(Some(self.p()), &secret_ref.name)
+            .and_then(|o| o.as_ref().clone().try_parse().ok());
         let mut condition = None;
         for key in bindings {
             let Some(binding) = self.binding(key) else {
@@ -501,6 +528,38 @@ impl Inner {
             }
         }
         Ok(condition)
+    }
+
+    /// The named watch of the provider-side kubeconfig Secret, once it has listed.
+    fn provider_secret_watch(&self, name: &str) -> Option<Arc<SharedWatch>> {
+        let mut slot = self
+            .provider_secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|w| w.name != name) {
+            let watch = self.hub.watch(
+                &self.spec.provider_id,
+                &self.spec.provider,
+                &resource::<Secret>(),
+                Scope::Namespace(self.p().to_string()),
+                Some(format!("metadata.name={name}")),
+            );
+            let mut sub = watch.subscribe();
+            let queue = self.queue.clone();
+            let forward = tokio::spawn(async move {
+                while !matches!(sub.recv().await, Err(RecvError::Closed)) {
+                    queue.add(Key::Heartbeat);
+                }
+            });
+            *slot = Some(ProviderSecretWatch {
+                name: name.to_string(),
+                watch,
+                forward,
+            });
+        }
+        slot.as_ref()
+            .map(|w| w.watch.clone())
+            .filter(|w| w.is_ready())
     }
 
     /// CRD installation, `Connected`/`SchemaInSync`, and the export's syncer.
