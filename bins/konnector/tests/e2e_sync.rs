@@ -686,3 +686,151 @@ async fn export_schema_change_updates_the_crd_and_new_fields_sync() {
     assert_eq!(field(&down, "db", "/spec/size").await, Some(json!(3)));
     assert_eq!(field(&up, "db", "/spec/tier").await, Some(json!("Shared")));
 }
+
+/// A binding on the export's name with `secret` in the bind namespace (default mode).
+fn named_binding(name: &str, secret: &str) -> serde_json::Value {
+    let mut b = e2e::world::binding(e2e::world::BIND_NS, secret);
+    b["metadata"]["name"] = json!(name);
+    b
+}
+
+async fn condition_of(w: &World, binding: &str, type_: &str) -> Option<serde_json::Value> {
+    let b = w.bindings().get(binding).await.ok()?;
+    b.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_session() {
+    let w = World::new(Mode::Default, &[]).await.unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let ns = e2e::world::BIND_NS;
+    let secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), ns);
+    let no_ns_kubeconfig = {
+        let mut kc: serde_yaml::Value =
+            serde_yaml::from_str(&w.provider.kubeconfig(e2e::KONNECTOR_USER).unwrap()).unwrap();
+        if let Some(ctx) = kc["contexts"][0]["context"].as_mapping_mut() {
+            ctx.remove("namespace");
+        }
+        serde_yaml::to_string(&kc).unwrap()
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "wrong-key"}, "stringData": {"config": "x"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "no-namespace"}, "stringData": {"kubeconfig": no_ns_kubeconfig}})).unwrap()).await.unwrap();
+    // A CRD someone else installed in the app cluster, and an export of that name.
+    let foreign: CustomResourceDefinition = serde_json::from_value(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    let foreign_rv = crds
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let exports: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        P,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
+    );
+    exports.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "informerScope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})).unwrap()).await.unwrap();
+    let bindings = w.bindings();
+    for (name, secret) in [
+        ("a.example.com", "wrong-key"),
+        ("b.example.com", "no-namespace"),
+        ("nothere.example.com", "kubeconfig"),
+        ("widgets.example.com", "kubeconfig"),
+    ] {
+        bindings
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(named_binding(name, secret)),
+            )
+            .await
+            .unwrap();
+    }
+    let expect = |binding: &'static str,
+                  type_: &'static str,
+                  reason: &'static str,
+                  message: String| {
+        let w = &w;
+        async move {
+            condition_of(w, binding, type_).await.is_some_and(|c| {
+                c["status"] == "False" && c["reason"] == reason && c["message"] == message.as_str()
+            })
+        }
+    };
+    step(&k, "missing key reported", || {
+        expect(
+            "a.example.com",
+            "SecretValid",
+            "KubeconfigSecretInvalid",
+            format!("Kubeconfig secret {ns}/wrong-key is missing \"kubeconfig\" string key."),
+        )
+    })
+    .await;
+    step(&k, "kubeconfig without namespace reported (default mode)", || async {
+        condition_of(&w, "b.example.com", "SecretValid").await.is_some_and(|c| c["reason"] == "KubeconfigSecretInvalid"
+            && c["message"].as_str().is_some_and(|m| m.starts_with(&format!("Kubeconfig secret {ns}/no-namespace has an invalid kubeconfig: current context")) && m.ends_with("has no namespace set")))
+    }).await;
+    step(&k, "missing export reported", || expect("nothere.example.com", "Connected", "APIServiceExportNotFound",
+        "APIServiceExport nothere.example.com not found on the service provider cluster. Rerun kubectl bind for repair.".to_string())).await;
+    step(&k, "foreign CRD reported", || {
+        expect(
+            "widgets.example.com",
+            "Connected",
+            "ForeignCustomResourceDefinition",
+            "CustomResourceDefinition widgets.example.com is not owned by klutch.anynines.com."
+                .to_string(),
+        )
+    })
+    .await;
+    assert_eq!(
+        crds.get("widgets.example.com")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        foreign_rv,
+        "a foreign CRD must not be touched"
+    );
+    let ready = condition_of(&w, "nothere.example.com", "Ready")
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("APIServiceExportNotFound"))
+    );
+    // Three bindings use the same kubeconfig: one provider session, one ClusterBinding watch.
+    let cluster_binding_lists = w
+        .provider
+        .konnector_requests()
+        .into_iter()
+        .filter(|r| r.resource == "clusterbindings" && r.verb == "list")
+        .count();
+    assert_eq!(
+        cluster_binding_lists, 1,
+        "bindings with the same kubeconfig must share one provider session"
+    );
+}
