@@ -48,6 +48,7 @@ pub fn run(repo: &Path, keep: bool) -> Result<()> {
     println!();
     println!("building the konnector: cargo build -p konnector");
     let bin = konnector::build(repo)?;
+    println!("konnector binary: {}", bin.display());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,8 +60,9 @@ pub fn run(repo: &Path, keep: bool) -> Result<()> {
         if !keep {
             println!();
             println!(
-                "demo finished: in both modes the CRD was installed, spec flowed up, status flowed back and deletion reached the provider."
+                "demo finished: in both modes the konnector installed the CRD, synced the spec up,"
             );
+            println!("the status back, and the deletion through to the provider.");
         }
         Ok(())
     })
@@ -132,6 +134,9 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
         metrics.to_string(),
     ]);
     run.konnector = Some(Konnector::spawn(bin, &args, dir.path())?);
+    for line in wrap("konnector", &args, 88) {
+        run.detail(&line);
+    }
     run.wait(
         "konnector started, /healthz answers 200",
         started,
@@ -269,6 +274,36 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
     Ok(())
 }
 
+/// `program args...` as lines of at most about `width` characters, a flag and its value kept
+/// together.
+fn wrap(program: &str, args: &[String], width: usize) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for arg in args {
+        match words.last_mut() {
+            Some(last)
+                if last.starts_with("--") && !last.contains(' ') && !arg.starts_with("--") =>
+            {
+                last.push(' ');
+                last.push_str(arg);
+            }
+            _ => words.push(arg.clone()),
+        }
+    }
+    let mut lines = vec![program.to_string()];
+    for word in words {
+        let Some(line) = lines.last_mut() else {
+            break;
+        };
+        if line.len() + 1 + word.len() > width && line.len() > 2 {
+            lines.push(format!("  {word}"));
+        } else {
+            line.push(' ');
+            line.push_str(&word);
+        }
+    }
+    lines
+}
+
 /// `127.0.0.1:PORT` out of a server URL, for short output lines.
 fn host_port(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, rest)| rest)
@@ -302,11 +337,23 @@ async fn keep_running(run: Run, world: World) -> Result<()> {
         world.resource.kind.to_lowercase()
     );
     println!("press Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let mut konnector = run.konnector;
+    loop {
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => {
+                signal.context("waiting for Ctrl-C")?;
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Some(status) = konnector.as_mut().and_then(Konnector::exited) {
+                    let tail = konnector.as_ref().map(|k| k.last_lines(30)).unwrap_or_default();
+                    bail!("the konnector exited ({status})\nlast konnector log lines:\n  {}", tail.join("\n  "));
+                }
+            }
+        }
+    }
     println!();
-    if let Some(k) = run.konnector {
+    if let Some(k) = konnector {
         let (status, _) = k.stop(STOP_GRACE).await?;
         println!("konnector stopped ({status}); clusters and kubeconfig files removed.");
     }
@@ -385,5 +432,32 @@ impl Run {
             return "\n(the konnector printed nothing)".to_string();
         }
         format!("\nlast konnector log lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_keeps_flags_with_their_values() {
+        let args: Vec<String> = [
+            "--kubeconfig",
+            "/tmp/x/konnector.kubeconfig",
+            "--control-plane-mode",
+            "--a",
+            "b",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            wrap("konnector", &args, 40),
+            [
+                "konnector",
+                "  --kubeconfig /tmp/x/konnector.kubeconfig",
+                "  --control-plane-mode --a b",
+            ]
+        );
+        assert_eq!(host_port("https://127.0.0.1:1234"), "127.0.0.1:1234");
     }
 }

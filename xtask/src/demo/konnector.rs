@@ -20,9 +20,30 @@ const KEPT_LINES: usize = 200;
 /// binary's path. Cargo's own progress goes to the terminal, so a first build is not silent.
 pub fn build(repo: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(&cargo)
+    let mut command = std::process::Command::new(&cargo);
+    command
         .args(["build", "--package", "konnector", "--bin", "konnector"])
-        .current_dir(repo)
+        .current_dir(repo);
+    // `cargo run` gave this process xtask's package variables (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...). Build scripts such as ring's rerun when those change, so passing
+    // them on would rebuild half the dependency tree here and again in every other build that
+    // shares the target directory.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+            || key == "CARGO_PRIMARY_PACKAGE"
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .status()
         .with_context(|| format!("running {} build -p konnector", cargo.to_string_lossy()))?;
     if !status.success() {
