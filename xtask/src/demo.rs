@@ -39,8 +39,13 @@ const INSTANCE: &str = "my-db";
 /// Width of the step text (padded with dots) before the timing.
 const WIDTH: usize = 66;
 
-/// Runs the demo; `keep` keeps the last mode running until Ctrl-C.
-pub fn run(repo: &Path, keep: bool) -> Result<()> {
+/// Runs the demo; `--keep` keeps the last mode running until Ctrl-C.
+pub fn run(repo: &Path, args: &[String]) -> Result<()> {
+    let keep = match args {
+        [] => false,
+        [flag] if flag == "--keep" => true,
+        _ => bail!("usage: cargo xtask demo [--keep]"),
+    };
     println!("konnector demo: binds the example provider API in examples/provider-api/ into an");
     println!(
         "app cluster, first in default mode, then in control-plane mode (in-memory clusters)."

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen-crds") => gen_crds(args.iter().any(|a| a == "--check")),
-        Some("demo") => demo::run(&repo_root(), args.iter().any(|a| a == "--keep")),
+        Some("demo") => demo::run(&repo_root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
