@@ -111,6 +111,30 @@ pub fn request_info(method: &Method, path: &str, query: &HashMap<String, String>
     info
 }
 
+/// The request as authorization and the audit record see it: like the real `RequestInfo`, a
+/// list or watch that selects one object by `fieldSelector=metadata.name=<x>` carries that name,
+/// so RBAC `resourceNames` can allow a named watch.
+pub fn authz_info(info: &RequestInfo, query: &HashMap<String, String>) -> RequestInfo {
+    let mut out = info.clone();
+    if (out.verb == "list" || out.verb == "watch")
+        && out.name.is_empty()
+        && let Some(selector) = query.get("fieldSelector")
+    {
+        let names: Vec<&str> = selector
+            .split(',')
+            .filter_map(|req| {
+                let req = req.trim();
+                req.strip_prefix("metadata.name==")
+                    .or_else(|| req.strip_prefix("metadata.name="))
+            })
+            .collect();
+        if let [name] = names.as_slice() {
+            out.name = (*name).to_owned();
+        }
+    }
+    out
+}
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
@@ -161,6 +185,7 @@ pub async fn handle(
     req: Request<Incoming>,
     _peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let raw_query = req.uri().query().unwrap_or_default().to_owned();
     let query = parse_query(req.uri().query());
     let path = req.uri().path().to_owned();
     let info = request_info(req.method(), &path, &query);
@@ -173,15 +198,17 @@ pub async fn handle(
         },
     };
     if let Ok(mut r) = shared.requests.lock() {
+        let audit = authz_info(&info, &query);
         r.push(RecordedRequest {
             user: user.map(|u| u.name).unwrap_or_default(),
-            verb: info.verb.clone(),
-            group: info.group.clone(),
-            resource: info.resource.clone(),
-            subresource: info.subresource.clone(),
-            namespace: info.namespace.clone(),
-            name: info.name.clone(),
+            verb: audit.verb,
+            group: audit.group,
+            resource: audit.resource,
+            subresource: audit.subresource,
+            namespace: audit.namespace,
+            name: audit.name,
             path,
+            query: raw_query,
             code: resp.status().as_u16(),
         });
     }
@@ -245,7 +272,7 @@ async fn serve(
             .store
             .read()
             .map_err(|_| ApiError::internal("store lock poisoned"))?;
-        crate::rbac::authorize(&store, user, info)?;
+        crate::rbac::authorize(&store, user, &authz_info(info, query))?;
     }
     // events.k8s.io/v1 Events are stored as core Events and converted on the way in and out.
     let alias = def.alias_of.is_some();

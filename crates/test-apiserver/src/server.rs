@@ -109,6 +109,8 @@ pub struct RecordedRequest {
     pub name: String,
     /// Request path.
     pub path: String,
+    /// Raw query string (selectors, `watch`, `fieldManager`, ...).
+    pub query: String,
     /// HTTP response code.
     pub code: u16,
 }
