@@ -167,12 +167,13 @@ impl Engine {
                     Err(RecvError::Closed) => return Err(EngineError::WatchEnded),
                 },
                 Some(secret) = secret_rx.recv() => {
-                    for b in bindings.list() {
-                        if let Ok(binding) = b.as_ref().clone().try_parse::<APIServiceBinding>() {
-                            let r = &binding.spec.kubeconfig_secret_ref;
-                            if (r.namespace.as_str(), r.name.as_str()) == (secret.0.as_str(), secret.1.as_str()) {
-                                queue.add((b.metadata.namespace.clone().unwrap_or_default(), b.metadata.name.clone().unwrap_or_default()));
-                            }
+                    for binding in bindings.list_as::<APIServiceBinding>() {
+                        let r = &binding.spec.kubeconfig_secret_ref;
+                        if r.namespace == secret.0 && r.name == secret.1 {
+                            queue.add((
+                                binding.metadata.namespace.clone().unwrap_or_default(),
+                                binding.metadata.name.clone().unwrap_or_default(),
+                            ));
                         }
                     }
                 }
@@ -237,9 +238,7 @@ impl Engine {
         state: &mut State,
         secret_tx: &mpsc::UnboundedSender<(String, String)>,
     ) {
-        let binding = bindings
-            .get(Some(&key.0), &key.1)
-            .and_then(|o| o.as_ref().clone().try_parse::<APIServiceBinding>().ok());
+        let binding = bindings.get_as::<APIServiceBinding>(Some(&key.0), &key.1);
         let Some(binding) = binding else {
             tracing::info!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, "binding deleted, releasing its provider session");
             self.release(key, state, true).await;
@@ -252,9 +251,7 @@ impl Engine {
         if !watch.is_ready() {
             return; // Re-enqueued when the Secret watch has listed.
         }
-        let secret = watch
-            .get(Some(&secret_ref.namespace), &secret_ref.name)
-            .and_then(|o| o.as_ref().clone().try_parse::<Secret>().ok());
+        let secret = watch.get_as::<Secret>(Some(&secret_ref.namespace), &secret_ref.name);
         let (check, endpoint) = self.check_secret(&secret_ref.key, secret.as_ref());
         status.report(key, vec![secret_valid(&secret_ref, &check)], None);
         let Some((endpoint, spec)) = endpoint else {
@@ -384,9 +381,8 @@ impl Engine {
 
     fn prune_secret_watches(&self, bindings: &Arc<SharedWatch>, state: &mut State) {
         let referenced: BTreeSet<(String, String)> = bindings
-            .list()
-            .iter()
-            .filter_map(|b| b.as_ref().clone().try_parse::<APIServiceBinding>().ok())
+            .list_as::<APIServiceBinding>()
+            .into_iter()
             .map(|b| {
                 (
                     b.spec.kubeconfig_secret_ref.namespace,

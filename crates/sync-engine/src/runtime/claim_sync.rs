@@ -124,13 +124,7 @@ impl ClaimSyncer {
 
 impl Inner {
     fn namespace_map(&self) -> NamespaceMap {
-        let parsed: Vec<APIServiceNamespace> = self
-            .namespaces
-            .list()
-            .iter()
-            .filter_map(|o| o.as_ref().clone().try_parse::<APIServiceNamespace>().ok())
-            .collect();
-        NamespaceMap::new(&parsed)
+        NamespaceMap::new(&self.namespaces.list_as::<APIServiceNamespace>())
     }
 
     /// Starts watches for newly mapped namespaces and stops those of unmapped ones.

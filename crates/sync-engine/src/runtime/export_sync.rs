@@ -260,13 +260,7 @@ impl ExportSyncer {
 
 impl Inner {
     fn namespace_map(&self) -> NamespaceMap {
-        let parsed: Vec<APIServiceNamespace> = self
-            .namespaces
-            .list()
-            .iter()
-            .filter_map(|o| o.as_ref().clone().try_parse::<APIServiceNamespace>().ok())
-            .collect();
-        NamespaceMap::new(&parsed)
+        NamespaceMap::new(&self.namespaces.list_as::<APIServiceNamespace>())
     }
 
     /// Per-namespace provider watches follow the mapped service namespaces.

@@ -371,14 +371,11 @@ impl Inner {
 
     fn cluster_binding(&self) -> Option<ClusterBinding> {
         self.cluster_bindings
-            .get(Some(self.p()), CLUSTER_BINDING_NAME)
-            .and_then(|o| o.as_ref().clone().try_parse().ok())
+            .get_as(Some(self.p()), CLUSTER_BINDING_NAME)
     }
 
     fn binding(&self, key: &BindingKey) -> Option<APIServiceBinding> {
-        self.bindings_watch
-            .get(Some(&key.0), &key.1)
-            .and_then(|o| o.as_ref().clone().try_parse().ok())
+        self.bindings_watch.get_as(Some(&key.0), &key.1)
     }
 
     async fn work(&self) {
@@ -489,9 +486,7 @@ impl Inner {
         let Some(watch) = self.provider_secret_watch(&secret_ref.name) else {
             return Ok(None); // Its first list triggers the next heartbeat.
         };
-        let provider: Option<Secret> = watch
-            .get(Some(self.p()), &secret_ref.name)
-            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let provider: Option<Secret> = watch.get_as(Some(self.p()), &secret_ref.name);
         let mut condition = None;
         for key in bindings {
             let Some(binding) = self.binding(key) else {
@@ -572,10 +567,7 @@ impl Inner {
         let Some(binding) = keys.iter().find_map(|k| self.binding(k)) else {
             return Ok(());
         };
-        let export: Option<APIServiceExport> = self
-            .exports
-            .get(Some(self.p()), name)
-            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let export: Option<APIServiceExport> = self.exports.get_as(Some(self.p()), name);
         let check = match &export {
             None => ExportCheck::NotFound,
             Some(export) => self.ensure_crd(export, &binding).await?,
@@ -668,10 +660,7 @@ impl Inner {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PostParams::default()
         };
-        let installed: Option<CustomResourceDefinition> = self
-            .crds
-            .get(None, &name)
-            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let installed: Option<CustomResourceDefinition> = self.crds.get_as(None, &name);
         let Some(installed) = installed else {
             return match api.create(&pp, &desired).await {
                 Ok(_) => {
@@ -792,8 +781,7 @@ impl Inner {
     async fn reconcile_export_status(&self, name: &str) -> Result<(), kube::Error> {
         let Some(export) = self
             .exports
-            .get(Some(self.p()), name)
-            .and_then(|o| o.as_ref().clone().try_parse::<APIServiceExport>().ok())
+            .get_as::<APIServiceExport>(Some(self.p()), name)
         else {
             return Ok(());
         };
@@ -802,10 +790,7 @@ impl Inner {
             .into_iter()
             .filter(|(_, n)| n == name)
             .find_map(|k| self.binding(&k));
-        let crd: Option<CustomResourceDefinition> = self
-            .crds
-            .get(None, name)
-            .and_then(|o| o.as_ref().clone().try_parse().ok());
+        let crd: Option<CustomResourceDefinition> = self.crds.get_as(None, name);
         let crd = crd.filter(|c| binding.as_ref().is_some_and(|b| is_owned_by(c, b)));
         let Some(status) = export_status(
             export.status.as_ref(),

@@ -152,6 +152,27 @@ impl SharedWatch {
     pub fn list(&self) -> Vec<Arc<DynamicObject>> {
         self.store.state()
     }
+
+    /// The cached object `namespace/name` as a typed object (`None` if absent or if it does
+    /// not parse as `K`, which the API server's validation makes an exception).
+    pub fn get_as<K>(&self, namespace: Option<&str>, name: &str) -> Option<K>
+    where
+        K: kube::Resource + serde::de::DeserializeOwned,
+    {
+        self.get(namespace, name)
+            .and_then(|o| o.as_ref().clone().try_parse().ok())
+    }
+
+    /// Every cached object that parses as `K`.
+    pub fn list_as<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource + serde::de::DeserializeOwned,
+    {
+        self.list()
+            .iter()
+            .filter_map(|o| o.as_ref().clone().try_parse().ok())
+            .collect()
+    }
 }
 
 async fn run(
