@@ -834,3 +834,135 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
         "bindings with the same kubeconfig must share one provider session"
     );
 }
+
+/// Binds the cluster-scoped `foos.bar.io` (the reference fixture's shape) with `isolation` next
+/// to the world's export and syncs one object through it.
+async fn cluster_scoped_resource(isolation: &str) {
+    let w = World::new(Mode::Default, &[]).await.unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "first binding Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let provider_scope = if isolation == "Namespaced" {
+        "Namespaced"
+    } else {
+        "Cluster"
+    };
+    let schema = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"deploymentName": {"type": "string"}}},
+        "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}});
+    let crd = |scope: &str| -> CustomResourceDefinition {
+        serde_json::from_value(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "foos.bar.io"},
+            "spec": {"group": "bar.io", "scope": scope, "names": {"kind": "Foo", "plural": "foos", "singular": "foo", "listKind": "FooList"},
+                "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}})).unwrap()
+    };
+    Api::<CustomResourceDefinition>::all(w.provider_admin.clone())
+        .create(&PostParams::default(), &crd(provider_scope))
+        .await
+        .unwrap();
+    let exports: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        P,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
+    );
+    exports.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport",
+        "metadata": {"name": "foos.bar.io"},
+        "spec": {"group": "bar.io", "scope": "Cluster", "informerScope": "Cluster", "clusterScopedIsolation": isolation,
+            "names": {"kind": "Foo", "plural": "foos", "singular": "foo", "listKind": "FooList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}})).unwrap()).await.unwrap();
+    w.bindings()
+        .patch(
+            "foos.bar.io",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(named_binding("foos.bar.io", "kubeconfig")),
+        )
+        .await
+        .unwrap();
+    step(&k, "foos binding Connected", || async {
+        condition_of(&w, "foos.bar.io", "Connected")
+            .await
+            .is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let foos = kube::core::ApiResource {
+        group: "bar.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "bar.io/v1alpha1".into(),
+        kind: "Foo".into(),
+        plural: "foos".into(),
+    };
+    let down: Api<DynamicObject> = Api::all_with(w.app_admin.clone(), &foos);
+    let (up, up_name): (Api<DynamicObject>, String) = match isolation {
+        "Prefixed" => (
+            Api::all_with(w.provider_admin.clone(), &foos),
+            format!("{P}-test"),
+        ),
+        "Namespaced" => (
+            Api::namespaced_with(w.provider_admin.clone(), P, &foos),
+            "test".to_string(),
+        ),
+        _ => (
+            Api::all_with(w.provider_admin.clone(), &foos),
+            "test".to_string(),
+        ),
+    };
+    step(&k, "Foo CRD in the app cluster", || async {
+        Api::<CustomResourceDefinition>::all(w.app_admin.clone())
+            .get("foos.bar.io")
+            .await
+            .is_ok_and(|c| c.spec.scope == "Cluster")
+    })
+    .await;
+    step(&k, "Foo served in the app cluster", || async {
+        down.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "bar.io/v1alpha1", "kind": "Foo",
+            "metadata": {"name": "test"}, "spec": {"deploymentName": "tested"}}))
+            .unwrap(),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    step(&k, "Foo upstream", || async { exists(&up, &up_name).await }).await;
+    let copy = up.get(&up_name).await.unwrap();
+    assert_eq!(copy.data["spec"]["deploymentName"], "tested");
+    assert_eq!(
+        copy.metadata.annotations.as_ref().unwrap()["klutch.anynines.com/cluster-namespace"],
+        P
+    );
+    up.patch_status(
+        &up_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "Foo status downstream", || async {
+        field(&down, "test", "/status/phase").await == Some(json!("Running"))
+    })
+    .await;
+    down.delete("test", &DeleteParams::default()).await.unwrap();
+    step(&k, "Foo deleted upstream and downstream", || async {
+        !exists(&up, &up_name).await && !exists(&down, "test").await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_resource_with_prefixed_isolation_syncs_as_p_dash_name() {
+    cluster_scoped_resource("Prefixed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_resource_with_namespaced_isolation_syncs_into_the_provider_namespace() {
+    cluster_scoped_resource("Namespaced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_scoped_resource_without_isolation_keeps_its_name() {
+    cluster_scoped_resource("None").await;
+}
