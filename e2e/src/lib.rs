@@ -180,6 +180,16 @@ impl Konnector {
     /// `home` (so `~/.kube/config` of the developer is never read), no `POD_NAMESPACE` or
     /// `POD_NAME`.
     pub fn spawn(bin: impl AsRef<Path>, args: &[String], home: &TempDir) -> anyhow::Result<Self> {
+        Self::spawn_with_env(bin, args, home, &[])
+    }
+
+    /// Like [`Konnector::spawn`], with extra environment variables (e.g. `POD_NAME`).
+    pub fn spawn_with_env(
+        bin: impl AsRef<Path>,
+        args: &[String],
+        home: &TempDir,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin.as_ref())
             .args(args)
             .env_remove("KUBECONFIG")
@@ -188,6 +198,7 @@ impl Konnector {
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
             .env("HOME", home.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,7 +8,10 @@ use cluster_topology::{Mode, Topology, TopologyOptions};
 
 use crate::cli::{Cli, parse_bind_address};
 use crate::engine::ReadyCell;
-use crate::{crd, engine, health, signals};
+use crate::{crd, engine, health, leader, signals};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use tokio::sync::watch;
 
 /// The version this binary reports (`konnector version <ver>`, and on the ClusterBinding).
 pub fn version() -> String {
@@ -72,7 +75,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
-    engine::run(&topology, &ready, shutdown.requested()).await?;
+    ready.started();
+    // Only the lease holder runs the engine (and so writes); losing the lease stops it at once.
+    let identity = leader::identity(std::env::var("POD_NAME").ok());
+    let leases: Api<Lease> = Api::namespaced(topology.binding().client(), &cli.lease_namespace);
+    let (leading_tx, mut leading) = watch::channel(false);
+    tracing::info!(lease = %cli.lease_name, namespace = %cli.lease_namespace, %identity, "trying to acquire the lock");
+    let election = tokio::spawn(leader::run(
+        leases,
+        cli.lease_name.clone(),
+        identity,
+        leading_tx,
+        shutdown.requested(),
+    ));
+    loop {
+        tokio::select! {
+            acquired = leading.wait_for(|l| *l) => if acquired.is_err() { break },
+            () = shutdown.requested() => break,
+        }
+        let mut lost = leading.clone();
+        let stop_requested = shutdown.requested();
+        let stop = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {}
+                () = stop_requested => {}
+            }
+        };
+        engine::run(&topology, &ready, stop).await?;
+        tracing::info!("no longer the leader, writers stopped");
+    }
+    // The election task releases the lease when shutdown is requested.
+    let _ = election.await;
     tracing::info!("konnector stopped");
     Ok(())
 }

@@ -2,19 +2,44 @@
 //! readiness to the health server, run it until shutdown.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use cluster_topology::Topology;
 use sync_engine::engine::{Engine, EngineMode, EngineOptions};
 
-/// Readiness of an engine that may not exist yet: false until one is installed.
+/// Where this replica is in its life.
 #[derive(Clone, Default)]
-pub struct ReadyCell(Arc<OnceLock<sync_engine::engine::Readiness>>);
+enum Phase {
+    /// Connecting, bootstrapping the CRD: not ready.
+    #[default]
+    Starting,
+    /// Started, not leading: ready (a healthy follower).
+    Following,
+    /// Leading: ready once the engine's root caches have synced.
+    Leading(sync_engine::engine::Readiness),
+}
+
+/// Readiness of this replica, shared with the health server.
+#[derive(Clone, Default)]
+pub struct ReadyCell(Arc<Mutex<Phase>>);
 
 impl ReadyCell {
-    /// Whether the engine's root caches have synced.
+    /// Whether this replica is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.get().is_some_and(|r| r.is_ready())
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Phase::Starting => false,
+            Phase::Following => true,
+            Phase::Leading(r) => r.is_ready(),
+        }
+    }
+
+    /// Startup is done; the replica follows until it leads.
+    pub fn started(&self) {
+        self.set(Phase::Following);
+    }
+
+    fn set(&self, phase: Phase) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = phase;
     }
 }
 
@@ -41,7 +66,8 @@ pub async fn run(
         topology.app().clone().into(),
         EngineOptions { mode },
     );
-    // Only one engine runs per process; a second `set` cannot happen.
-    let _ = ready.0.set(engine.readiness());
-    engine.run(shutdown).await
+    ready.set(Phase::Leading(engine.readiness()));
+    let result = engine.run(shutdown).await;
+    ready.set(Phase::Following);
+    result
 }

@@ -1,9 +1,9 @@
 //! The health server: `/healthz` and `/readyz` on `--health-probe-bind-address`.
 //!
-//! `/healthz` keeps the reference's body shape (check name -> `"ok"`/`"degraded"`, 200 when all
-//! are ok, else 500), so probes written against the Go konnector keep working; like the
-//! reference, it reports healthy only once the root caches are synced. `/readyz` is 200 when
-//! ready and 503 otherwise. Every other path is 404.
+//! `/healthz` is liveness (decisions: the process and its runtime are alive) and keeps the
+//! reference's body (`{"leaderElection":"ok"}`), so probes written against the Go konnector keep
+//! working. `/readyz` is 200 when this replica is ready (a leader whose caches synced, or a
+//! follower) and 503 otherwise. Every other path is 404.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -63,15 +63,12 @@ pub fn answer(method: &Method, path: &str, ready: bool) -> Answer {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match (path, ready) {
-        ("/healthz", true) => Answer {
+        // Liveness: the process answers, so it is alive. A leader that cannot renew its lease
+        // stops leading by itself (it does not need a restart), so this never degrades.
+        ("/healthz", _) => Answer {
             status: StatusCode::OK,
             content_type: "application/json",
             body: r#"{"leaderElection":"ok"}"#,
-        },
-        ("/healthz", false) => Answer {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            content_type: "application/json",
-            body: r#"{"informersSynced":"degraded","leaderElection":"ok"}"#,
         },
         ("/readyz", true) => text(StatusCode::OK, "ok\n"),
         ("/readyz", false) => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n"),
@@ -138,11 +135,10 @@ mod tests {
     }
 
     #[test]
-    fn healthz_is_degraded_before_caches_sync() {
+    fn healthz_is_liveness_and_does_not_wait_for_caches() {
         let a = answer(&Method::GET, "/healthz", false);
-        assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(a.body.contains(r#""leaderElection":"ok""#));
-        assert!(a.body.contains("degraded"));
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body, r#"{"leaderElection":"ok"}"#);
     }
 
     #[test]

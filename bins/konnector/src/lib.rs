@@ -7,5 +7,6 @@ pub mod cli;
 pub mod crd;
 pub mod engine;
 pub mod health;
+pub mod leader;
 pub mod logging;
 pub mod signals;

@@ -21,8 +21,9 @@ async fn start(cluster: &Cluster, dir: &TempDir, health: &str) -> Konnector {
     .unwrap()
 }
 
+/// Waits until the replica is ready (`/healthz`, the liveness probe, answers from the start).
 async fn wait_healthy(k: &mut Konnector, addr: SocketAddr) {
-    k.wait_http_ok(addr, "/healthz", STARTUP_TIMEOUT)
+    k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT)
         .await
         .unwrap();
 }

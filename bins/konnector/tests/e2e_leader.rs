@@ -1,0 +1,118 @@
+//! End to end: leader election with two replicas (issue 5 item 1, decision L1).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::world::{Mode, STEP, World};
+use e2e::{Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_konnector");
+
+async fn replica(w: &World, pod: &str, user: &str) -> Konnector {
+    let port = free_port().unwrap();
+    let kubeconfig = w
+        .dir
+        .write(
+            &format!("{pod}.kubeconfig"),
+            &w.app.kubeconfig(user).unwrap(),
+        )
+        .unwrap();
+    let mut args = w.konnector_args(port).unwrap();
+    args.retain(|a| !a.starts_with("--kubeconfig="));
+    args.push(format!("--kubeconfig={}", kubeconfig.display()));
+    args.push("--lease-namespace=default".to_string());
+    let mut k = Konnector::spawn_with_env(BIN, &args, &w.dir, &[("POD_NAME", pod)]).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT)
+        .await
+        .unwrap();
+    k
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("klutch-bind")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+fn mango(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB", "metadata": {"name": name}, "spec": {}})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_killed() {
+    let w = World::new(Mode::Default, &["konnector-b"]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(w.app_admin.clone(), "default");
+    let mut a = replica(&w, "replica-a", e2e::KONNECTOR_USER).await;
+    wait_until("replica-a leads", STEP, || async {
+        holder(&leases).await.as_deref() == Some("replica-a")
+    })
+    .await
+    .unwrap();
+    let b = replica(&w, "replica-b", "konnector-b").await;
+    w.bind().await.unwrap();
+    wait_until("binding Ready", STEP, || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await
+    .unwrap();
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("one"))
+        .await
+        .unwrap();
+    wait_until("synced by the leader", STEP, || async {
+        up.get_opt("one").await.ok().flatten().is_some()
+    })
+    .await
+    .unwrap();
+    let follower_writes: Vec<_> = w
+        .app
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == "konnector-b" && r.is_write())
+        .collect();
+    assert!(
+        follower_writes.is_empty(),
+        "the follower wrote: {follower_writes:?}"
+    );
+
+    // The leader dies without releasing the lease: the follower takes over within 20 s.
+    a.kill().await.unwrap();
+    let killed_at = tokio::time::Instant::now();
+    wait_until("replica-b leads", Duration::from_secs(20), || async {
+        holder(&leases).await.as_deref() == Some("replica-b")
+    })
+    .await
+    .unwrap();
+    down.create(&PostParams::default(), &mango("two"))
+        .await
+        .unwrap();
+    wait_until("synced by the new leader", STEP, || async {
+        up.get_opt("two").await.ok().flatten().is_some()
+    })
+    .await
+    .unwrap();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(20) + STEP,
+        "took over too late"
+    );
+    let lease = leases.get("klutch-bind").await.unwrap().spec.unwrap();
+    assert_eq!(lease.lease_transitions, Some(1));
+
+    // SIGTERM releases the lease for the next replica at once.
+    b.terminate().await.unwrap();
+    wait_until("lease released", STEP, || async {
+        holder(&leases).await.is_none()
+    })
+    .await
+    .unwrap();
+}
