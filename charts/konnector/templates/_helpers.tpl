@@ -1,0 +1,118 @@
+{{/* Chart name. */}}
+{{- define "konnector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: the prefix of every resource name. */}}
+{{- define "konnector.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Cluster-wide names carry the release namespace: several releases (one per app cluster in
+control-plane mode) can share a cluster. */}}
+{{- define "konnector.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "konnector.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "konnector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "konnector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "konnector.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "konnector.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: konnector
+{{- end -}}
+
+{{- define "konnector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "konnector.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "konnector.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "konnector.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.leaseNamespace -}}
+{{- end -}}
+
+{{/* Control-plane mode: the binding root namespace (required). */}}
+{{- define "konnector.rootNamespace" -}}
+{{- required "bindingRootNamespace is required when controlPlaneMode.enabled is true" .Values.bindingRootNamespace -}}
+{{- end -}}
+
+{{/* Control-plane mode: the namespace of the app cluster kubeconfig Secret. */}}
+{{- define "konnector.appSecretNamespace" -}}
+{{- default (include "konnector.rootNamespace" .) .Values.appClusterKubeconfigSecret.namespace -}}
+{{- end -}}
+
+{{/* Control-plane mode: the name of the app cluster kubeconfig Secret (required). */}}
+{{- define "konnector.appSecretName" -}}
+{{- required "appClusterKubeconfigSecret.name is required when controlPlaneMode.enabled is true" .Values.appClusterKubeconfigSecret.name -}}
+{{- end -}}
+
+{{/* The ServiceAccount as an RBAC subject. */}}
+{{- define "konnector.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "konnector.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{/*
+Rules on the bound and claimed resources listed in values. The verbs depend on the mode: in
+default mode the ServiceAccount acts in the app cluster (the consumer side), in control-plane mode
+on the control plane (the provider side). Arguments: the root context.
+*/}}
+{{- define "konnector.listedResourceRules" -}}
+{{- $cp := .Values.controlPlaneMode.enabled -}}
+{{- range .Values.rbac.boundResources }}
+- apiGroups: [{{ .apiGroup | default "" | quote }}]
+  resources:
+  {{- range .resources }}
+    - {{ . | quote }}
+  {{- end }}
+  {{- if $cp }}
+  # Provider side: watch, server-side apply (patch, and create when the apply creates), delete.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  {{- else }}
+  # Consumer side: watch, adopt provider-created objects (create), finalizer patches, updates.
+  verbs: ["get", "list", "watch", "create", "patch", "update"]
+- apiGroups: [{{ .apiGroup | default "" | quote }}]
+  resources:
+  {{- range .resources }}
+    - {{ printf "%s/status" . | quote }}
+  {{- end }}
+  # Consumer side: the provider's status is written to the downstream /status.
+  verbs: ["update"]
+  {{- end }}
+{{- end }}
+{{- range .Values.rbac.claimedResources }}
+- apiGroups: [{{ .apiGroup | default "" | quote }}]
+  resources:
+  {{- range .resources }}
+    - {{ . | quote }}
+  {{- end }}
+  # Claimed resources are mirrored both ways between consumer and service namespaces.
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+{{- end }}
+{{- end -}}
