@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use konnector_api::conditions::{Condition, Severity};
 use konnector_api::strings::condition_types::CONNECTED;
+use konnector_api::strings::controllers::KONNECTOR as KONNECTOR_CONTROLLER;
 use konnector_api::strings::reasons;
 
 use crate::plan::status::{SecretCheck, secret_valid};
@@ -109,6 +110,12 @@ impl Engine {
         }
     }
 
+    /// Reports to `metrics` (register them with [`Metrics::register`](crate::metrics::Metrics::register)).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.hub = Arc::new(WatchHub::with_metrics(metrics));
+        self
+    }
+
     /// Readiness of the root caches.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
@@ -178,7 +185,9 @@ impl Engine {
                     }
                 }
                 Some(key) = queue.next() => {
-                    if let Err(p) = contain(self.reconcile(&key, &bindings, &status, &mut state, &secret_tx)).await {
+                    let outcome = contain(self.reconcile(&key, &bindings, &status, &mut state, &secret_tx)).await;
+                    self.hub.metrics().reconciled(KONNECTOR_CONTROLLER, outcome.is_ok());
+                    if let Err(p) = outcome {
                         tracing::error!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, error = %p, "binding reconcile panicked; retrying");
                         queue.add_rate_limited(key.clone());
                     }

@@ -6,6 +6,7 @@
 pub mod crd;
 pub mod engine;
 pub mod mapping;
+pub mod metrics;
 pub mod objects;
 pub mod plan;
 pub mod runtime;

@@ -14,6 +14,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use konnector_api::strings::controllers::CLAIMED_OBJECT;
+
 use super::contain::contain;
 use super::exec::execute;
 use super::expectations::Expectations;
@@ -212,6 +214,10 @@ impl Inner {
                 .await
                 .map_err(|p| p.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
+            self.hub
+                .metrics()
+                .reconciled(CLAIMED_OBJECT, result.is_ok());
+            self.hub.metrics().queue(CLAIMED_OBJECT, self.queue.len());
             match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
@@ -267,7 +273,7 @@ impl Inner {
                 Side::Consumer => &self.clusters.consumer,
                 Side::Provider => &self.clusters.provider,
             };
-            let outcome = execute(cluster, &self.resource, write).await?;
+            let outcome = execute(cluster, &self.resource, write, self.hub.metrics()).await?;
             let planned_on = match write.side {
                 Side::Consumer => consumer
                     .as_ref()

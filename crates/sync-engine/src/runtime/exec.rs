@@ -62,6 +62,7 @@ pub async fn execute(
     cluster: &Cluster,
     resource: &ApiResource,
     write: &Write,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Outcome, ExecError> {
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -164,6 +165,16 @@ pub async fn execute(
             )
         }
     };
+    let verb_label = match &write.op {
+        Op::Create(_) => "create",
+        Op::Apply(_) => "apply",
+        Op::MergePatch { .. } => "patch",
+        Op::ReplaceStatus(_) => "update_status",
+        Op::Replace(_) => "update",
+        Op::Delete { .. } => "delete",
+    };
+    let conflict = matches!(&result, Err(kube::Error::Api(s)) if s.code == 409);
+    metrics.wrote(write.side.as_str(), verb_label, conflict);
     result.map_err(|source| ExecError {
         reason: write.reason,
         verb,

@@ -17,6 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use konnector_api::strings::controllers::CLUSTER_SPEC;
+
 use super::contain::contain;
 use super::exec::{ExecError, Outcome, execute};
 use super::expectations::Expectations;
@@ -103,6 +105,7 @@ impl Drop for ExportSyncer {
 
 #[derive(Debug)]
 struct Inner {
+    hub: Arc<WatchHub>,
     config: ExportSyncConfig,
     clusters: Clusters,
     service_namespace_resource: ApiResource,
@@ -159,6 +162,7 @@ impl ExportSyncer {
         );
         let queue = WorkQueue::new();
         let inner = Arc::new(Inner {
+            hub: hub.clone(),
             config,
             clusters,
             service_namespace_resource,
@@ -356,6 +360,8 @@ impl Inner {
                 Err(p) => Err(SyncError::Panicked(p)),
             };
             self.reconciles.fetch_add(1, Ordering::Relaxed);
+            self.hub.metrics().reconciled(CLUSTER_SPEC, result.is_ok());
+            self.hub.metrics().queue(CLUSTER_SPEC, self.queue.len());
             match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
@@ -444,6 +450,7 @@ impl Inner {
         {
             writes = plan_upstream(&ctx, u, downstream.as_deref()).map_err(plan_err)?;
         }
+        let started = std::time::Instant::now();
         for write in &writes {
             let outcome = self.execute(write).await?;
             if write.target == Target::Synced {
@@ -458,6 +465,15 @@ impl Inner {
                 self.expectations.record(write, planned_on, &outcome);
             }
         }
+        // Spec writes go to the provider, status writes to the consumer.
+        for (side, direction) in [(Side::Provider, "spec"), (Side::Consumer, "status")] {
+            if writes
+                .iter()
+                .any(|w| w.side == side && w.target == Target::Synced)
+            {
+                self.hub.metrics().synced(direction, started.elapsed());
+            }
+        }
         Ok(())
     }
 
@@ -470,7 +486,7 @@ impl Inner {
             Target::Synced => &self.config.resource,
             Target::ServiceNamespace => &self.service_namespace_resource,
         };
-        let outcome = execute(cluster, resource, write).await?;
+        let outcome = execute(cluster, resource, write, self.hub.metrics()).await?;
         tracing::info!(
             side = write.side.as_str(),
             resource = %resource.plural,

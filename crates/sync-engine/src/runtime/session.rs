@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use konnector_api::strings::{CLUSTER_BINDING_NAME, FIELD_MANAGER, finalizers::SYNCER};
+use konnector_api::strings::{
+    CLUSTER_BINDING_NAME, FIELD_MANAGER, controllers, finalizers::SYNCER,
+};
 use konnector_api::v1alpha1::{
     APIServiceBinding, APIServiceExport, APIServiceNamespace, AcceptablePermissionClaimState,
     ClusterBinding, Isolation, PermissionClaim, Scope as ExportScope,
@@ -392,6 +394,16 @@ impl Inner {
                 .await
                 .map_err(|p| p.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
+            let controller = match &key {
+                Key::Heartbeat => controllers::CLUSTERBINDING,
+                Key::Binding(_) => controllers::CLUSTER_SERVICEBINDING,
+                Key::Export(_) => controllers::CLUSTER_SERVICEEXPORT,
+                Key::ServiceNamespace(_) => controllers::NAMESPACEDELETION,
+            };
+            self.hub.metrics().reconciled(controller, result.is_ok());
+            self.hub
+                .metrics()
+                .queue(controllers::CLUSTER, self.queue.len());
             match result {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
@@ -462,6 +474,14 @@ impl Inner {
                 vec![condition.clone()],
                 Some(cb.spec.provider_pretty_name.clone()),
             );
+        }
+        if let Some(last) = self
+            .cluster_binding()
+            .and_then(|c| c.status)
+            .and_then(|s| s.last_heartbeat_time)
+        {
+            let age = Timestamp::now().duration_since(last.0).as_secs();
+            self.hub.metrics().heartbeat_age_seconds.set(age.max(0));
         }
         let next = time_until_heartbeat(
             self.cluster_binding().and_then(|c| c.status).as_ref(),

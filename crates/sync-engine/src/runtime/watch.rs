@@ -230,16 +230,30 @@ async fn run(
     }
 }
 
-/// Hands out shared watches.
+/// Hands out shared watches, and carries the metrics every syncer using it reports to.
 #[derive(Debug, Default)]
 pub struct WatchHub {
     watches: Mutex<HashMap<WatchKey, Weak<SharedWatch>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl WatchHub {
-    /// A new, empty hub.
+    /// A new, empty hub with its own (unregistered) metrics.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new hub whose syncers report to `metrics`.
+    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+        WatchHub {
+            watches: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The metrics syncers report to.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The watch of `resource` in `scope` on `cluster`, started if nobody watches it yet.
