@@ -34,6 +34,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, ObjectMeta};
 use sync_engine::engine::{Engine, EngineMode, EngineOptions};
 use sync_engine::mapping::NamespaceMap;
+use sync_engine::metrics::Metrics;
 use sync_engine::plan::{ExportContext, plan_downstream};
 use sync_engine::runtime::{Cluster, Clusters, ExportSyncConfig, ExportSyncer, WatchHub};
 
@@ -128,13 +129,19 @@ async fn run_engine(args: &[String]) -> Result<(), BoxError> {
         _ => EngineMode::Default,
     };
 
+    // Metrics go into a registry the host owns and serves wherever it likes.
+    let metrics = Metrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+
     // The engine expects the APIServiceBinding CRD to be installed in the binding cluster (the
     // `konnector` binary does that at startup in default mode; a host does it its own way).
     let engine = Engine::new(
         Cluster::Fixed(binding),
         Cluster::Fixed(app),
         EngineOptions { mode },
-    );
+    )
+    .with_metrics(metrics);
 
     // Readiness is a cheap handle: put it behind the host's own /readyz.
     let readiness = engine.readiness();
@@ -149,6 +156,11 @@ async fn run_engine(args: &[String]) -> Result<(), BoxError> {
     reporter.abort();
     result?;
     tracing::info!("engine stopped");
+
+    // What a host's /metrics handler would answer.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    print!("{text}");
     Ok(())
 }
 
