@@ -1,0 +1,492 @@
+//! End to end under the Helm chart's RBAC (default mode): the RBAC objects and container args the
+//! chart renders with default values (`charts/konnector/ci/rendered/default.yaml`, kept current by
+//! `charts/konnector/ci/check.sh`) are loaded into an app cluster with RBAC on, and the real binary
+//! runs the happy path as the chart's ServiceAccount: the rights are enough (no request is
+//! denied) and not too many (Secrets outside the bindings' namespace, cluster-wide Secret lists
+//! and other writes are denied).
+//!
+//! test-apiserver does not implement ClusterRole aggregation, so the test does what the
+//! controller manager does for the chart's aggregated ClusterRole: it copies in the rules of the
+//! ClusterRoles carrying the aggregation label (here the one granting the bound resource, as
+//! the chart's README tells users to ship).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::world::{P, kubeconfig_in, mangodb};
+use e2e::{Cluster, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, TempDir, free_port, wait_until};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+use test_apiserver::{Options, TestApiServer, User};
+
+const BIN: &str = env!("CARGO_BIN_EXE_konnector");
+const RENDERED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../charts/konnector/ci/rendered/default.yaml"
+);
+/// The chart's ServiceAccount for release `konnector` in namespace `klutch-bind`.
+const SA: &str = "system:serviceaccount:klutch-bind:konnector";
+const BIND_NS: &str = "klutch-bind";
+const EXPORT: &str = "mangodbs.mangodb.com";
+const STEP: Duration = Duration::from_secs(30);
+const AGGREGATE_LABEL: &str = "klutch.anynines.com/aggregate-to-konnector";
+
+fn rendered() -> Vec<Value> {
+    let text = std::fs::read_to_string(RENDERED)
+        .expect("rendered chart (run charts/konnector/ci/check.sh --update)");
+    text.split("\n---\n")
+        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("rendered YAML"))
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn rbac_resource(kind: &str) -> ApiResource {
+    ApiResource {
+        group: "rbac.authorization.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    }
+}
+
+async fn client_of(server: &TestApiServer, user: &str) -> kube::Client {
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&server.kubeconfig(user).unwrap()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn kubeconfig_secret(name: &str, kubeconfig: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "kubeconfig".to_string(),
+                ByteString(kubeconfig.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+async fn create_dynamic(client: &kube::Client, resource: &ApiResource, obj: Value) {
+    let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+    let api: Api<DynamicObject> = match &obj.metadata.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    };
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {:?}: {e}", obj.metadata.name));
+}
+
+/// Loads the chart's RBAC objects, a labelled ClusterRole for the bound resource, and fills the
+/// aggregated ClusterRole the way the controller manager would.
+async fn load_chart_rbac(admin: &kube::Client, docs: &[Value]) {
+    let bound_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "konnector-mangodbs", "labels": {AGGREGATE_LABEL: "true"}},
+        "rules": [
+            {"apiGroups": ["mangodb.com"], "resources": ["mangodbs"],
+             "verbs": ["get", "list", "watch", "create", "patch", "update"]},
+            {"apiGroups": ["mangodb.com"], "resources": ["mangodbs/status"], "verbs": ["update"]}]});
+    let mut objects: Vec<Value> = docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding")
+            )
+        })
+        .cloned()
+        .collect();
+    let labelled: Vec<Value> = objects
+        .iter()
+        .chain(std::iter::once(&bound_role))
+        .filter(|o| o["kind"] == "ClusterRole")
+        .cloned()
+        .collect();
+    let mut aggregated = 0;
+    for o in objects.iter_mut() {
+        let Some(selectors) = o["aggregationRule"]["clusterRoleSelectors"]
+            .as_array()
+            .cloned()
+        else {
+            continue;
+        };
+        let mut rules = Vec::new();
+        for role in &labelled {
+            let labels = &role["metadata"]["labels"];
+            let selected = selectors.iter().any(|s| {
+                s["matchLabels"]
+                    .as_object()
+                    .is_some_and(|m| m.iter().all(|(k, v)| &labels[k] == v))
+            });
+            if selected {
+                rules.extend(role["rules"].as_array().cloned().unwrap_or_default());
+            }
+        }
+        o["rules"] = Value::Array(rules);
+        aggregated += 1;
+    }
+    assert_eq!(
+        aggregated, 1,
+        "the chart renders one aggregated ClusterRole"
+    );
+    objects.push(bound_role);
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap().to_string();
+        create_dynamic(admin, &rbac_resource(&kind), o).await;
+    }
+}
+
+/// The provider backend's namespace mapping (as in e2e::world): every APIServiceNamespace `N`
+/// in `P` gets `status.namespace = "<P>-<N>"`, and that namespace is created.
+async fn map_namespaces(provider: kube::Client) {
+    let api: Api<konnector_api::v1alpha1::APIServiceNamespace> =
+        Api::namespaced(provider.clone(), P);
+    loop {
+        if let Ok(list) = api.list(&Default::default()).await {
+            for sn in list.items {
+                let name = sn.metadata.name.clone().unwrap_or_default();
+                if sn
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.namespace.as_ref())
+                    .is_some()
+                {
+                    continue;
+                }
+                let target = format!("{P}-{name}");
+                let namespaces: Api<Namespace> = Api::all(provider.clone());
+                let ns: Namespace =
+                    serde_json::from_value(json!({"metadata": {"name": target}})).unwrap();
+                let _ = namespaces.create(&PostParams::default(), &ns).await;
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"namespace": target}})),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    api.create(&PostParams::default(), &crd).await.unwrap();
+    wait_until(&format!("CRD {name} established"), STEP, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The provider as the backend leaves it (e2e::world, default mode).
+async fn provider_world(provider: &Cluster, admin: &kube::Client) -> String {
+    for crd in [
+        konnector_api::crds::cluster_binding(),
+        konnector_api::crds::api_service_export(),
+        konnector_api::crds::api_service_namespace(),
+    ] {
+        install_crd(admin, crd).await;
+    }
+    let schema = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+        "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}});
+    let names = json!({"kind": "MangoDB", "plural": "mangodbs", "singular": "mangodb", "listKind": "MangoDBList"});
+    let versions = json!([{"name": "v1", "served": true, "storage": true,
+        "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]);
+    install_crd(
+        admin,
+        serde_json::from_value(json!({"apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition", "metadata": {"name": EXPORT},
+            "spec": {"group": "mangodb.com", "scope": "Namespaced", "names": names, "versions": versions}}))
+        .unwrap(),
+    )
+    .await;
+    create_namespace(admin, P).await;
+    let kubeconfig = kubeconfig_in(provider, KONNECTOR_USER, P).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), P);
+    secrets
+        .create(
+            &PostParams::default(),
+            &kubeconfig_secret("kubeconfig", &kubeconfig),
+        )
+        .await
+        .unwrap();
+    let cb = ApiResource::erase::<konnector_api::v1alpha1::ClusterBinding>(&());
+    create_dynamic(admin, &cb, json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "ClusterBinding",
+        "metadata": {"name": "cluster", "namespace": P},
+        "spec": {"kubeconfigSecretRef": {"name": "kubeconfig", "key": "kubeconfig"}, "providerPrettyName": "anynines"}})).await;
+    let export = ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&());
+    create_dynamic(
+        admin,
+        &export,
+        json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport",
+        "metadata": {"name": EXPORT, "namespace": P},
+        "spec": {"group": "mangodb.com", "scope": "Namespaced", "informerScope": "Namespaced",
+            "names": names, "versions": versions}}),
+    )
+    .await;
+    kubeconfig
+}
+
+/// The chart's container args, with the listen addresses moved to a free local port and the
+/// kubeconfig of the ServiceAccount (in a pod: the in-cluster config).
+fn konnector_args(docs: &[Value], kubeconfig: &std::path::Path, health_port: u16) -> Vec<String> {
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| {
+            if a.starts_with("--health-probe-bind-address=") {
+                format!("--health-probe-bind-address=127.0.0.1:{health_port}")
+            } else if a.starts_with("--metrics-bind-address=") {
+                "--metrics-bind-address=0".to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    args.push(format!("--kubeconfig={}", kubeconfig.display()));
+    args
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+async fn step<F, Fut>(k: &Konnector, what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if let Err(e) = wait_until(what, STEP, condition).await {
+        panic!("{e}\n--- konnector stderr ---\n{}", tail(&k.stderr()));
+    }
+}
+
+async fn field(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Option<Value> {
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .data
+        .pointer(pointer)
+        .cloned()
+}
+
+fn is_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mode_happy_path_under_the_charts_rbac() {
+    let docs = rendered();
+    let app = TestApiServer::start(Options::default().rbac().user(User::new(SA, &[])))
+        .await
+        .unwrap();
+    let app_admin = client_of(&app, "admin").await;
+    let provider = Cluster::start("provider").await.unwrap();
+    let provider_admin = provider.client().await.unwrap();
+
+    // What `kubectl bind` and `helm install -n klutch-bind` leave in the app cluster.
+    create_namespace(&app_admin, BIND_NS).await;
+    load_chart_rbac(&app_admin, &docs).await;
+    let provider_kubeconfig = provider_world(&provider, &provider_admin).await;
+    let app_secrets: Api<Secret> = Api::namespaced(app_admin.clone(), BIND_NS);
+    app_secrets
+        .create(
+            &PostParams::default(),
+            &kubeconfig_secret("kubeconfig", &provider_kubeconfig),
+        )
+        .await
+        .unwrap();
+    let backend = tokio::spawn(map_namespaces(provider_admin.clone()));
+
+    let dir = TempDir::new("konnector-chart-rbac").unwrap();
+    let kubeconfig = dir
+        .write("app-sa.kubeconfig", &app.kubeconfig(SA).unwrap())
+        .unwrap();
+    let port = free_port().unwrap();
+    let args = konnector_args(&docs, &kubeconfig, port);
+    let mut k = Konnector::spawn_with_env(
+        BIN,
+        &args,
+        &dir,
+        &[("POD_NAME", "konnector-0"), ("POD_NAMESPACE", BIND_NS)],
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!("konnector not ready under the chart's RBAC: {e}");
+    }
+
+    // Bind (the konnector bootstrapped the APIServiceBinding CRD with the chart's rights).
+    let bindings: Api<DynamicObject> = Api::namespaced_with(
+        app_admin.clone(),
+        BIND_NS,
+        &ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&()),
+    );
+    let binding: DynamicObject = serde_json::from_value(json!({"apiVersion": "klutch.anynines.com/v1alpha1",
+        "kind": "APIServiceBinding", "metadata": {"name": EXPORT, "namespace": BIND_NS},
+        "spec": {"kubeconfigSecretRef": {"name": "kubeconfig", "namespace": BIND_NS, "key": "kubeconfig"}}}))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        let b = bindings.get(EXPORT).await.ok();
+        let conditions = b
+            .map(|b| b.data["status"]["conditions"].clone())
+            .unwrap_or_default();
+        ["Ready", "Connected"].iter().all(|t| {
+            conditions
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == *t && c["status"] == "True"))
+        })
+    })
+    .await;
+
+    // An instance syncs up, its status down, and its deletion cleans up both sides.
+    create_namespace(&app_admin, "team-a").await;
+    let down: Api<DynamicObject> = Api::namespaced_with(app_admin.clone(), "team-a", &mangodb());
+    let up: Api<DynamicObject> =
+        Api::namespaced_with(provider_admin.clone(), &format!("{P}-team-a"), &mangodb());
+    let db: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB",
+        "metadata": {"name": "db"}, "spec": {"tier": "Dedicated"}}))
+        .unwrap();
+    down.create(&PostParams::default(), &db).await.unwrap();
+    step(&k, "instance on the provider", || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Dedicated"))
+    })
+    .await;
+    up.patch_status(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "status downstream", || async {
+        field(&down, "db", "/status/phase").await == Some(json!("Running"))
+    })
+    .await;
+    down.delete("db", &DeleteParams::default()).await.unwrap();
+    step(&k, "deleted on both sides", || async {
+        down.get_opt("db").await.ok().flatten().is_none()
+            && up.get_opt("db").await.ok().flatten().is_none()
+    })
+    .await;
+
+    // Enough: nothing the konnector asked the app cluster for was denied.
+    let denied: Vec<_> = app
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == SA && r.code == 403)
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "requests denied under the chart's RBAC: {denied:#?}"
+    );
+    let verbs: std::collections::BTreeSet<(String, String)> = app
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == SA && !r.resource.is_empty())
+        .map(|r| (r.verb, r.resource))
+        .collect();
+    for expected in [
+        ("list", "apiservicebindings"),
+        ("patch", "apiservicebindings"),
+        ("watch", "secrets"),
+        ("create", "customresourcedefinitions"),
+        ("patch", "mangodbs"),
+        ("update", "mangodbs"),
+    ] {
+        assert!(
+            verbs.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "the happy path did not exercise {expected:?}: {verbs:?}"
+        );
+    }
+
+    // Not too many: the ServiceAccount cannot read Secrets no binding points at, nor write
+    // what the konnector never writes.
+    let sa = client_of(&app, SA).await;
+    let other: Api<Secret> = Api::namespaced(app_admin.clone(), "team-a");
+    other
+        .create(&PostParams::default(), &kubeconfig_secret("unrelated", "x"))
+        .await
+        .unwrap();
+    let sa_team_a: Api<Secret> = Api::namespaced(sa.clone(), "team-a");
+    assert!(
+        is_forbidden(sa_team_a.get("unrelated").await),
+        "Secret outside the bindings' namespaces"
+    );
+    assert!(is_forbidden(sa_team_a.list(&ListParams::default()).await));
+    let sa_all_secrets: Api<Secret> = Api::all(sa.clone());
+    assert!(
+        is_forbidden(sa_all_secrets.list(&ListParams::default()).await),
+        "cluster-wide Secret list"
+    );
+    let sa_namespaces: Api<Namespace> = Api::all(sa.clone());
+    assert!(is_forbidden(
+        sa_namespaces
+            .delete("team-a", &DeleteParams::default())
+            .await
+    ));
+    let sa_crds: Api<CustomResourceDefinition> = Api::all(sa.clone());
+    assert!(is_forbidden(
+        sa_crds.delete(EXPORT, &DeleteParams::default()).await
+    ));
+    let sa_bindings: Api<DynamicObject> = Api::namespaced_with(
+        sa,
+        BIND_NS,
+        &ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&()),
+    );
+    assert!(is_forbidden(
+        sa_bindings.delete(EXPORT, &DeleteParams::default()).await
+    ));
+
+    backend.abort();
+    k.terminate().await.unwrap();
+}
