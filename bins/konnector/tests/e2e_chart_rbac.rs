@@ -107,7 +107,7 @@ fn labelled_bound_role(control_plane: bool) -> Value {
     } else {
         json!([
             {"apiGroups": ["mangodb.com"], "resources": ["mangodbs"],
-             "verbs": ["get", "list", "watch", "create", "patch", "update"]},
+             "verbs": ["get", "list", "watch", "create", "patch"]},
             {"apiGroups": ["mangodb.com"], "resources": ["mangodbs/status"], "verbs": ["update"]}])
     };
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -543,7 +543,7 @@ fn app_user_rbac() -> Vec<Value> {
                  "verbs": ["get", "list", "watch", "create", "update"]},
                 {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["mangodb.com"], "resources": ["mangodbs"],
-                 "verbs": ["get", "list", "watch", "create", "patch", "update"]},
+                 "verbs": ["get", "list", "watch", "create", "patch"]},
                 {"apiGroups": ["mangodb.com"], "resources": ["mangodbs/status"], "verbs": ["update"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "klutch-konnector-app-cluster"},

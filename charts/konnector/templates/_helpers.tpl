@@ -95,8 +95,8 @@ on the control plane (the provider side). Arguments: the root context.
   # Provider side: watch, server-side apply (patch, and create when the apply creates), delete.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
   {{- else }}
-  # Consumer side: watch, adopt provider-created objects (create), finalizer patches, updates.
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  # Consumer side: watch, adopt provider-created objects (create), finalizer merge patches.
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [{{ .apiGroup | default "" | quote }}]
   resources:
   {{- range .resources }}
