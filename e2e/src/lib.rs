@@ -190,8 +190,14 @@ impl Konnector {
         home: &TempDir,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        // Parallel tests would all bind the default metrics port (:8081); a test that wants
+        // metrics passes its own address.
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--metrics-bind-address")) {
+            args.push("--metrics-bind-address=0".to_string());
+        }
         let mut child = Command::new(bin.as_ref())
-            .args(args)
+            .args(&args)
             .env_remove("KUBECONFIG")
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")

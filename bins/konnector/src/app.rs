@@ -8,7 +8,7 @@ use cluster_topology::{Mode, Topology, TopologyOptions};
 
 use crate::cli::{Cli, parse_bind_address};
 use crate::engine::ReadyCell;
-use crate::{crd, engine, health, leader, signals};
+use crate::{crd, engine, health, leader, metrics_server, signals};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use tokio::sync::watch;
@@ -31,8 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         "--health-probe-bind-address",
         &cli.health_probe_bind_address,
     )?;
-    // Parsed now so that a typo fails at startup; the metrics server is not served yet.
-    parse_bind_address("--metrics-bind-address", &cli.metrics_bind_address)?;
+    let metrics_addr = parse_bind_address("--metrics-bind-address", &cli.metrics_bind_address)?;
     let shutdown = signals::install().context("failed to install signal handlers")?;
 
     // Bound before any cluster is contacted: a port conflict fails fast and writes nothing.
@@ -43,6 +42,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(health::serve(
             listener,
             Arc::new(move || cell.is_ready()),
+            shutdown.requested(),
+        ));
+    }
+
+    // Metrics: one registry for the process, served from the start.
+    let metrics = sync_engine::metrics::Metrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    if let Some(addr) = metrics_addr {
+        let listener = metrics_server::bind(addr).await?;
+        tokio::spawn(metrics_server::serve(
+            listener,
+            Arc::new(registry),
             shutdown.requested(),
         ));
     }
@@ -76,6 +88,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     ready.started();
+    // Credential reloads of Secret-sourced kubeconfigs (control-plane mode) are counted.
+    let mut credential_events = topology.credential_events();
+    let reload_metrics = metrics.clone();
+    tokio::spawn(async move {
+        use cluster_topology::CredentialEvent;
+        loop {
+            let outcome = match credential_events.recv().await {
+                Ok(CredentialEvent::Reloaded { .. }) => "reloaded",
+                Ok(CredentialEvent::Rejected { .. }) => "rejected",
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            reload_metrics
+                .credential_reloads
+                .get_or_create(&sync_engine::metrics::CredentialLabels {
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+        }
+    });
     // Only the lease holder runs the engine (and so writes); losing the lease stops it at once.
     let identity = leader::identity(std::env::var("POD_NAME").ok());
     let leases: Api<Lease> = Api::namespaced(topology.binding().client(), &cli.lease_namespace);
@@ -93,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             acquired = leading.wait_for(|l| *l) => if acquired.is_err() { break },
             () = shutdown.requested() => break,
         }
+        metrics.leader.set(1);
         let mut lost = leading.clone();
         let stop_requested = shutdown.requested();
         let stop = async move {
@@ -101,7 +134,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 () = stop_requested => {}
             }
         };
-        engine::run(&topology, &ready, stop).await?;
+        let result = engine::run(&topology, &ready, metrics.clone(), stop).await;
+        metrics.leader.set(0);
+        result?;
         tracing::info!("no longer the leader, writers stopped");
     }
     // The election task releases the lease when shutdown is requested.

@@ -53,6 +53,7 @@ impl std::fmt::Debug for ReadyCell {
 pub async fn run(
     topology: &Topology,
     ready: &ReadyCell,
+    metrics: sync_engine::metrics::Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), sync_engine::engine::EngineError> {
     let mode = match topology.binding_root_namespace() {
@@ -65,7 +66,8 @@ pub async fn run(
         topology.binding().clone().into(),
         topology.app().clone().into(),
         EngineOptions { mode },
-    );
+    )
+    .with_metrics(metrics);
     ready.set(Phase::Leading(engine.readiness()));
     let result = engine.run(shutdown).await;
     ready.set(Phase::Following);

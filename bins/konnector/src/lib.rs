@@ -9,4 +9,5 @@ pub mod engine;
 pub mod health;
 pub mod leader;
 pub mod logging;
+pub mod metrics_server;
 pub mod signals;

@@ -563,3 +563,24 @@ async fn cluster_scoped_resource_with_namespaced_isolation() {
 async fn cluster_scoped_resource_without_isolation() {
     cluster_scoped(konnector_api::v1alpha1::Isolation::None).await;
 }
+
+/// Polling readiness while a syncer waits for its caches must not steal its wake-up.
+#[tokio::test]
+async fn polling_readiness_does_not_stall_a_starting_syncer() {
+    let w = world().await;
+    let hub = std::sync::Arc::new(WatchHub::new());
+    let syncer = ExportSyncer::start(&hub, w.clusters.clone(), config());
+    let _ = syncer.is_synced();
+    let down: Api<DynamicObject> = Api::namespaced_with(w.app_admin.clone(), "default", &mangodb());
+    let obj: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB",
+        "metadata": {"name": "db"}, "spec": {}}))
+        .unwrap();
+    down.create(&PostParams::default(), &obj).await.unwrap();
+    wait_for("the syncer reconciled", || {
+        let n = syncer.reconciles();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+    assert!(syncer.is_synced());
+}

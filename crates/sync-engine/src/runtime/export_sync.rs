@@ -27,8 +27,8 @@ use super::queue::WorkQueue;
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{ClusterScopedMapping, NamespaceMap};
 use crate::plan::{
-    ExportContext, PlanError, Side, Target, UpstreamKey, Write, downstream_key, plan_downstream,
-    plan_upstream, upstream_key,
+    ExportContext, Op, PlanError, Side, Target, UpstreamKey, Write, downstream_key,
+    plan_downstream, plan_upstream, upstream_key,
 };
 
 /// What one export syncer syncs, and where.
@@ -117,6 +117,9 @@ struct Inner {
     failures: AtomicU64,
     /// What the cache should show after our own writes.
     expectations: Expectations,
+    /// APIServiceNamespaces this syncer created that its cache may not show yet, so that the
+    /// other objects of the same consumer namespace do not create them again.
+    created_namespaces: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 impl ExportSyncer {
@@ -173,6 +176,7 @@ impl ExportSyncer {
             reconciles: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             expectations: Expectations::default(),
+            created_namespaces: std::sync::Mutex::default(),
         });
         let mut tasks = Vec::new();
         // Subscribe before waiting for the caches, so no change between list and start is lost.
@@ -450,9 +454,11 @@ impl Inner {
         {
             writes = plan_upstream(&ctx, u, downstream.as_deref()).map_err(plan_err)?;
         }
+        self.skip_namespaces_being_created(&mut writes);
         let started = std::time::Instant::now();
         for write in &writes {
             let outcome = self.execute(write).await?;
+            self.remember_namespace_created(write);
             if write.target == Target::Synced {
                 let planned_on = match write.side {
                     Side::Consumer => downstream
@@ -465,16 +471,41 @@ impl Inner {
                 self.expectations.record(write, planned_on, &outcome);
             }
         }
-        // Spec writes go to the provider, status writes to the consumer.
-        for (side, direction) in [(Side::Provider, "spec"), (Side::Consumer, "status")] {
-            if writes
-                .iter()
-                .any(|w| w.side == side && w.target == Target::Synced)
-            {
-                self.hub.metrics().synced(direction, started.elapsed());
-            }
+        // A spec sync ends with an apply upstream, a status sync with a status write downstream.
+        if writes.iter().any(|w| matches!(w.op, Op::Apply(_))) {
+            self.hub.metrics().synced("spec", started.elapsed());
+        }
+        if writes.iter().any(|w| matches!(w.op, Op::ReplaceStatus(_))) {
+            self.hub.metrics().synced("status", started.elapsed());
         }
         Ok(())
+    }
+
+    /// Drops creates of APIServiceNamespaces that this syncer created moments ago; the
+    /// namespace's watch event re-enqueues every object of it once the cache shows it.
+    fn skip_namespaces_being_created(&self, writes: &mut Vec<Write>) {
+        let mut created = self
+            .created_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        created.retain(|_, until| *until > now);
+        writes.retain(|w| {
+            !(w.target == Target::ServiceNamespace && created.contains_key(&w.object_key()))
+        });
+    }
+
+    fn remember_namespace_created(&self, write: &Write) {
+        if write.target == Target::ServiceNamespace {
+            let mut created = self
+                .created_namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            created.insert(
+                write.object_key(),
+                tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            );
+        }
     }
 
     async fn execute(&self, write: &Write) -> Result<Outcome, ExecError> {

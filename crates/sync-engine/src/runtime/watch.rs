@@ -63,6 +63,10 @@ pub struct SharedWatch {
     resource: ApiResource,
     store: Store<DynamicObject>,
     events: broadcast::Sender<Change>,
+    /// Set once the first list completed. Our own flag, because the store's readiness future
+    /// keeps only the last waker: a second waiter (or an `is_ready` poll) would steal the
+    /// first one's wake-up and leave it waiting forever.
+    listed: tokio::sync::watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -95,20 +99,26 @@ impl SharedWatch {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
         let (events, _) = broadcast::channel(CHANGE_BUFFER);
-        let task = tokio::spawn(run(
-            handle,
-            resource.clone(),
-            scope,
-            fields,
-            writer,
-            events.clone(),
-            key.clone(),
-        ));
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(
+            WatchTask {
+                handle,
+                resource: resource.clone(),
+                scope,
+                fields,
+                writer,
+                events: events.clone(),
+                listed: listed_tx,
+                key: key.clone(),
+            }
+            .run(),
+        );
         Arc::new(SharedWatch {
             key,
             resource,
             store,
             events,
+            listed,
             task,
         })
     }
@@ -128,15 +138,16 @@ impl SharedWatch {
         self.events.subscribe()
     }
 
-    /// Waits until the first list completed.
+    /// Waits until the first list completed. Any number of tasks may wait at once.
     pub async fn ready(&self) {
-        // The writer lives as long as the task, which lives as long as `self`.
-        let _ = self.store.wait_until_ready().await;
+        let mut listed = self.listed.clone();
+        // The sender lives as long as the task, which lives as long as `self`.
+        let _ = listed.wait_for(|l| *l).await;
     }
 
     /// Whether the first list completed.
     pub fn is_ready(&self) -> bool {
-        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some()
+        *self.listed.borrow()
     }
 
     /// The cached object `namespace/name`.
@@ -175,54 +186,73 @@ impl SharedWatch {
     }
 }
 
-async fn run(
-    mut handle: Cluster,
+/// What the background task of one watch owns.
+struct WatchTask {
+    handle: Cluster,
     resource: ApiResource,
     scope: Scope,
     fields: Option<String>,
-    mut writer: Writer<DynamicObject>,
+    writer: Writer<DynamicObject>,
     events: broadcast::Sender<Change>,
+    listed: tokio::sync::watch::Sender<bool>,
     key: WatchKey,
-) {
-    loop {
-        let client = handle.client();
-        let api: Api<DynamicObject> = match &scope {
-            Scope::All => Api::all_with(client, &resource),
-            Scope::Namespace(ns) => Api::namespaced_with(client, ns, &resource),
-        };
-        let mut config = watcher::Config::default();
-        if let Some(f) = &fields {
-            config = config.fields(f);
-        }
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-        let generation = handle.generation();
+}
+
+impl WatchTask {
+    async fn run(self) {
+        let WatchTask {
+            mut handle,
+            resource,
+            scope,
+            fields,
+            mut writer,
+            events,
+            listed,
+            key,
+        } = self;
         loop {
-            tokio::select! {
-                event = stream.next() => match event {
-                    Some(Ok(event)) => {
-                        writer.apply_watcher_event(&event);
-                        let change = match &event {
-                            Event::Apply(o) | Event::Delete(o) => Some(Change::Object {
-                                namespace: o.metadata.namespace.clone(),
-                                name: o.metadata.name.clone().unwrap_or_default(),
-                            }),
-                            Event::InitDone => Some(Change::Resync),
-                            Event::Init | Event::InitApply(_) => None,
-                        };
-                        if let Some(change) = change {
-                            // No subscriber is fine: the cache is still kept.
-                            let _ = events.send(change);
+            let client = handle.client();
+            let api: Api<DynamicObject> = match &scope {
+                Scope::All => Api::all_with(client, &resource),
+                Scope::Namespace(ns) => Api::namespaced_with(client, ns, &resource),
+            };
+            let mut config = watcher::Config::default();
+            if let Some(f) = &fields {
+                config = config.fields(f);
+            }
+            let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+            let generation = handle.generation();
+            loop {
+                tokio::select! {
+                    event = stream.next() => match event {
+                        Some(Ok(event)) => {
+                            writer.apply_watcher_event(&event);
+                            let change = match &event {
+                                Event::Apply(o) | Event::Delete(o) => Some(Change::Object {
+                                    namespace: o.metadata.namespace.clone(),
+                                    name: o.metadata.name.clone().unwrap_or_default(),
+                                }),
+                                Event::InitDone => {
+                                    listed.send_replace(true);
+                                    Some(Change::Resync)
+                                }
+                                Event::Init | Event::InitApply(_) => None,
+                            };
+                            if let Some(change) = change {
+                                // No subscriber is fine: the cache is still kept.
+                                let _ = events.send(change);
+                            }
                         }
-                    }
-                    Some(Err(err)) => {
-                        tracing::warn!(cluster = %key.cluster, resource = %key.resource, error = %err, "watch failed, retrying");
-                    }
-                    None => break,
-                },
-                _ = handle.changed() => {
-                    if handle.generation() != generation {
-                        tracing::info!(cluster = %key.cluster, resource = %key.resource, "credentials changed, restarting watch");
-                        break;
+                        Some(Err(err)) => {
+                            tracing::warn!(cluster = %key.cluster, resource = %key.resource, error = %err, "watch failed, retrying");
+                        }
+                        None => break,
+                    },
+                    _ = handle.changed() => {
+                        if handle.generation() != generation {
+                            tracing::info!(cluster = %key.cluster, resource = %key.resource, "credentials changed, restarting watch");
+                            break;
+                        }
                     }
                 }
             }
