@@ -136,7 +136,11 @@ impl Engine {
         let bindings = self
             .hub
             .watch("binding", &self.binding, &binding_resource, scope, None);
-        let status = BindingStatusWriter::start(self.binding.clone(), bindings.clone());
+        let status = BindingStatusWriter::start(
+            self.binding.clone(),
+            bindings.clone(),
+            self.hub.metrics().clone(),
+        );
         let queue: WorkQueue<BindingKey> = WorkQueue::new();
         let mut binding_events = bindings.subscribe();
         let (secret_tx, mut secret_rx) = mpsc::unbounded_channel::<(String, String)>();
@@ -186,6 +190,8 @@ impl Engine {
                 }
                 Some(key) = queue.next() => {
                     let outcome = contain(self.reconcile(&key, &bindings, &status, &mut state, &secret_tx)).await;
+                    // A binding may have moved to another Secret: drop watches nobody needs.
+                    self.prune_secret_watches(&bindings, &mut state);
                     self.hub.metrics().reconciled(KONNECTOR_CONTROLLER, outcome.is_ok());
                     if let Err(p) = outcome {
                         tracing::error!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, error = %p, "binding reconcile panicked; retrying");

@@ -454,13 +454,17 @@ impl Inner {
                     field_manager: Some(FIELD_MANAGER.to_string()),
                     ..PatchParams::default()
                 };
-                api.patch_status(
-                    CLUSTER_BINDING_NAME,
-                    &params,
-                    &Patch::Merge(json!({"status": status})),
-                )
-                .await
-                .map(|_| ())
+                {
+                    let patched = api
+                        .patch_status(
+                            CLUSTER_BINDING_NAME,
+                            &params,
+                            &Patch::Merge(json!({"status": status})),
+                        )
+                        .await;
+                    self.count("provider", "patch_status", &patched);
+                    patched.map(|_| ())
+                }
             }
         };
         let error = result.as_ref().err().map(ToString::to_string);
@@ -535,14 +539,24 @@ impl Inner {
                     ..PostParams::default()
                 };
                 if consumer.is_some() {
-                    consumer_api.replace(&target.name, &pp, &desired).await?;
+                    let r = consumer_api.replace(&target.name, &pp, &desired).await;
+                    self.count("binding", "update", &r);
+                    r?;
                 } else {
-                    consumer_api.create(&pp, &desired).await?;
+                    let r = consumer_api.create(&pp, &desired).await;
+                    self.count("binding", "create", &r);
+                    r?;
                 }
                 tracing::info!(cluster = "binding", kind = "Secret", namespace = %target.namespace, name = %target.name, "mirrored provider kubeconfig");
             }
         }
         Ok(condition)
+    }
+
+    /// Counts a write request of the session in the metrics.
+    fn count<T>(&self, cluster: &str, verb: &str, result: &Result<T, kube::Error>) {
+        let conflict = matches!(result, Err(kube::Error::Api(s)) if s.code == 409);
+        self.hub.metrics().wrote(cluster, verb, conflict);
     }
 
     /// The named watch of the provider-side kubeconfig Secret, once it has listed.
@@ -682,7 +696,9 @@ impl Inner {
         };
         let installed: Option<CustomResourceDefinition> = self.crds.get_as(None, &name);
         let Some(installed) = installed else {
-            return match api.create(&pp, &desired).await {
+            let created = api.create(&pp, &desired).await;
+            self.count("consumer", "create", &created);
+            return match created {
                 Ok(_) => {
                     tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "installed CRD");
                     Ok(ExportCheck::Installed(SchemaState::NotEstablished))
@@ -700,7 +716,9 @@ impl Inner {
             SchemaState::OutOfSync => {
                 let mut updated = installed.clone();
                 updated.spec = desired.spec.clone();
-                match api.replace(&name, &pp, &updated).await {
+                let replaced = api.replace(&name, &pp, &updated).await;
+                self.count("consumer", "update", &replaced);
+                match replaced {
                     Ok(_) => {
                         tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "updated CRD");
                         Ok(ExportCheck::Installed(SchemaState::OutOfSync))
@@ -790,7 +808,9 @@ impl Inner {
                 None => Api::all_with(self.app.client(), &resource),
             };
             let obj_name = obj.metadata.name.clone().unwrap_or_default();
-            if let Err(e) = release_finalizer(&api, &obj_name).await {
+            let released = release_finalizer(&api, &obj_name).await;
+            self.count("consumer", "patch", &released);
+            if let Err(e) = released {
                 tracing::warn!(cluster = "app", kind = %resource.kind, namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
                     name = %obj_name, export = %name, error = %e, "could not release downstream object");
             }
@@ -826,7 +846,9 @@ impl Inner {
             ..PatchParams::default()
         };
         let patch = json!({"metadata": {"resourceVersion": export.metadata.resource_version}, "status": status});
-        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
+        let patched = api.patch_status(name, &params, &Patch::Merge(&patch)).await;
+        self.count("provider", "patch_status", &patched);
+        match patched {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
@@ -849,7 +871,9 @@ impl Inner {
             }),
             ..DeleteParams::default()
         };
-        match api.delete(name, &dp).await {
+        let deleted = api.delete(name, &dp).await;
+        self.count("provider", "delete", &deleted);
+        match deleted {
             Ok(_) => {
                 tracing::info!(cluster = "provider", kind = "APIServiceNamespace", namespace = %self.p(), name = %name, "consumer namespace is gone, deleted its APIServiceNamespace");
                 Ok(())

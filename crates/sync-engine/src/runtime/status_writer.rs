@@ -32,6 +32,7 @@ struct Report {
 
 #[derive(Debug)]
 struct Inner {
+    metrics: crate::metrics::Metrics,
     cluster: Cluster,
     bindings: Arc<SharedWatch>,
     reports: Mutex<HashMap<BindingKey, Report>>,
@@ -56,8 +57,13 @@ impl Drop for AbortOnDrop {
 
 impl BindingStatusWriter {
     /// Starts the writer for bindings in `bindings` (a watch of the binding cluster).
-    pub fn start(cluster: Cluster, bindings: Arc<SharedWatch>) -> Self {
+    pub fn start(
+        cluster: Cluster,
+        bindings: Arc<SharedWatch>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
         let inner = Arc::new(Inner {
+            metrics,
             cluster,
             bindings,
             reports: Mutex::new(HashMap::new()),
@@ -172,10 +178,12 @@ impl Inner {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        match api
+        let patched = api
             .patch_status(&key.1, &params, &Patch::Merge(&patch))
-            .await
-        {
+            .await;
+        let conflict = matches!(&patched, Err(kube::Error::Api(s)) if s.code == 409);
+        self.metrics.wrote("binding", "patch_status", conflict);
+        match patched {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
