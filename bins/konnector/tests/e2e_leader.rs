@@ -108,11 +108,15 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_ki
     let lease = leases.get("klutch-bind").await.unwrap().spec.unwrap();
     assert_eq!(lease.lease_transitions, Some(1));
 
-    // SIGTERM releases the lease for the next replica at once.
+    // SIGTERM stops the writers, releases the lease for the next replica at once, and the
+    // process exits 0 within 5 s.
+    let mut b = b;
     b.terminate().await.unwrap();
-    wait_until("lease released", STEP, || async {
-        holder(&leases).await.is_none()
-    })
-    .await
-    .unwrap();
+    let status = b.wait_exit(Duration::from_secs(5)).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        holder(&leases).await,
+        None,
+        "lease not released on shutdown"
+    );
 }
