@@ -40,6 +40,10 @@ use crate::plan::status::{
 };
 use crate::version::{binary_version, git_version};
 
+/// How long a session's caches may take to sync before its bindings report
+/// `InformersSynced=False` (the reference's 2m30s).
+pub const INFORMER_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
+
 /// What a session connects to.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -253,8 +257,20 @@ impl ProviderSession {
         }
         let worker = inner.clone();
         tasks.push(tokio::spawn(async move {
-            for w in [&worker.cluster_bindings, &worker.exports, &worker.service_namespaces, &worker.crds, &worker.app_namespaces] {
-                w.ready().await;
+            let synced = async {
+                for w in [&worker.cluster_bindings, &worker.exports, &worker.service_namespaces, &worker.crds, &worker.app_namespaces] {
+                    w.ready().await;
+                }
+            };
+            tokio::pin!(synced);
+            // C1: `InformersSynced` says whether the caches really synced. If they have not
+            // within the reference's deadline, the bindings say so (and keep waiting).
+            if tokio::time::timeout(INFORMER_SYNC_TIMEOUT, &mut synced).await.is_err() {
+                tracing::warn!(provider_namespace = %worker.spec.provider_namespace, timeout = ?INFORMER_SYNC_TIMEOUT, "provider session caches did not sync in time");
+                for key in worker.binding_keys() {
+                    worker.status.report(&key, vec![informers_synced(false, INFORMER_SYNC_TIMEOUT)], None);
+                }
+                synced.await;
             }
             tracing::info!(provider_namespace = %worker.spec.provider_namespace, "provider session caches synced");
             worker.enqueue_all();
@@ -610,7 +626,7 @@ impl Inner {
             .cluster_binding()
             .map(|cb| cb.spec.provider_pretty_name);
         let mut conditions = export_conditions(name, &check);
-        conditions.push(informers_synced(true, std::time::Duration::from_secs(150)));
+        conditions.push(informers_synced(true, INFORMER_SYNC_TIMEOUT));
         for key in &keys {
             self.status.report(key, conditions.clone(), pretty.clone());
         }
