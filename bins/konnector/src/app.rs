@@ -87,7 +87,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
-    ready.started();
     // Credential reloads of Secret-sourced kubeconfigs (control-plane mode) are counted.
     let mut credential_events = topology.credential_events();
     let reload_metrics = metrics.clone();
@@ -111,7 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Only the lease holder runs the engine (and so writes); losing the lease stops it at once.
     let identity = leader::identity(std::env::var("POD_NAME").ok());
     let leases: Api<Lease> = Api::namespaced(topology.binding().client(), &cli.lease_namespace);
-    let (leading_tx, mut leading) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(false);
     tracing::info!(lease = %cli.lease_name, namespace = %cli.lease_namespace, %identity, "trying to acquire the lock");
     let election = tokio::spawn(leader::run(
         leases,
@@ -120,25 +119,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         leading_tx,
         shutdown.requested(),
     ));
-    loop {
-        tokio::select! {
-            acquired = leading.wait_for(|l| *l) => if acquired.is_err() { break },
-            () = shutdown.requested() => break,
-        }
-        metrics.leader.set(1);
-        let mut lost = leading.clone();
-        let stop_requested = shutdown.requested();
-        let stop = async move {
-            tokio::select! {
-                _ = lost.wait_for(|l| !*l) => {}
-                () = stop_requested => {}
+    let mut leader_gauge = leading.clone();
+    let gauge = metrics.leader.clone();
+    tokio::spawn(async move {
+        loop {
+            gauge.set(i64::from(*leader_gauge.borrow_and_update()));
+            if leader_gauge.changed().await.is_err() {
+                break;
             }
-        };
-        let result = engine::run(&topology, &ready, metrics.clone(), stop).await;
-        metrics.leader.set(0);
-        result?;
-        tracing::info!("no longer the leader, writers stopped");
-    }
+        }
+    });
+    // Every replica runs the engine, so its caches stay warm; only the lease holder's workers
+    // plan and write (the engine's leadership gate).
+    engine::run(
+        &topology,
+        &ready,
+        metrics.clone(),
+        sync_engine::runtime::leadership::Leadership::from_receiver(leading),
+        shutdown.requested(),
+    )
+    .await?;
     // The election task releases the lease when shutdown is requested.
     let _ = election.await;
     tracing::info!("konnector stopped");

@@ -13,10 +13,10 @@ enum Phase {
     /// Connecting, bootstrapping the CRD: not ready.
     #[default]
     Starting,
-    /// Started, not leading: ready (a healthy follower).
+    /// The engine stopped (shutting down): still answering, nothing to wait for.
     Following,
-    /// Leading: ready once the engine's root caches have synced.
-    Leading(sync_engine::engine::Readiness),
+    /// Running the engine (leading or following): ready once its root caches have synced.
+    Running(sync_engine::engine::Readiness),
 }
 
 /// Readiness of this replica, shared with the health server.
@@ -29,13 +29,8 @@ impl ReadyCell {
         match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
             Phase::Starting => false,
             Phase::Following => true,
-            Phase::Leading(r) => r.is_ready(),
+            Phase::Running(r) => r.is_ready(),
         }
-    }
-
-    /// Startup is done; the replica follows until it leads.
-    pub fn started(&self) {
-        self.set(Phase::Following);
     }
 
     fn set(&self, phase: Phase) {
@@ -54,6 +49,7 @@ pub async fn run(
     topology: &Topology,
     ready: &ReadyCell,
     metrics: sync_engine::metrics::Metrics,
+    leadership: sync_engine::runtime::leadership::Leadership,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), sync_engine::engine::EngineError> {
     let mode = match topology.binding_root_namespace() {
@@ -67,8 +63,9 @@ pub async fn run(
         topology.app().clone().into(),
         EngineOptions { mode },
     )
-    .with_metrics(metrics);
-    ready.set(Phase::Leading(engine.readiness()));
+    .with_metrics(metrics)
+    .with_leadership(leadership);
+    ready.set(Phase::Running(engine.readiness()));
     let result = engine.run(shutdown).await;
     ready.set(Phase::Following);
     result

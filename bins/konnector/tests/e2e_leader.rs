@@ -73,6 +73,16 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_ki
     })
     .await
     .unwrap();
+    // The follower keeps warm caches: it watches the bound resource too.
+    wait_until("follower watches the bound resource", STEP, || async {
+        w.app.server.requests().iter().any(|r| {
+            r.user == "konnector-b"
+                && r.resource == "mangodbs"
+                && (r.verb == "list" || r.verb == "watch")
+        })
+    })
+    .await
+    .unwrap();
     let follower_writes: Vec<_> = w
         .app
         .server

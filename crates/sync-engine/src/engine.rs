@@ -112,7 +112,14 @@ impl Engine {
 
     /// Reports to `metrics` (register them with [`Metrics::register`](crate::metrics::Metrics::register)).
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
-        self.hub = Arc::new(WatchHub::with_metrics(metrics));
+        self.hub = Arc::new(WatchHub::with(metrics, self.hub.leadership().clone()));
+        self
+    }
+
+    /// Writes only while `leadership` leads; caches and planning inputs stay warm meanwhile.
+    /// Without it the engine always writes (for embedders that elect elsewhere, or not at all).
+    pub fn with_leadership(mut self, leadership: crate::runtime::leadership::Leadership) -> Self {
+        self.hub = Arc::new(WatchHub::with(self.hub.metrics().clone(), leadership));
         self
     }
 
@@ -140,6 +147,7 @@ impl Engine {
             self.binding.clone(),
             bindings.clone(),
             self.hub.metrics().clone(),
+            self.hub.leadership().clone(),
         );
         let queue: WorkQueue<BindingKey> = WorkQueue::new();
         let mut binding_events = bindings.subscribe();

@@ -210,6 +210,8 @@ impl Inner {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
+            // Followers keep their caches warm but plan nothing until they lead.
+            self.hub.leadership().leading().await;
             let result = contain(self.reconcile(&key))
                 .await
                 .map_err(|p| p.to_string())
@@ -269,6 +271,9 @@ impl Inner {
         };
         let writes = plan_claim(&self.claim, &at, provider.as_deref(), consumer.as_deref());
         for write in &writes {
+            if !self.hub.leadership().is_leading() {
+                return Ok(()); // Lost the lease: the new leader re-plans this key.
+            }
             let cluster: &Cluster = match write.side {
                 Side::Consumer => &self.clusters.consumer,
                 Side::Provider => &self.clusters.provider,

@@ -78,6 +78,9 @@ pub enum SyncError {
     /// A write failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// Leadership was lost during the reconcile; the rest of its writes were withheld.
+    #[error(transparent)]
+    NotLeader(#[from] super::leadership::NotLeader),
     /// The reconcile panicked (a bug); contained and retried.
     #[error(transparent)]
     Panicked(#[from] super::contain::Panicked),
@@ -359,6 +362,8 @@ impl Inner {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
+            // Followers keep their caches warm but plan nothing until they lead.
+            self.hub.leadership().leading().await;
             let result = match contain(self.reconcile(&key)).await {
                 Ok(r) => r,
                 Err(p) => Err(SyncError::Panicked(p)),
@@ -457,6 +462,9 @@ impl Inner {
         self.skip_namespaces_being_created(&mut writes);
         let started = std::time::Instant::now();
         for write in &writes {
+            if !self.hub.leadership().is_leading() {
+                return Err(SyncError::NotLeader(super::leadership::NotLeader));
+            }
             let outcome = self.execute(write).await?;
             self.remember_namespace_created(write);
             if write.target == Target::Synced {

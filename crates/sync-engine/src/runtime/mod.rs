@@ -7,6 +7,7 @@ pub mod contain;
 pub mod exec;
 pub mod expectations;
 pub mod export_sync;
+pub mod leadership;
 pub mod provider_view;
 pub mod queue;
 pub mod session;

@@ -331,7 +331,11 @@ impl ProviderSession {
                 let mut c = self.inner.claims.lock().unwrap_or_else(|e| e.into_inner());
                 c.remove(&key.1);
             }
-            if deleted && let Some(running) = stopped {
+            // Only the leader releases finalizers; every replica's supervisor sees the deletion.
+            if deleted
+                && self.inner.hub.leadership().is_leading()
+                && let Some(running) = stopped
+            {
                 self.inner.release_downstream(&key.1, running).await;
             }
             self.inner.queue.add(Key::Export(key.1.clone()));
@@ -397,7 +401,34 @@ impl Inner {
     }
 
     async fn work(&self) {
-        while let Some(key) = self.queue.next().await {
+        // Keys seen while following: handled (for real) once this replica leads.
+        let mut parked: BTreeSet<Key> = BTreeSet::new();
+        let leadership = self.hub.leadership().clone();
+        loop {
+            let key = tokio::select! {
+                key = self.queue.next() => match key {
+                    Some(key) => key,
+                    None => return,
+                },
+                () = leadership.leading(), if !parked.is_empty() => {
+                    for key in std::mem::take(&mut parked) {
+                        self.queue.add(key);
+                    }
+                    continue;
+                }
+            };
+            if !leadership.is_leading() {
+                // A follower starts the syncers of exports whose CRD already serves their
+                // schema, so that their caches are warm when it takes over; it writes nothing.
+                if let Key::Binding(name) = &key
+                    && let Err(e) = self.warm(name).await
+                {
+                    tracing::debug!(export = %name, error = %e, "could not warm the export's caches");
+                }
+                parked.insert(key.clone());
+                self.queue.done(&key);
+                continue;
+            }
             let work = async {
                 match &key {
                     Key::Heartbeat => self.heartbeat().await,
@@ -642,6 +673,39 @@ impl Inner {
                 Ok(())
             }
         }
+    }
+
+    /// Read-only part of a binding reconcile: if the export's CRD is installed, owned by the
+    /// binding and serves the export's schema, start its syncers (they wait to plan until this
+    /// replica leads).
+    async fn warm(&self, name: &str) -> Result<(), kube::Error> {
+        let keys: Vec<BindingKey> = self
+            .binding_keys()
+            .into_iter()
+            .filter(|(_, n)| n == name)
+            .collect();
+        let Some(binding) = keys.iter().find_map(|k| self.binding(k)) else {
+            return Ok(());
+        };
+        let Some(export) = self
+            .exports
+            .get_as::<APIServiceExport>(Some(self.p()), name)
+        else {
+            return Ok(());
+        };
+        let Ok(desired) = crd_for_export(&export, &binding) else {
+            return Ok(());
+        };
+        let Some(installed) = self.crds.get_as::<CustomResourceDefinition>(None, name) else {
+            return Ok(());
+        };
+        if is_owned_by(&installed, &binding)
+            && schema_state(&installed, &desired) == SchemaState::InSync
+        {
+            self.ensure_syncer(&export).await?;
+            self.ensure_claims(name, &binding).await?;
+        }
+        Ok(())
     }
 
     fn stop_syncers(&self, name: &str) {

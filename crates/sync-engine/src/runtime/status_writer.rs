@@ -33,6 +33,7 @@ struct Report {
 #[derive(Debug)]
 struct Inner {
     metrics: crate::metrics::Metrics,
+    leadership: super::leadership::Leadership,
     cluster: Cluster,
     bindings: Arc<SharedWatch>,
     reports: Mutex<HashMap<BindingKey, Report>>,
@@ -61,9 +62,11 @@ impl BindingStatusWriter {
         cluster: Cluster,
         bindings: Arc<SharedWatch>,
         metrics: crate::metrics::Metrics,
+        leadership: super::leadership::Leadership,
     ) -> Self {
         let inner = Arc::new(Inner {
             metrics,
+            leadership,
             cluster,
             bindings,
             reports: Mutex::new(HashMap::new()),
@@ -119,6 +122,9 @@ impl BindingStatusWriter {
 impl Inner {
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
+            // Only the leader writes statuses; the status is computed after the gate, from the
+            // cache as it is then.
+            self.leadership.leading().await;
             let result = match contain(self.write(&key)).await {
                 Ok(r) => r,
                 Err(p) => {

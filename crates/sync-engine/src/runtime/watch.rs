@@ -265,6 +265,7 @@ impl WatchTask {
 pub struct WatchHub {
     watches: Mutex<HashMap<WatchKey, Weak<SharedWatch>>>,
     metrics: crate::metrics::Metrics,
+    leadership: super::leadership::Leadership,
 }
 
 impl WatchHub {
@@ -273,12 +274,26 @@ impl WatchHub {
         Self::default()
     }
 
-    /// A new hub whose syncers report to `metrics`.
-    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+    /// A new hub whose syncers report to `metrics` and write only while `leadership` leads.
+    pub fn with(
+        metrics: crate::metrics::Metrics,
+        leadership: super::leadership::Leadership,
+    ) -> Self {
         WatchHub {
             watches: Mutex::default(),
             metrics,
+            leadership,
         }
+    }
+
+    /// A new hub whose syncers report to `metrics` (always leading).
+    pub fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+        Self::with(metrics, super::leadership::Leadership::always())
+    }
+
+    /// Whether the syncers using this hub may write.
+    pub fn leadership(&self) -> &super::leadership::Leadership {
+        &self.leadership
     }
 
     /// The metrics syncers report to.
