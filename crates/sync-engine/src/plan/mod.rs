@@ -29,7 +29,15 @@ pub enum Side {
 }
 
 impl Side {
-    /// Role name for logs and metrics.
+    /// The cluster role this side is, as log lines name it (`app` or `provider`).
+    pub fn cluster_role(self) -> &'static str {
+        match self {
+            Side::Consumer => "app",
+            Side::Provider => "provider",
+        }
+    }
+
+    /// Role name for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Consumer => "consumer",
@@ -93,9 +101,9 @@ pub enum Op {
 }
 
 impl Write {
-    /// `namespace/name` of the written object, for logs.
-    pub fn object_key(&self) -> String {
-        let (ns, name) = match &self.op {
+    /// Namespace (if namespaced) and name of the written object.
+    pub fn namespace_and_name(&self) -> (Option<String>, String) {
+        match &self.op {
             Op::Create(o) | Op::ReplaceStatus(o) | Op::Replace(o) => (
                 o.metadata.namespace.clone(),
                 o.metadata.name.clone().unwrap_or_default(),
@@ -115,10 +123,14 @@ impl Write {
             | Op::Delete {
                 namespace, name, ..
             } => (namespace.clone(), name.clone()),
-        };
-        match ns {
-            Some(ns) => format!("{ns}/{name}"),
-            None => name,
+        }
+    }
+
+    /// `namespace/name` of the written object, for logs.
+    pub fn object_key(&self) -> String {
+        match self.namespace_and_name() {
+            (Some(ns), name) => format!("{ns}/{name}"),
+            (None, name) => name,
         }
     }
 }

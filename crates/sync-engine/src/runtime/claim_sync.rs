@@ -224,7 +224,7 @@ impl Inner {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
                     let delay = self.queue.add_rate_limited(key.clone());
-                    tracing::warn!(resource = %self.resource.plural, namespace = %key.0, name = %key.1,
+                    tracing::warn!(cluster = "app", kind = %self.resource.kind, namespace = %key.0, name = %key.1,
                         error = %err, retry_in = ?delay, "claimed object sync failed");
                 }
             }
@@ -288,7 +288,9 @@ impl Inner {
                     .and_then(|o| o.metadata.resource_version.clone()),
             };
             self.expectations.record(write, planned_on, &outcome);
-            tracing::info!(side = write.side.as_str(), resource = %self.resource.plural, object = %write.object_key(),
+            let (namespace, name) = write.namespace_and_name();
+            tracing::info!(cluster = write.side.cluster_role(), kind = %self.resource.kind,
+                namespace = namespace.as_deref().unwrap_or(""), name = %name,
                 reason = write.reason, outcome = ?outcome, provider_namespace = %self.provider_namespace, "wrote claimed object");
         }
         Ok(())

@@ -377,7 +377,8 @@ impl Inner {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     let delay = self.queue.add_rate_limited(key.clone());
                     tracing::warn!(
-                        resource = %self.config.resource.plural,
+                        cluster = "app",
+                        kind = %self.config.resource.kind,
                         namespace = key.0.as_deref().unwrap_or(""),
                         name = %key.1,
                         error = %err,
@@ -526,10 +527,12 @@ impl Inner {
             Target::ServiceNamespace => &self.service_namespace_resource,
         };
         let outcome = execute(cluster, resource, write, self.hub.metrics()).await?;
+        let (namespace, name) = write.namespace_and_name();
         tracing::info!(
-            side = write.side.as_str(),
-            resource = %resource.plural,
-            object = %write.object_key(),
+            cluster = write.side.cluster_role(),
+            kind = %resource.kind,
+            namespace = namespace.as_deref().unwrap_or(""),
+            name = %name,
             reason = write.reason,
             outcome = ?outcome,
             "wrote"
