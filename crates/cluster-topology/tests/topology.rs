@@ -44,10 +44,11 @@ async fn admin(server: &TestApiServer) -> kube::Client {
     build_client(parsed.config).unwrap()
 }
 
-/// Writes `text` to a fresh file and returns its path.
+/// Writes `text` to a fresh file under Cargo's per-target scratch directory (cleaned with the
+/// target directory, never left in the system's temp dir) and returns its path.
 fn write_temp(text: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "cluster-topology-it-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
