@@ -64,7 +64,8 @@ pub async fn run(
         EngineOptions { mode },
     )
     .with_metrics(metrics)
-    .with_leadership(leadership);
+    .with_leadership(leadership)
+    .with_credential_events(topology.credential_events());
     ready.set(Phase::Running(engine.readiness()));
     let result = engine.run(shutdown).await;
     ready.set(Phase::Following);

@@ -361,6 +361,17 @@ async fn control_plane_mode_rotates_app_credentials_without_restart() {
         || async { exists(&up, "during-bad-secret").await },
     )
     .await;
+    // The bindings say that the rotated kubeconfig was rejected (a warning: syncing goes on).
+    step(&k, "AppKubeconfigValid=False on the binding", || async {
+        w.binding_condition("AppKubeconfigValid")
+            .await
+            .is_some_and(|c| {
+                c["status"] == "False"
+                    && c["reason"] == "AppKubeconfigRejected"
+                    && c["severity"] == "Warning"
+            })
+    })
+    .await;
     assert!(
         k.stderr().contains("konnector-rotated") || !k.stderr().contains("not-a-kubeconfig"),
         "kubeconfig contents in logs"

@@ -125,6 +125,9 @@ pub mod condition_types {
     pub const NAMES_ACCEPTED: &str = "NamesAccepted";
     /// APIServiceExportRequest: exports created by the backend.
     pub const EXPORTS_READY: &str = "ExportsReady";
+    /// APIServiceBinding (control-plane mode): the app cluster kubeconfig Secret was accepted;
+    /// `False` while a rotated kubeconfig is rejected and the last good one is still in use.
+    pub const APP_KUBECONFIG_VALID: &str = "AppKubeconfigValid";
     /// AppClusterBinding: the backend deployed a konnector.
     pub const KONNECTOR_DEPLOYED: &str = "KonnectorDeployed";
 }
@@ -175,6 +178,8 @@ pub mod reasons {
     pub const SCHEMA_OUT_OF_SYNC: &str = "SchemaOutOfSync";
     /// `SchemaInSync=False`: the consumer CRD is not (yet) Established with the new schema.
     pub const CRD_NOT_ESTABLISHED: &str = "CustomResourceDefinitionNotEstablished";
+    /// `AppKubeconfigValid=False`: the rotated app cluster kubeconfig cannot be used.
+    pub const APP_KUBECONFIG_REJECTED: &str = "AppKubeconfigRejected";
     /// `Connected=False` after the binding was deleted while its CRD stays installed.
     pub const NO_LONGER_BOUND: &str = "NoLongerBound";
 }

@@ -58,6 +58,48 @@ pub enum EngineError {
     WatchEnded,
 }
 
+/// The next credential event, or never when there is no event source (or it closed).
+async fn recv_credential(
+    events: &mut Option<tokio::sync::broadcast::Receiver<cluster_topology::CredentialEvent>>,
+) -> Option<cluster_topology::CredentialEvent> {
+    loop {
+        let Some(rx) = events.as_mut() else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Ok(event) => return Some(event),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => *events = None,
+        }
+    }
+}
+
+/// `AppKubeconfigValid` for an app-cluster credential event (other roles report elsewhere).
+fn app_kubeconfig_condition(
+    event: &Option<cluster_topology::CredentialEvent>,
+) -> Option<Condition> {
+    use cluster_topology::{CredentialEvent, Role};
+    match event.as_ref()? {
+        CredentialEvent::Reloaded {
+            role: Role::App,
+            secret,
+            ..
+        } => Some(crate::plan::status::app_kubeconfig_valid(
+            &secret.to_string(),
+            None,
+        )),
+        CredentialEvent::Rejected {
+            role: Role::App,
+            secret,
+            reason,
+        } => Some(crate::plan::status::app_kubeconfig_valid(
+            &secret.to_string(),
+            Some(&reason.to_string()),
+        )),
+        _ => None,
+    }
+}
+
 /// Whether the engine's root caches have synced (for `/healthz` and `/readyz`).
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -72,6 +114,7 @@ impl Readiness {
 /// The konnector's sync engine.
 #[derive(Debug)]
 pub struct Engine {
+    credential_events: Option<tokio::sync::broadcast::Receiver<cluster_topology::CredentialEvent>>,
     binding: Cluster,
     app: Cluster,
     options: EngineOptions,
@@ -102,6 +145,7 @@ impl Engine {
     /// An engine over the binding and app clusters (the same cluster in default mode).
     pub fn new(binding: Cluster, app: Cluster, options: EngineOptions) -> Self {
         Engine {
+            credential_events: None,
             binding,
             app,
             options,
@@ -123,6 +167,16 @@ impl Engine {
         self
     }
 
+    /// Reports the app cluster kubeconfig's rotations (control-plane mode) on every binding as
+    /// `AppKubeconfigValid`.
+    pub fn with_credential_events(
+        mut self,
+        events: tokio::sync::broadcast::Receiver<cluster_topology::CredentialEvent>,
+    ) -> Self {
+        self.credential_events = Some(events);
+        self
+    }
+
     /// Readiness of the root caches.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
@@ -130,7 +184,7 @@ impl Engine {
 
     /// Runs until `shutdown` resolves.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
         let scope = match &self.options.mode {
@@ -170,11 +224,23 @@ impl Engine {
         };
         enqueue_all(&queue);
         tokio::pin!(shutdown);
+        let mut credential_events = self.credential_events.take();
         loop {
             tokio::select! {
                 _ = &mut shutdown => {
                     tracing::info!("shutting down");
                     return Ok(());
+                }
+                event = recv_credential(&mut credential_events) => {
+                    if let Some(condition) = app_kubeconfig_condition(&event) {
+                        for binding in bindings.list_as::<APIServiceBinding>() {
+                            let key = (
+                                binding.metadata.namespace.clone().unwrap_or_default(),
+                                binding.metadata.name.clone().unwrap_or_default(),
+                            );
+                            status.report(&key, vec![condition.clone()], None);
+                        }
+                    }
                 }
                 event = binding_events.recv() => match event {
                     Ok(Change::Object { namespace, name }) => {

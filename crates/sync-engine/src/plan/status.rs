@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use konnector_api::conditions::{self, Condition, ConditionStatus, Severity};
 use konnector_api::strings::condition_types::{
-    CONNECTED, CONSUMER_IN_SYNC, HEARTBEATING, INFORMERS_SYNCED, READY, SCHEMA_IN_SYNC,
-    SECRET_VALID, VALID_VERSION,
+    APP_KUBECONFIG_VALID, CONNECTED, CONSUMER_IN_SYNC, HEARTBEATING, INFORMERS_SYNCED, READY,
+    SCHEMA_IN_SYNC, SECRET_VALID, VALID_VERSION,
 };
 use konnector_api::strings::reasons;
 use konnector_api::v1alpha1::{
@@ -161,6 +161,23 @@ pub fn informers_synced(synced: bool, timeout: Duration) -> Condition {
             Severity::Error,
             format!("Informers did not sync within {}", go_duration(timeout)),
         )
+    }
+}
+
+/// `AppKubeconfigValid` (control-plane mode): whether the app cluster kubeconfig Secret's
+/// current content is in use. A rejected rotation keeps syncing with the last good kubeconfig,
+/// hence a warning, not an error.
+pub fn app_kubeconfig_valid(secret: &str, rejected: Option<&str>) -> Condition {
+    match rejected {
+        None => Condition::true_(APP_KUBECONFIG_VALID),
+        Some(reason) => Condition::false_(
+            APP_KUBECONFIG_VALID,
+            reasons::APP_KUBECONFIG_REJECTED,
+            Severity::Warning,
+            format!(
+                "App cluster kubeconfig secret {secret} was rejected ({reason}); the last good kubeconfig is still in use."
+            ),
+        ),
     }
 }
 
@@ -507,6 +524,27 @@ mod tests {
         assert_eq!(
             foreign[0].message,
             "CustomResourceDefinition x.y is not owned by klutch.anynines.com."
+        );
+    }
+
+    #[test]
+    fn rejected_app_kubeconfig_is_a_warning_and_recovers() {
+        let c = app_kubeconfig_valid("ns/app", Some("secret not found"));
+        assert_eq!(
+            (c.status, c.severity, c.reason.as_str()),
+            (
+                ConditionStatus::False,
+                Severity::Warning,
+                "AppKubeconfigRejected"
+            )
+        );
+        assert_eq!(
+            c.message,
+            "App cluster kubeconfig secret ns/app was rejected (secret not found); the last good kubeconfig is still in use."
+        );
+        assert_eq!(
+            app_kubeconfig_valid("ns/app", None).status,
+            ConditionStatus::True
         );
     }
 
