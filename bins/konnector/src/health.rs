@@ -5,19 +5,12 @@
 //! working. `/readyz` is 200 when this replica is ready (a leader whose caches synced, or a
 //! follower) and 503 otherwise. Every other path is 404.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use tokio::net::TcpListener;
 
 /// Whether the engine is ready (root caches synced).
@@ -78,48 +71,15 @@ pub fn answer(method: &Method, path: &str, ready: bool) -> Answer {
 
 /// Serves probes on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, ready: ReadyFn, shutdown: impl Future<Output = ()>) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "healthz endpoint listening");
-    }
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, "health server accept failed");
-                    continue;
-                }
-            },
-        };
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let a = answer(req.method(), req.uri().path(), ready());
-                async move {
-                    let body = if req.method() == Method::HEAD {
-                        ""
-                    } else {
-                        a.body
-                    };
-                    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    *resp.status_mut() = a.status;
-                    resp.headers_mut().insert(
-                        CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static(a.content_type),
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "health connection ended with an error");
-            }
-        });
-    }
+    let respond: crate::http_server::Respond = Arc::new(move |method: &Method, path: &str| {
+        let a = answer(method, path, ready());
+        (
+            a.status,
+            a.content_type,
+            Bytes::from_static(a.body.as_bytes()),
+        )
+    });
+    crate::http_server::serve("healthz", listener, respond, shutdown).await;
 }
 
 #[cfg(test)]

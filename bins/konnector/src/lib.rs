@@ -7,6 +7,7 @@ pub mod cli;
 pub mod crd;
 pub mod engine;
 pub mod health;
+pub mod http_server;
 pub mod leader;
 pub mod logging;
 pub mod metrics_server;

@@ -1,18 +1,11 @@
 //! The metrics server: `/metrics` on `--metrics-bind-address`, OpenMetrics text from the
 //! engine's `prometheus-client` registry.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -74,44 +67,11 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "metrics endpoint listening");
-    }
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, "metrics server accept failed");
-                    continue;
-                }
-            },
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (status, content_type, body) =
-                    answer(req.method(), req.uri().path(), &registry);
-                async move {
-                    let mut resp = Response::new(Full::new(Bytes::from(body)));
-                    *resp.status_mut() = status;
-                    resp.headers_mut().insert(
-                        CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static(content_type),
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
-            }
-        });
-    }
+    let respond: crate::http_server::Respond = Arc::new(move |method: &Method, path: &str| {
+        let (status, content_type, body) = answer(method, path, &registry);
+        (status, content_type, Bytes::from(body))
+    });
+    crate::http_server::serve("metrics", listener, respond, shutdown).await;
 }
 
 #[cfg(test)]
