@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
+mod common;
+
+use common::{WAIT, client, install_crd, mangodb, wait_for};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -15,40 +16,12 @@ use konnector_api::v1alpha1::{
     APIServiceBinding, APIServiceExport, APIServiceNamespace, ClusterBinding,
 };
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
 use serde_json::json;
 use sync_engine::engine::{Engine, EngineMode, EngineOptions};
 use sync_engine::runtime::Cluster;
 use test_apiserver::{ADMIN, Options, TestApiServer, User};
 
-const WAIT: Duration = Duration::from_secs(20);
 const P: &str = "kube-bind-p";
-
-async fn client_from_yaml(yaml: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(yaml).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 async fn apply<K>(api: &Api<K>, obj: serde_json::Value)
 where
@@ -64,25 +37,6 @@ where
     .unwrap();
 }
 
-async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), &crd).await.unwrap();
-    wait_for("CRD established", || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let crd = api.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        }
-    })
-    .await;
-}
-
 async fn namespace(client: &kube::Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     apply(
@@ -96,16 +50,6 @@ fn mangodb_schema() -> serde_json::Value {
     json!({"type": "object", "properties": {
         "spec": {"type": "object", "properties": {"tier": {"type": "string", "default": "Shared"}}},
         "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}})
-}
-
-fn mangodb() -> ApiResource {
-    ApiResource {
-        group: "mangodb.com".into(),
-        version: "v1".into(),
-        api_version: "mangodb.com/v1".into(),
-        kind: "MangoDB".into(),
-        plural: "mangodbs".into(),
-    }
 }
 
 /// A provider kubeconfig for `user` whose context namespace is `P`.
@@ -138,10 +82,10 @@ async fn world(control_plane: bool) -> World {
     };
     let app = TestApiServer::start(options()).await.unwrap();
     let provider = TestApiServer::start(options()).await.unwrap();
-    let app_admin = client_from_yaml(&app.kubeconfig(ADMIN).unwrap()).await;
-    let provider_admin = client_from_yaml(&provider.kubeconfig(ADMIN).unwrap()).await;
-    let app_konnector = client_from_yaml(&app.kubeconfig("konnector").unwrap()).await;
-    let provider_konnector = client_from_yaml(&provider.kubeconfig("konnector").unwrap()).await;
+    let app_admin = client(&app, ADMIN).await;
+    let provider_admin = client(&provider, ADMIN).await;
+    let app_konnector = client(&app, "konnector").await;
+    let provider_konnector = client(&provider, "konnector").await;
     let (binding_admin, binding_ns) = if control_plane {
         (provider_admin.clone(), P.to_string())
     } else {

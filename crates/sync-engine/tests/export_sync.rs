@@ -2,8 +2,9 @@
 //! test playing the provider backend (it fills in `APIServiceNamespace.status.namespace`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::time::Duration;
+mod common;
+
+use common::{client, install_crd, mangodb, wait_for};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -16,34 +17,7 @@ use serde_json::json;
 use sync_engine::runtime::{Cluster, Clusters, ExportSyncConfig, ExportSyncer, WatchHub};
 use test_apiserver::{ADMIN, Options, TestApiServer, User};
 
-const WAIT: Duration = Duration::from_secs(20);
 const KONNECTOR: &str = "konnector";
-
-async fn client(server: &TestApiServer, user: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig(user).unwrap()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn mangodb_crd() -> CustomResourceDefinition {
     serde_json::from_value(json!({
@@ -58,35 +32,6 @@ fn mangodb_crd() -> CustomResourceDefinition {
                     "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}}}]}
     }))
     .unwrap()
-}
-
-fn mangodb() -> ApiResource {
-    ApiResource {
-        group: "mangodb.com".into(),
-        version: "v1".into(),
-        api_version: "mangodb.com/v1".into(),
-        kind: "MangoDB".into(),
-        plural: "mangodbs".into(),
-    }
-}
-
-async fn create_crd(client: &kube::Client, crd: CustomResourceDefinition) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), &crd).await.unwrap();
-    wait_for("CRD established", || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let crd = api.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        }
-    })
-    .await;
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) {
@@ -113,9 +58,9 @@ async fn world() -> World {
     let provider = TestApiServer::start(options()).await.unwrap();
     let app_admin = client(&app, ADMIN).await;
     let provider_admin = client(&provider, ADMIN).await;
-    create_crd(&app_admin, mangodb_crd()).await;
-    create_crd(&provider_admin, mangodb_crd()).await;
-    create_crd(
+    install_crd(&app_admin, mangodb_crd()).await;
+    install_crd(&provider_admin, mangodb_crd()).await;
+    install_crd(
         &provider_admin,
         konnector_api::crds::api_service_namespace(),
     )
@@ -450,14 +395,14 @@ async fn cluster_scoped(isolation: konnector_api::v1alpha1::Isolation) {
     let provider = TestApiServer::start(options()).await.unwrap();
     let app_admin = client(&app, ADMIN).await;
     let provider_admin = client(&provider, ADMIN).await;
-    create_crd(&app_admin, foo_crd("Cluster")).await;
+    install_crd(&app_admin, foo_crd("Cluster")).await;
     let provider_scope = if isolation == Isolation::Namespaced {
         "Namespaced"
     } else {
         "Cluster"
     };
-    create_crd(&provider_admin, foo_crd(provider_scope)).await;
-    create_crd(
+    install_crd(&provider_admin, foo_crd(provider_scope)).await;
+    install_crd(
         &provider_admin,
         konnector_api::crds::api_service_namespace(),
     )
