@@ -108,7 +108,11 @@ where
     Ok(())
 }
 
-async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) -> anyhow::Result<()> {
+/// Creates `crd` and waits until it is Established.
+pub async fn install_crd(
+    client: &kube::Client,
+    crd: CustomResourceDefinition,
+) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().unwrap_or_default();
     api.create(&PostParams::default(), &crd)
@@ -250,7 +254,7 @@ impl World {
                 .await?;
             }
         }
-        let backend = tokio::spawn(map_namespaces(provider_admin.clone()));
+        let backend = tokio::spawn(map_namespaces(provider_admin.clone(), P));
         Ok(World {
             mode,
             app,
@@ -359,11 +363,11 @@ impl World {
     }
 }
 
-/// The backend's namespace mapping: every APIServiceNamespace `N` in `P` gets
-/// `status.namespace = "<P>-<N>"`, and that namespace is created.
-async fn map_namespaces(provider: kube::Client) {
+/// The backend's namespace mapping: every APIServiceNamespace `N` in `p` gets
+/// `status.namespace = "<p>-<N>"`, and that namespace is created. Runs until aborted.
+pub async fn map_namespaces(provider: kube::Client, p: &'static str) {
     let api: Api<konnector_api::v1alpha1::APIServiceNamespace> =
-        Api::namespaced(provider.clone(), P);
+        Api::namespaced(provider.clone(), p);
     loop {
         if let Ok(list) = api.list(&Default::default()).await {
             for sn in list.items {
@@ -378,7 +382,7 @@ async fn map_namespaces(provider: kube::Client) {
                 {
                     continue;
                 }
-                let target = format!("{P}-{name}");
+                let target = format!("{p}-{name}");
                 if namespace(&provider, &target).await.is_ok() {
                     let _ = api
                         .patch_status(

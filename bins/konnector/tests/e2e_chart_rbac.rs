@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::world::{P, kubeconfig_in, mangodb};
+use e2e::world::{P, install_crd, kubeconfig_in, mangodb, map_namespaces};
 use e2e::{Cluster, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, TempDir, free_port, wait_until};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -168,64 +168,6 @@ async fn load_chart_rbac(admin: &kube::Client, docs: &[Value], bound_role: Value
     }
 }
 
-/// The provider backend's namespace mapping (as in e2e::world): every APIServiceNamespace `N`
-/// in `P` gets `status.namespace = "<P>-<N>"`, and that namespace is created.
-async fn map_namespaces(provider: kube::Client, p: &'static str) {
-    let api: Api<konnector_api::v1alpha1::APIServiceNamespace> =
-        Api::namespaced(provider.clone(), p);
-    loop {
-        if let Ok(list) = api.list(&Default::default()).await {
-            for sn in list.items {
-                let name = sn.metadata.name.clone().unwrap_or_default();
-                if sn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.namespace.as_ref())
-                    .is_some()
-                {
-                    continue;
-                }
-                let target = format!("{p}-{name}");
-                let namespaces: Api<Namespace> = Api::all(provider.clone());
-                let ns: Namespace =
-                    serde_json::from_value(json!({"metadata": {"name": target}})).unwrap();
-                let _ = namespaces.create(&PostParams::default(), &ns).await;
-                let _ = api
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"namespace": target}})),
-                    )
-                    .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    api.create(&PostParams::default(), &crd).await.unwrap();
-    wait_until(&format!("CRD {name} established"), STEP, || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            api.get(&name)
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        }
-    })
-    .await
-    .unwrap();
-}
-
 /// The provider as the backend leaves it (e2e::world): CRDs, namespace `p`, the ClusterBinding
 /// with its kubeconfig Secret `secret` (holding `kubeconfig`), the export.
 async fn provider_world(admin: &kube::Client, p: &str, secret: &str, kubeconfig: &str) {
@@ -234,7 +176,7 @@ async fn provider_world(admin: &kube::Client, p: &str, secret: &str, kubeconfig:
         konnector_api::crds::api_service_export(),
         konnector_api::crds::api_service_namespace(),
     ] {
-        install_crd(admin, crd).await;
+        install_crd(admin, crd).await.unwrap();
     }
     let schema = json!({"type": "object", "properties": {
         "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
@@ -249,7 +191,8 @@ async fn provider_world(admin: &kube::Client, p: &str, secret: &str, kubeconfig:
             "spec": {"group": "mangodb.com", "scope": "Namespaced", "names": names, "versions": versions}}))
         .unwrap(),
     )
-    .await;
+    .await
+    .unwrap();
     create_namespace(admin, p).await;
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), p);
     secrets
@@ -574,7 +517,9 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac() {
     // binding CRD and the binding; then `helm install -n <root>`.
     let app_kubeconfig = app.kubeconfig(APP_USER).unwrap();
     provider_world(&cp_admin, ROOT, APP_SECRET, &app_kubeconfig).await;
-    install_crd(&cp_admin, konnector_api::crds::api_service_binding()).await;
+    install_crd(&cp_admin, konnector_api::crds::api_service_binding())
+        .await
+        .unwrap();
     let bindings = bindings_api(&cp_admin, ROOT);
     bindings
         .create(&PostParams::default(), &binding(ROOT, APP_SECRET))
