@@ -800,6 +800,12 @@ impl Inner {
                 self.count("consumer", "update", &replaced);
                 match replaced {
                     Ok(_) => {
+                        // The export's schema changed, so the provider's CRD most likely did too:
+                        // reads of both around now may have gone through the old schema.
+                        if let Some(resource) = export_resource(export) {
+                            self.hub.schema_changed("app", &resource);
+                            self.hub.schema_changed(&self.spec.provider_id, &resource);
+                        }
                         tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "updated CRD");
                         Ok(ExportCheck::Installed(SchemaState::OutOfSync))
                     }
@@ -822,20 +828,19 @@ impl Inner {
                 return Ok(());
             }
         }
-        let Some(version) = export.spec.first_served_version() else {
+        let Some(resource) = export_resource(export) else {
             return Ok(());
         };
-        let resource = ApiResource {
-            group: export.spec.group.clone(),
-            version: version.name.clone(),
-            api_version: if export.spec.group.is_empty() {
-                version.name.clone()
-            } else {
-                format!("{}/{}", export.spec.group, version.name)
-            },
-            kind: export.spec.names.kind.clone(),
-            plural: export.spec.names.plural.clone(),
+        let restarted = {
+            let s = self.syncers.lock().unwrap_or_else(|e| e.into_inner());
+            s.contains_key(&name)
         };
+        if restarted {
+            // The export changed, and with it (most likely) the schema on both sides: whatever
+            // the watches read while the API servers still served the old schema is read again.
+            self.hub.schema_changed("app", &resource);
+            self.hub.schema_changed(&self.spec.provider_id, &resource);
+        }
         let cluster_scoped =
             (export.spec.scope == ExportScope::Cluster).then(|| ClusterScopedMapping {
                 provider_namespace: self.p().to_string(),
@@ -905,11 +910,20 @@ impl Inner {
         else {
             return Ok(());
         };
+        // A binding the supervisor has not handed to this session yet (it adds them one by one
+        // after a restart, each once its Secret is read) still binds the export: without this,
+        // a restart would write "no binding" and then "connected" again.
         let binding = self
             .binding_keys()
             .into_iter()
             .filter(|(_, n)| n == name)
-            .find_map(|k| self.binding(&k));
+            .find_map(|k| self.binding(&k))
+            .or_else(|| {
+                self.bindings_watch
+                    .list_as::<APIServiceBinding>()
+                    .into_iter()
+                    .find(|b| b.metadata.name.as_deref() == Some(name))
+            });
         let crd: Option<CustomResourceDefinition> = self.crds.get_as(None, name);
         let crd = crd.filter(|c| binding.as_ref().is_some_and(|b| is_owned_by(c, b)));
         let Some(status) = export_status(
@@ -990,4 +1004,20 @@ async fn release_finalizer(api: &Api<DynamicObject>, name: &str) -> Result<(), k
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The resource an export serves (its first served version).
+fn export_resource(export: &APIServiceExport) -> Option<ApiResource> {
+    let version = export.spec.first_served_version()?;
+    Some(ApiResource {
+        group: export.spec.group.clone(),
+        version: version.name.clone(),
+        api_version: if export.spec.group.is_empty() {
+            version.name.clone()
+        } else {
+            format!("{}/{}", export.spec.group, version.name)
+        },
+        kind: export.spec.names.kind.clone(),
+        plural: export.spec.names.plural.clone(),
+    })
 }

@@ -9,12 +9,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use std::time::{Duration, Instant};
+
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::core::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::Event;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -89,12 +90,13 @@ const CHANGE_BUFFER: usize = 4096;
 
 impl SharedWatch {
     /// Starts watching `resource` in `scope` on the handle's cluster.
-    pub fn start(
+    fn start(
         handle: Cluster,
         key: WatchKey,
         resource: ApiResource,
         scope: Scope,
         fields: Option<String>,
+        schema_changes: SchemaChanges,
     ) -> Arc<Self> {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -110,6 +112,7 @@ impl SharedWatch {
                 events: events.clone(),
                 listed: listed_tx,
                 key: key.clone(),
+                schema_changes,
             }
             .run(),
         );
@@ -186,6 +189,120 @@ impl SharedWatch {
     }
 }
 
+/// How long a watch request asks the server to keep the stream open. The server ends it at
+/// that time; an end well before it is the server telling us something (see [`after_stream_end`]).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+
+/// How long after a schema change of a resource a list of it may still have been served by the
+/// API server's storage of the old schema. The real kube-apiserver swaps a custom resource's
+/// storage when its CRD informer sees the update (normally milliseconds, without a bound), and
+/// tears the old storage down at least a second later, which ends the watches opened on it.
+const SCHEMA_SETTLE: Duration = Duration::from_secs(10);
+
+/// A stream that ends before its timeout by more than this was ended by the server.
+const EARLY_END_MARGIN: Duration = Duration::from_secs(5);
+
+/// Page size of the initial and recovery lists.
+const PAGE_SIZE: u32 = 500;
+
+/// How a watch stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The server finished the response after `lived`.
+    Closed {
+        /// How long the stream was open.
+        lived: Duration,
+    },
+    /// `410 Gone`: the resourceVersion is too old to resume from.
+    Gone,
+    /// A transport error or an error event other than 410.
+    Failed,
+}
+
+/// What to do after a watch stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextStep {
+    /// List again from scratch and replace the cache.
+    Relist,
+    /// Watch again from the last resourceVersion.
+    Resume,
+}
+
+/// Whether a list that started at `list_started` may have been served with a schema that was
+/// replaced at `schema_changed` (or later).
+pub(crate) fn list_suspect(list_started: Instant, schema_changed: Option<Instant>) -> bool {
+    schema_changed.is_some_and(|c| c + SCHEMA_SETTLE > list_started)
+}
+
+/// Relist or resume after a stream ended.
+///
+/// Resuming from a resourceVersion is right when nothing but time passed. It is wrong after a
+/// CRD schema change: objects the old storage decoded (and pruned) stay in the cache with the
+/// fields the new schema added missing, and no event ever corrects them. The server ends the
+/// watches of the old storage when it tears it down, before their timeout, so a stream closed
+/// early is relisted, and so is any stream whose list may have been served by the old storage.
+pub(crate) fn after_stream_end(
+    end: StreamEnd,
+    requested: Duration,
+    list_started: Instant,
+    schema_changed: Option<Instant>,
+) -> NextStep {
+    match end {
+        StreamEnd::Gone => NextStep::Relist,
+        StreamEnd::Failed => NextStep::Resume,
+        StreamEnd::Closed { lived } => {
+            if lived + EARLY_END_MARGIN.min(requested / 2) < requested
+                || list_suspect(list_started, schema_changed)
+            {
+                NextStep::Relist
+            } else {
+                NextStep::Resume
+            }
+        }
+    }
+}
+
+/// Retry delays of one watch: doubling from 200 ms to 10 s, reset by a success.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Backoff { next: Self::MIN }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+}
+
+/// When the schema of a resource last changed, per cluster and resource, as the engine learnt
+/// it (its own CRD updates, export generation changes). Shared by the hub and its watches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SchemaChanges(Arc<Mutex<HashMap<(String, String), Instant>>>);
+
+impl SchemaChanges {
+    fn record(&self, cluster: &str, resource: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert((cluster.to_string(), resource.to_string()), Instant::now());
+    }
+
+    fn last(&self, key: &WatchKey) -> Option<Instant> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&(key.cluster.clone(), key.resource.clone())).copied()
+    }
+}
+
 /// What the background task of one watch owns.
 struct WatchTask {
     handle: Cluster,
@@ -196,68 +313,194 @@ struct WatchTask {
     events: broadcast::Sender<Change>,
     listed: tokio::sync::watch::Sender<bool>,
     key: WatchKey,
+    schema_changes: SchemaChanges,
+}
+
+/// Why the list-watch loop of one client stopped.
+enum Interrupted {
+    /// The credentials changed: start over with the new client.
+    NewClient,
 }
 
 impl WatchTask {
-    async fn run(self) {
-        let WatchTask {
-            mut handle,
-            resource,
-            scope,
-            fields,
-            mut writer,
-            events,
-            listed,
-            key,
-        } = self;
+    async fn run(mut self) {
         loop {
-            let client = handle.client();
-            let api: Api<DynamicObject> = match &scope {
-                Scope::All => Api::all_with(client, &resource),
-                Scope::Namespace(ns) => Api::namespaced_with(client, ns, &resource),
-            };
-            let mut config = watcher::Config::default();
-            if let Some(f) = &fields {
-                config = config.fields(f);
-            }
-            let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-            let generation = handle.generation();
-            loop {
-                tokio::select! {
-                    event = stream.next() => match event {
-                        Some(Ok(event)) => {
-                            writer.apply_watcher_event(&event);
-                            let change = match &event {
-                                Event::Apply(o) | Event::Delete(o) => Some(Change::Object {
-                                    namespace: o.metadata.namespace.clone(),
-                                    name: o.metadata.name.clone().unwrap_or_default(),
-                                }),
-                                Event::InitDone => {
-                                    listed.send_replace(true);
-                                    Some(Change::Resync)
-                                }
-                                Event::Init | Event::InitApply(_) => None,
-                            };
-                            if let Some(change) = change {
-                                // No subscriber is fine: the cache is still kept.
-                                let _ = events.send(change);
-                            }
-                        }
-                        Some(Err(err)) => {
-                            tracing::warn!(cluster = %key.cluster, resource = %key.resource, error = %err, "watch failed, retrying");
-                        }
-                        None => break,
-                    },
-                    _ = handle.changed() => {
-                        if handle.generation() != generation {
-                            tracing::info!(cluster = %key.cluster, resource = %key.resource, "credentials changed, restarting watch");
-                            break;
-                        }
+            let generation = self.handle.generation();
+            let mut handle = self.handle.clone();
+            let client_changed = async move {
+                loop {
+                    handle.changed().await;
+                    if handle.generation() != generation {
+                        return Interrupted::NewClient;
                     }
+                }
+            };
+            let client = self.handle.client();
+            let api: Api<DynamicObject> = match &self.scope {
+                Scope::All => Api::all_with(client, &self.resource),
+                Scope::Namespace(ns) => Api::namespaced_with(client, ns, &self.resource),
+            };
+            tokio::select! {
+                () = self.list_watch(&api) => {}
+                Interrupted::NewClient = client_changed => {
+                    tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, "credentials changed, restarting watch");
                 }
             }
         }
     }
+
+    /// Lists, then watches from the list's resourceVersion, relisting when [`after_stream_end`]
+    /// says so. Runs until cancelled.
+    async fn list_watch(&mut self, api: &Api<DynamicObject>) {
+        let mut backoff = Backoff::new();
+        'relist: loop {
+            let list_started = Instant::now();
+            let Some(mut version) = self.relist(api).await else {
+                backoff.wait().await;
+                continue 'relist;
+            };
+            loop {
+                let suspect = list_suspect(list_started, self.schema_changes.last(&self.key));
+                // A list the old storage may have served is checked again soon: a short watch
+                // ends, and its end relists.
+                let requested = if suspect {
+                    SCHEMA_SETTLE
+                } else {
+                    WATCH_TIMEOUT
+                };
+                let mut params = WatchParams::default()
+                    .timeout(u32::try_from(requested.as_secs()).unwrap_or(290));
+                if let Some(f) = &self.fields {
+                    params = params.fields(f);
+                }
+                let opened = Instant::now();
+                let end = match api.watch(&params, &version).await {
+                    Ok(stream) => self.follow(stream, &mut version).await,
+                    Err(kube::Error::Api(s)) if s.code == 410 => StreamEnd::Gone,
+                    Err(err) => {
+                        tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "watch failed, retrying");
+                        StreamEnd::Failed
+                    }
+                };
+                let next = after_stream_end(
+                    end,
+                    requested,
+                    list_started,
+                    self.schema_changes.last(&self.key),
+                );
+                let healthy = matches!(end, StreamEnd::Closed { .. })
+                    && opened.elapsed() >= Duration::from_secs(1);
+                if healthy {
+                    backoff.reset();
+                } else {
+                    backoff.wait().await;
+                }
+                if next == NextStep::Relist {
+                    tracing::debug!(cluster = %self.key.cluster, resource = %self.key.resource, end = ?end, "relisting");
+                    continue 'relist;
+                }
+            }
+        }
+    }
+
+    /// A full, paginated list that replaces the cache; the resourceVersion to watch from.
+    async fn relist(&mut self, api: &Api<DynamicObject>) -> Option<String> {
+        let mut objects = Vec::new();
+        let mut continue_token: Option<String> = None;
+        let version = loop {
+            let mut params = ListParams::default().limit(PAGE_SIZE);
+            if let Some(f) = &self.fields {
+                params = params.fields(f);
+            }
+            if let Some(token) = &continue_token {
+                params = params.continue_token(token);
+            }
+            match api.list(&params).await {
+                Ok(page) => {
+                    objects.extend(page.items);
+                    match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(token) => continue_token = Some(token),
+                        None => break page.metadata.resource_version.unwrap_or_default(),
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "list failed, retrying");
+                    return None;
+                }
+            }
+        };
+        self.writer.apply_watcher_event(&Event::Init);
+        for o in objects {
+            self.writer.apply_watcher_event(&Event::InitApply(o));
+        }
+        self.writer.apply_watcher_event(&Event::InitDone);
+        self.listed.send_replace(true);
+        // No subscriber is fine: the cache is still kept.
+        let _ = self.events.send(Change::Resync);
+        Some(version)
+    }
+
+    /// Applies the events of one watch stream to the cache until it ends.
+    async fn follow(
+        &mut self,
+        stream: impl futures::Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>>,
+        version: &mut String,
+    ) -> StreamEnd {
+        let opened = Instant::now();
+        let mut stream = std::pin::pin!(stream);
+        // The server ends the stream at the timeout; a stream silent well past it is dead.
+        let idle = WATCH_TIMEOUT + Duration::from_secs(30);
+        loop {
+            let event = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    return StreamEnd::Closed {
+                        lived: opened.elapsed(),
+                    };
+                }
+                Err(_) => return StreamEnd::Failed,
+            };
+            let (event, deleted) = match event {
+                Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
+                Ok(WatchEvent::Deleted(o)) => (o, true),
+                Ok(WatchEvent::Bookmark(b)) => {
+                    *version = b.metadata.resource_version;
+                    continue;
+                }
+                Ok(WatchEvent::Error(e)) if e.code == 410 => return StreamEnd::Gone,
+                Ok(WatchEvent::Error(e)) => {
+                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %e, "watch error event, retrying");
+                    return StreamEnd::Failed;
+                }
+                Err(err) => {
+                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "watch stream failed, retrying");
+                    return StreamEnd::Failed;
+                }
+            };
+            if let Some(rv) = event.metadata.resource_version.clone() {
+                *version = rv;
+            }
+            let change = Change::Object {
+                namespace: event.metadata.namespace.clone(),
+                name: event.metadata.name.clone().unwrap_or_default(),
+            };
+            let event = if deleted {
+                Event::Delete(event)
+            } else {
+                Event::Apply(event)
+            };
+            self.writer.apply_watcher_event(&event);
+            let _ = self.events.send(change);
+        }
+    }
+}
+
+/// `group/version/plural`, the resource part of a [`WatchKey`].
+fn resource_key(resource: &ApiResource) -> String {
+    format!(
+        "{}/{}/{}",
+        resource.group, resource.version, resource.plural
+    )
 }
 
 /// Hands out shared watches, and carries the metrics every syncer using it reports to.
@@ -266,6 +509,7 @@ pub struct WatchHub {
     watches: Mutex<HashMap<WatchKey, Weak<SharedWatch>>>,
     metrics: crate::metrics::Metrics,
     leadership: super::leadership::Leadership,
+    schema_changes: SchemaChanges,
 }
 
 impl WatchHub {
@@ -283,6 +527,7 @@ impl WatchHub {
             watches: Mutex::default(),
             metrics,
             leadership,
+            schema_changes: SchemaChanges::default(),
         }
     }
 
@@ -301,6 +546,13 @@ impl WatchHub {
         &self.metrics
     }
 
+    /// Tells the watches of `resource` on `cluster` (running or started later) that its schema
+    /// just changed: the API server may serve lists and watches with the old schema for a while,
+    /// so whatever they read around now is read again once the server has switched.
+    pub fn schema_changed(&self, cluster: &str, resource: &ApiResource) {
+        self.schema_changes.record(cluster, &resource_key(resource));
+    }
+
     /// The watch of `resource` in `scope` on `cluster`, started if nobody watches it yet.
     pub fn watch(
         &self,
@@ -312,10 +564,7 @@ impl WatchHub {
     ) -> Arc<SharedWatch> {
         let key = WatchKey {
             cluster: cluster.to_string(),
-            resource: format!(
-                "{}/{}/{}",
-                resource.group, resource.version, resource.plural
-            ),
+            resource: resource_key(resource),
             scope: scope.clone(),
             fields: fields.clone(),
         };
@@ -324,8 +573,14 @@ impl WatchHub {
             return existing;
         }
         watches.retain(|_, w| w.strong_count() > 0);
-        let watch =
-            SharedWatch::start(handle.clone(), key.clone(), resource.clone(), scope, fields);
+        let watch = SharedWatch::start(
+            handle.clone(),
+            key.clone(),
+            resource.clone(),
+            scope,
+            fields,
+            self.schema_changes.clone(),
+        );
         watches.insert(key, Arc::downgrade(&watch));
         watch
     }
@@ -339,5 +594,80 @@ impl WatchHub {
     /// Whether no watch runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn closed(lived: Duration) -> StreamEnd {
+        StreamEnd::Closed { lived }
+    }
+
+    #[test]
+    fn a_stream_that_reached_its_timeout_resumes() {
+        let listed = Instant::now();
+        let next = after_stream_end(closed(WATCH_TIMEOUT), WATCH_TIMEOUT, listed, None);
+        assert_eq!(next, NextStep::Resume);
+    }
+
+    #[test]
+    fn a_stream_the_server_ended_early_relists() {
+        // The old storage of a CRD is torn down about a second after a schema change; its
+        // watches end then, long before their timeout.
+        let listed = Instant::now();
+        let next = after_stream_end(closed(SECOND), WATCH_TIMEOUT, listed, None);
+        assert_eq!(next, NextStep::Relist);
+    }
+
+    #[test]
+    fn gone_relists_and_failures_resume() {
+        let listed = Instant::now();
+        assert_eq!(
+            after_stream_end(StreamEnd::Gone, WATCH_TIMEOUT, listed, None),
+            NextStep::Relist
+        );
+        assert_eq!(
+            after_stream_end(StreamEnd::Failed, WATCH_TIMEOUT, listed, None),
+            NextStep::Resume
+        );
+    }
+
+    #[test]
+    fn a_list_around_a_schema_change_is_suspect_and_relisted_at_the_next_end() {
+        let now = Instant::now();
+        // The list started right after the change (the server may not have switched yet).
+        let listed = now + Duration::from_millis(3);
+        assert!(list_suspect(listed, Some(now)));
+        assert_eq!(
+            after_stream_end(closed(SCHEMA_SETTLE), SCHEMA_SETTLE, listed, Some(now)),
+            NextStep::Relist
+        );
+        // The change came after the list: the list predates it, the cache is read again.
+        assert!(list_suspect(now, Some(now + SECOND)));
+    }
+
+    #[test]
+    fn a_list_well_after_a_schema_change_is_trusted() {
+        let changed = Instant::now();
+        let listed = changed + SCHEMA_SETTLE + SECOND;
+        assert!(!list_suspect(listed, Some(changed)));
+        assert_eq!(
+            after_stream_end(closed(WATCH_TIMEOUT), WATCH_TIMEOUT, listed, Some(changed)),
+            NextStep::Resume
+        );
+    }
+
+    #[test]
+    fn a_short_requested_timeout_is_not_mistaken_for_an_early_end() {
+        let listed = Instant::now();
+        let requested = Duration::from_secs(4);
+        assert_eq!(
+            after_stream_end(closed(requested), requested, listed, None),
+            NextStep::Resume
+        );
     }
 }
