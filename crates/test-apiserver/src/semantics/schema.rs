@@ -723,6 +723,76 @@ impl StructuralSchema {
         }
     }
 
+    /// Whether [`Self::prune`] followed by [`Self::apply_defaults`] would change `obj`, checked
+    /// without copying it. That is how a stored object is read back (the real server prunes and
+    /// defaults what it decodes from etcd); an object written through the same schema reads back
+    /// unchanged.
+    pub fn changes_on_read(&self, obj: &Value) -> bool {
+        self.would_prune(obj, true) || self.would_default(obj)
+    }
+
+    fn would_prune(&self, v: &Value, is_resource: bool) -> bool {
+        match v {
+            Value::Object(m) => {
+                let keep_meta = is_resource || self.embedded_resource;
+                if keep_meta
+                    && let Some(Value::Object(meta)) = m.get("metadata")
+                    && meta
+                        .keys()
+                        .any(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
+                {
+                    return true;
+                }
+                m.iter().any(|(k, child)| {
+                    if keep_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                        false
+                    } else if let Some(p) = self.properties.get(k) {
+                        p.would_prune(child, false)
+                    } else if let Some(ap) = &self.additional_properties {
+                        ap.would_prune(child, false)
+                    } else {
+                        !self.preserve_unknown_fields
+                    }
+                })
+            }
+            Value::Array(items) => self
+                .items
+                .as_ref()
+                .is_some_and(|s| items.iter().any(|it| s.would_prune(it, false))),
+            _ => false,
+        }
+    }
+
+    /// Whether [`Self::apply_defaults`] would change `v`: a missing defaulted property, or a
+    /// `null` that is not nullable (dropped or defaulted), anywhere.
+    fn would_default(&self, v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                let missing_default = self
+                    .properties
+                    .iter()
+                    .any(|(k, p)| p.default.is_some() && !m.contains_key(k));
+                missing_default
+                    || m.iter().any(|(k, child)| {
+                        match self
+                            .properties
+                            .get(k)
+                            .or(self.additional_properties.as_deref())
+                        {
+                            Some(s) => s.is_non_nullable_null(child) || s.would_default(child),
+                            None => false,
+                        }
+                    })
+            }
+            Value::Array(items) => self.items.as_ref().is_some_and(|s| {
+                items.iter().any(|it| {
+                    (s.is_non_nullable_null(it) && s.default.is_some()) || s.would_default(it)
+                })
+            }),
+            _ => false,
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Defaulting
 
@@ -1529,6 +1599,58 @@ mod tests {
             "list": [{"k": "a", "v": 0}, {"k": "d", "v": 0}],
             "map": {"x": {"p": 7}}, "nullable": null}})
         );
+    }
+
+    #[test]
+    fn changes_on_read_is_exactly_what_pruning_and_defaulting_change() {
+        let defaults = schema(json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "default": {}, "properties": {
+                "replicas": {"type": "integer", "default": 1},
+                "list": {"type": "array", "items": {"type": "object", "default": {"k": "d"},
+                    "properties": {"k": {"type": "string"}}}},
+                "map": {"type": "object", "additionalProperties": {"type": "object",
+                    "properties": {"p": {"type": "integer", "default": 7}}}},
+                "plain": {"type": "string"},
+                "maybe": {"type": "string", "nullable": true}
+            }}}
+        }));
+        let meta = json!({"name": "n", "uid": "u", "labels": {"a": "b"}});
+        let crd_cases = [
+            json!({"metadata": meta, "spec": {"name": "abc"}}),
+            json!({"metadata": {"name": "n", "bogus": 1}}),
+            json!({"spec": {"name": "abc", "color": "red"}}),
+            json!({"spec": {"free": {"x": {"y": 1}}, "labels": {"a": "b"}}}),
+            json!({"spec": {"items": [{"name": "a", "extra": 1}]}}),
+            json!({"spec": {"embedded": {"metadata": {"junk": 1}}}}),
+            json!({"spec": {"tier": null, "maybe": null}}),
+            json!({"spec": {"maybe": null}, "status": {"ready": true}}),
+            json!({"top": 1}),
+        ];
+        let default_cases = [
+            json!({}),
+            json!({"spec": {"replicas": 2}}),
+            json!({"spec": {"replicas": 2, "list": [{"k": "a"}, null]}}),
+            json!({"spec": {"replicas": 2, "map": {"x": {}}}}),
+            json!({"spec": {"replicas": 2, "map": {"x": {"p": 1}}}}),
+            json!({"spec": {"replicas": 2, "plain": null}}),
+            json!({"spec": {"replicas": 2, "maybe": null, "list": [{"k": "a"}]}}),
+        ];
+        let crd = crd_schema();
+        let cases = crd_cases
+            .into_iter()
+            .map(|o| (&crd, o))
+            .chain(default_cases.into_iter().map(|o| (&defaults, o)));
+        for (s, obj) in cases {
+            let mut read = obj.clone();
+            s.prune(&mut read);
+            s.apply_defaults(&mut read);
+            assert_eq!(s.changes_on_read(&obj), read != obj, "{obj}");
+            assert!(
+                !s.changes_on_read(&read),
+                "a read object reads back unchanged: {read}"
+            );
+        }
     }
 
     #[test]
