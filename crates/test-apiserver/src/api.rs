@@ -162,12 +162,27 @@ fn at_version(obj: &Value, api_version: &str) -> Value {
     o
 }
 
+/// A stored object as the storage serving the request reads it (pruned and defaulted by its
+/// schema, for custom resources; see [`ResourceDef::read`]).
+fn read_stored(def: &ResourceDef, raw: &Arc<Value>) -> Arc<Value> {
+    def.read(raw).map_or_else(|| raw.clone(), Arc::new)
+}
+
+/// A stored object as a response or watch event carries it: read through the storage serving
+/// the request and set to the requested version.
+pub fn served(def: &ResourceDef, obj: &Value, api_version: &str) -> Value {
+    match def.read(obj) {
+        Some(read) => at_version(&read, api_version),
+        None => at_version(obj, api_version),
+    }
+}
+
 /// GET of one object (or its status subresource, which returns the whole object).
 pub fn get(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
     let obj = store
         .get(&r.def.key(), &r.key())
         .ok_or_else(|| ApiError::not_found(&r.def.plural, &r.def.group, r.name))?;
-    Ok(at_version(obj, &r.api_version()))
+    Ok(served(&r.def, obj, &r.api_version()))
 }
 
 /// Parsed `labelSelector` and `fieldSelector`.
@@ -354,7 +369,7 @@ pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
             remaining += 1;
             continue;
         }
-        items.push(at_version(obj, &api_version));
+        items.push(served(def, obj, &api_version));
         last = Some(key.clone());
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
@@ -1054,7 +1069,7 @@ fn create_object(
     }
     let stored = store.put(&def, rv, obj, EventType::Added);
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
-        && let Ok(newdef) = crate::resources::from_crd(&stored)
+        && let Ok(newdef) = crate::crd_storage::build(&stored)
     {
         store.register(newdef);
     }
@@ -1078,28 +1093,31 @@ pub fn update(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Va
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
-    let old = store
+    let raw = store
         .get(&r.def.key(), &r.key())
         .cloned()
         .ok_or_else(|| ApiError::not_found(&r.def.plural, &r.def.group, r.name))?;
     let body_rv = s(&obj, "/metadata/resourceVersion").to_owned();
-    if !body_rv.is_empty() && body_rv != s(&old, "/metadata/resourceVersion") {
+    if !body_rv.is_empty() && body_rv != s(&raw, "/metadata/resourceVersion") {
         return Err(ApiError::stale(&r.def.plural, &r.def.group, r.name));
     }
     let manager = r.manager();
-    write_update(store, r, &old, obj, Some(&manager))
+    write_update(store, r, &raw, obj, Some(&manager))
 }
 
 /// The shared tail of update and patch: status rules, immutable metadata, kind preparation,
-/// generation, ownership, no-op detection and deletion once the last finalizer is gone.
+/// generation, ownership, no-op detection and deletion once the last finalizer is gone. `raw` is
+/// the stored object; the update applies to it as the request's storage reads it, and is a no-op
+/// only if it would store exactly `raw` again (as the real server compares the encoded bytes).
 fn write_update(
     store: &mut Store,
     r: &Req<'_>,
-    old: &Arc<Value>,
+    raw: &Arc<Value>,
     mut obj: Value,
     manager: Option<&str>,
 ) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
+    let old = &read_stored(&def, raw);
     let status_endpoint = r.subresource == "status";
     if status_endpoint {
         // Only status (and managedFields) may change through /status.
@@ -1215,13 +1233,13 @@ fn write_update(
         sem::track_update(&def, Some(old), &mut obj, manager, r.subresource);
     }
     // A write that changes nothing is not stored: same resourceVersion, no event.
-    if without_managed_fields(&obj) == without_managed_fields(old) {
+    if without_managed_fields(&obj) == without_managed_fields(raw) {
         return Ok((200, at_version(old, &r.api_version())));
     }
     if deleting(&obj) && finalizers(&obj).is_empty() && !is_namespace_pending(&obj) {
         let key = r.key();
-        let gone = remove_object(store, &def, &key).unwrap_or_else(|| old.clone());
-        return Ok((200, at_version(&gone, &r.api_version())));
+        let gone = remove_object(store, &def, &key).unwrap_or_else(|| raw.clone());
+        return Ok((200, served(&def, &gone, &r.api_version())));
     }
     to_storage_version(&def, &mut obj);
     let rv = store.next_rv();
@@ -1233,10 +1251,11 @@ fn write_update(
     if becomes_deleting || refs_changed {
         store.gc_pending = true;
     }
+    // A new spec (or new accepted names) replaces the storage of the CRD's resource, later.
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
-        && let Ok(newdef) = crate::resources::from_crd(&stored)
+        && crate::crd_storage::changes_storage(raw, &stored)
     {
-        store.register(newdef);
+        store.crd_updates.push(stored.clone());
     }
     Ok((200, at_version(&stored, &r.api_version())))
 }
@@ -1273,8 +1292,12 @@ pub fn remove_object(store: &mut Store, def: &ResourceDef, key: &ObjKey) -> Opti
     store.remove(def, key)
 }
 
-/// Writes a server-side change (garbage collector, namespace controller) of `obj`.
+/// Writes a server-side change (garbage collector, namespace controller) of `obj`, through the
+/// current storage of its resource (`def`).
 pub fn store_modified(store: &mut Store, def: &ResourceDef, mut obj: Value) {
+    if let Some(read) = def.read(&obj) {
+        obj = read;
+    }
     let key = crate::store::obj_key(&obj);
     if deleting(&obj) && finalizers(&obj).is_empty() && !is_namespace_pending(&obj) {
         remove_object(store, def, &key);
@@ -1314,13 +1337,14 @@ pub fn patch(
             }
         )));
     }
-    let old = store.get(&def.key(), &r.key()).cloned();
+    let raw = store.get(&def.key(), &r.key()).cloned();
     if content_type == "application/apply-patch+yaml"
         || content_type == "application/apply-patch+json"
     {
-        return apply(store, r, old, body);
+        return apply(store, r, raw, body);
     }
-    let old = old.ok_or_else(|| ApiError::not_found(&def.plural, &def.group, r.name))?;
+    let raw = raw.ok_or_else(|| ApiError::not_found(&def.plural, &def.group, r.name))?;
+    let old = read_stored(&def, &raw);
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let patched = match content_type {
@@ -1369,7 +1393,7 @@ pub fn patch(
     }
     check_type(r, &mut patched)?;
     let manager = r.manager();
-    write_update(store, r, &old, patched, Some(&manager))
+    write_update(store, r, &raw, patched, Some(&manager))
 }
 
 /// PATCH of an object served through a converting view (`events.k8s.io` Events): the patch
@@ -1412,10 +1436,11 @@ pub fn patch_converted(
 fn apply(
     store: &mut Store,
     r: &Req<'_>,
-    old: Option<Arc<Value>>,
+    raw: Option<Arc<Value>>,
     body: &[u8],
 ) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
+    let old = raw.as_ref().map(|raw| read_stored(&def, raw));
     let manager = match r.q("fieldManager") {
         Some(m) if !m.is_empty() => m.to_owned(),
         _ => {
@@ -1464,7 +1489,7 @@ fn apply(
         force,
         r.subresource,
     )?;
-    match old {
+    match raw {
         None => {
             if status_endpoint {
                 return Err(ApiError::not_found(&def.plural, &def.group, r.name));
@@ -1475,7 +1500,7 @@ fn apply(
             }
             create_object(store, r, obj, None)
         }
-        Some(old) => write_update(store, r, &old, merged, None),
+        Some(raw) => write_update(store, r, &raw, merged, None),
     }
 }
 
@@ -1542,7 +1567,7 @@ pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u
     let def = r.def.clone();
     let (code, obj) = delete_one(store, &def, &r.key(), opts)?;
     let gone = store.get(&def.key(), &r.key()).is_none();
-    let obj = obj.map_or_else(|| json!({}), |o| at_version(&o, &r.api_version()));
+    let obj = obj.map_or_else(|| json!({}), |o| served(&def, &o, &r.api_version()));
     let returns_object =
         def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition";
     if gone && !returns_object {
@@ -1568,6 +1593,8 @@ pub fn delete_one(
         .get(&def.key(), key)
         .cloned()
         .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, &key.1))?;
+    // Marking for deletion rewrites the object as the storage reads it.
+    let old = read_stored(def, &old);
     if let Some(uid) = &opts.uid {
         let have = s(&old, "/metadata/uid");
         if uid != have {
@@ -1670,7 +1697,7 @@ pub fn delete_collection(
     let mut items = Vec::new();
     for k in keys {
         match delete_one(store, &def, &k, opts) {
-            Ok((_, Some(o))) => items.push(at_version(&o, &r.api_version())),
+            Ok((_, Some(o))) => items.push(served(&def, &o, &r.api_version())),
             Ok((_, None)) => {}
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

@@ -448,6 +448,9 @@ async fn serve(
             if store.gc_pending {
                 shared.gc.notify_one();
             }
+            // CRD spec changes replace their resource's storage (never for dry runs: a scratch
+            // store is discarded with what it asked for).
+            crate::crd_storage::schedule(shared, &mut guard);
             result?
         }
     };

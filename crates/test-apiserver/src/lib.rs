@@ -17,6 +17,7 @@
 //! ```
 
 mod api;
+mod crd_storage;
 mod error;
 mod events;
 mod gc;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::crd_storage::CrdStorage;
 use crate::semantics::schema::StructuralSchema;
 
 /// Verbs of a normal resource, as advertised in discovery.
@@ -64,6 +65,9 @@ pub struct ResourceDef {
     /// The key of the resource whose objects this one serves converted (`events.k8s.io` Events
     /// are core Events).
     pub alias_of: Option<&'static str>,
+    /// For custom resources served from a CRD: the storage this definition is (its identity and
+    /// lifetime; see [`crate::crd_storage`]).
+    pub storage: Option<Arc<CrdStorage>>,
 }
 
 /// A shared handle to a resource definition.
@@ -97,6 +101,32 @@ impl ResourceDef {
             .or_else(|| self.versions.first())
             .map(|v| v.name.as_str())
             .unwrap_or("v1")
+    }
+
+    /// A stored object as this storage reads it back, like the real server's decoding of an
+    /// object from etcd: pruned and defaulted by the schema of the version it is stored at (the
+    /// storage version's if that is not served). `None` when that changes nothing (always for
+    /// built-in kinds and objects written through a storage with the same schema).
+    pub fn read(&self, obj: &Value) -> Option<Value> {
+        if !self.custom {
+            return None;
+        }
+        let version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .and_then(|av| av.rsplit('/').next())
+            .unwrap_or_default();
+        let schema = self
+            .version(version)
+            .or_else(|| self.version(self.storage_version()))
+            .and_then(|v| v.structural.as_deref())?;
+        if !schema.changes_on_read(obj) {
+            return None;
+        }
+        let mut out = obj.clone();
+        schema.prune(&mut out);
+        schema.apply_defaults(&mut out);
+        Some(out)
     }
 }
 
@@ -134,6 +164,7 @@ fn builtin(
         custom: false,
         review: false,
         alias_of: None,
+        storage: None,
     }
 }
 
@@ -293,5 +324,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         custom: true,
         review: false,
         alias_of: None,
+        storage: None,
     })
 }

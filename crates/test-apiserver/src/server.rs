@@ -54,6 +54,15 @@ pub struct Options {
     pub history_limit: usize,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// How long after a CRD update that changes its `spec` (or accepted names) requests for its
+    /// custom resources are still served by the old storage (the old schema), as on a real
+    /// server until its CRD informer sees the update. Default 0: requests arriving after the
+    /// update returns use the new storage.
+    pub crd_storage_switch_delay: Duration,
+    /// How long after the switch the old storage of a CRD is torn down, ending (cleanly) every
+    /// watch opened on it; until then those watches deliver events read through the old schema.
+    /// Default 1 s, the real crdHandler's delay.
+    pub crd_storage_teardown_delay: Duration,
 }
 
 impl Default for Options {
@@ -65,6 +74,8 @@ impl Default for Options {
             rbac: false,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            crd_storage_switch_delay: Duration::ZERO,
+            crd_storage_teardown_delay: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +96,20 @@ impl Options {
     /// Enables RBAC.
     pub fn rbac(mut self) -> Self {
         self.rbac = true;
+        self
+    }
+
+    /// Sets the field of the same name: requests in the `delay` after a CRD spec update
+    /// are still served with the old schema.
+    pub fn crd_storage_switch_delay(mut self, delay: Duration) -> Self {
+        self.crd_storage_switch_delay = delay;
+        self
+    }
+
+    /// Sets the field of the same name: watches of a replaced CRD storage end `delay`
+    /// after the switch.
+    pub fn crd_storage_teardown_delay(mut self, delay: Duration) -> Self {
+        self.crd_storage_teardown_delay = delay;
         self
     }
 }

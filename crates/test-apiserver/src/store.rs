@@ -70,6 +70,9 @@ pub struct Store {
     pub tx: broadcast::Sender<Arc<Event>>,
     /// Set when the garbage collector has work (a deletion or a new deletionTimestamp).
     pub gc_pending: bool,
+    /// CRDs (as stored) whose update changed `spec` or accepted names: their storage is to be
+    /// replaced (see [`crate::crd_storage::schedule`]).
+    pub crd_updates: Vec<Arc<Value>>,
 }
 
 impl Store {
@@ -85,6 +88,7 @@ impl Store {
             history_limit: history_limit.max(1),
             tx,
             gc_pending: false,
+            crd_updates: Vec::new(),
         };
         for def in builtins() {
             store.register(def);
@@ -209,6 +213,7 @@ impl Store {
             history_limit: 1,
             tx,
             gc_pending: false,
+            crd_updates: Vec::new(),
         }
     }
 

@@ -42,6 +42,8 @@ struct Watcher {
     last_rv: u64,
     rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     drop_rx: tokio::sync::watch::Receiver<u64>,
+    /// Set when the custom resource storage the watch was opened on is torn down.
+    destroyed: Option<tokio::sync::watch::Receiver<bool>>,
     deadline: tokio::time::Instant,
     pending: Option<Vec<Bytes>>,
     done: bool,
@@ -110,7 +112,7 @@ pub fn watch(
                         continue;
                     }
                     if matches_ns(obj, namespace) && sel.matches(obj) {
-                        synthetic.push(versioned(obj, &api_version));
+                        synthetic.push(crate::api::served(&def, obj, &api_version));
                     }
                 }
             }
@@ -170,6 +172,7 @@ pub fn watch(
     };
     let mut watcher = Watcher {
         drop_rx: shared.drop_watches.subscribe(),
+        destroyed: def.storage.as_ref().map(|s| s.subscribe()),
         shared,
         def,
         res,
@@ -231,6 +234,16 @@ pub fn watch(
     Ok(resp)
 }
 
+/// Resolves once the storage behind `destroyed` is torn down; never without one.
+async fn torn_down(destroyed: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(rx) = destroyed
+        && rx.wait_for(|d| *d).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 fn versioned(obj: &Value, api_version: &str) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
@@ -259,6 +272,11 @@ impl Watcher {
                 ("DELETED", Some(old))
             }
             _ => return None,
+        };
+        // The storage the watch was opened on reads the object through its own schema.
+        let obj = match obj {
+            Some(o) => Some(self.def.read(&o).unwrap_or(o)),
+            None => self.def.read(&e.object),
         };
         let stored_av = e.object.get("apiVersion").and_then(Value::as_str);
         if self.table.is_some() || self.alias {
@@ -381,6 +399,8 @@ impl Watcher {
             tokio::select! {
                 biased;
                 _ = self.drop_rx.changed() => return None,
+                // The storage is gone: the stream just ends, as on a real server.
+                _ = torn_down(&mut self.destroyed) => return None,
                 _ = tokio::time::sleep_until(self.deadline) => {
                     self.done = true;
                     if self.bookmarks {
