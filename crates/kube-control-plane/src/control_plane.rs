@@ -656,6 +656,11 @@ impl ControlPlane {
         self.admin_kubeconfig.clone()
     }
 
+    /// `DIR/kubeconfig`: the admin kubeconfig as a file, for a child process or `kubectl`.
+    pub fn admin_kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
     /// The API server's URL, `https://127.0.0.1:PORT`.
     pub fn server(&self) -> &str {
         &self.server

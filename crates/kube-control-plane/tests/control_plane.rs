@@ -101,7 +101,10 @@ async fn two_control_planes_side_by_side() {
         assert!(cp.has_controller_manager());
         assert!(cp.server().starts_with("https://127.0.0.1:"));
         assert!(cp.admin_kubeconfig().contains(cp.server()));
-        assert!(cp.dir().join("kubeconfig").is_file());
+        assert_eq!(
+            std::fs::read_to_string(cp.admin_kubeconfig_path()).unwrap(),
+            cp.admin_kubeconfig()
+        );
         let client = cp.admin_client().await.unwrap();
         let names: Vec<String> = Api::<Namespace>::all(client.clone())
             .list(&ListParams::default())
@@ -124,10 +127,12 @@ async fn two_control_planes_side_by_side() {
         controller_manager_works(&a),
         tokens_are_bound_to_a_secret(&a),
         audit_log_names_the_writer(&a),
-        compaction_expires_old_resource_versions(&b),
+        async {
+            compaction_expires_old_resource_versions(&b).await;
+            // Not before: a restart would give 410 on its own (the watch cache starts afresh).
+            apiserver_restart_keeps_data(&b).await;
+        },
     );
-    // After the compaction check: a restart resets the watch cache, which also gives 410.
-    apiserver_restart_keeps_data(&b).await;
 
     let pids: Vec<u32> = [&a, &b]
         .iter()
@@ -427,6 +432,42 @@ async fn apiserver_restart_keeps_data(cp: &ControlPlane) {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_server_that_exits_fails_the_start_early() {
+    if !found() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    // kube-apiserver cannot bind a port that is taken; the later --secure-port wins.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kcp-exits-{}", std::process::id()));
+    let t0 = Instant::now();
+    let err = ControlPlane::start(
+        Options::default()
+            .name("exits")
+            .controller_manager(false)
+            .dir(&dir)
+            .extra_apiserver_flag(format!("--secure-port={port}")),
+    )
+    .await
+    .unwrap_err();
+    let message = err.to_string();
+    eprintln!(
+        "start failed after {:.1} s (three attempts): {message}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(message.contains("kube-apiserver (pid"), "{message}");
+    assert!(message.contains("address already in use"), "{message}");
+    assert!(message.contains("kube-apiserver.log"), "{message}");
+    assert!(t0.elapsed() < Duration::from_secs(40));
+    // The logs are kept to look at, etcd's data is not.
+    assert!(dir.join("kube-apiserver.log").is_file());
+    assert!(!dir.join("etcd").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 const HELPER_ENV: &str = "KUBE_CONTROL_PLANE_STRAY_HELPER";
