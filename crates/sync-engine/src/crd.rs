@@ -164,12 +164,20 @@ pub fn spec_in_sync(
     }
 }
 
-/// `desired` ⊆ `live`, with lists compared element by element (same length).
+/// `desired` ⊆ `live`, with lists compared element by element (same length). A schema
+/// (`openAPIV3Schema`) must be equal: the API server adds nothing inside it, and a property or
+/// `x-kubernetes-preserve-unknown-fields` the provider removed is a change like any other.
 fn contains(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(dv, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| {
+            l.get(k).is_some_and(|lv| {
+                if k == "openAPIV3Schema" {
+                    contains(dv, lv) && contains(lv, dv)
+                } else {
+                    contains(dv, lv)
+                }
+            })
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contains(a, b))
         }
@@ -336,5 +344,34 @@ mod tests {
         let newer = crd_for_export(&changed, &binding(None)).unwrap();
         assert_eq!(schema_state(&installed, &newer), SchemaState::OutOfSync);
         let _ = APIServiceExportSpec::default();
+    }
+
+    #[test]
+    fn a_schema_that_lost_something_is_out_of_sync() {
+        // Installed: spec keeps unknown fields; the export now prunes them.
+        let mut keeping = export();
+        keeping.spec.versions[0].schema.open_api_v3_schema["properties"]["spec"]["x-kubernetes-preserve-unknown-fields"] =
+            serde_json::json!(true);
+        let mut installed = crd_for_export(&keeping, &binding(None)).unwrap();
+        installed.status = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Established", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]
+        }))
+        .unwrap();
+        let strict = crd_for_export(&export(), &binding(None)).unwrap();
+        assert_eq!(schema_state(&installed, &strict), SchemaState::OutOfSync);
+        // And the other way round: a property removed.
+        let mut fewer = export();
+        fewer.spec.versions[0].schema.open_api_v3_schema["properties"]["spec"]["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("tier");
+        let fewer = crd_for_export(&fewer, &binding(None)).unwrap();
+        let mut installed = strict.clone();
+        installed.status = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Established", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]
+        }))
+        .unwrap();
+        assert_eq!(schema_state(&installed, &strict), SchemaState::InSync);
+        assert_eq!(schema_state(&installed, &fewer), SchemaState::OutOfSync);
     }
 }

@@ -296,9 +296,12 @@ impl ProviderSession {
         self.inner.queue.add(Key::Export(key.1.clone()));
     }
 
-    /// Re-looks at a binding (its spec changed).
+    /// Re-looks at a binding (it changed), and at its export's status, which copies the
+    /// binding's `SchemaInSync` (without this, a restart would write what the last binding
+    /// status change should have).
     pub fn binding_changed(&self, key: &BindingKey) {
         self.inner.queue.add(Key::Binding(key.1.clone()));
+        self.inner.queue.add(Key::Export(key.1.clone()));
     }
 
     /// Removes a binding; returns how many bindings still use the session. When the binding is
