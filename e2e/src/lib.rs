@@ -76,40 +76,231 @@ impl Drop for TempDir {
     }
 }
 
-/// One in-memory cluster (HTTPS with its own CA) with an `admin` and a [`KONNECTOR_USER`].
+/// Which API server a scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `test-apiserver`, in-process: starts in milliseconds, fault injection, request record.
+    Memory,
+    /// A real etcd + kube-apiserver + kube-controller-manager ([`kube_control_plane`]).
+    Real,
+}
+
+impl Backend {
+    /// The real backend, when its binaries are found (`KUBEBUILDER_ASSETS` or
+    /// `../shared/k8s-control-plane`); otherwise says why on stderr, once per test, and `None`.
+    pub fn real() -> Option<Backend> {
+        match kube_control_plane::Binaries::find() {
+            Ok(_) => Some(Backend::Real),
+            Err(e) => {
+                eprintln!("real control plane not found: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs the scenario `fn NAME(backend: Backend)` as two tests, `NAME::memory` and `NAME::real`;
+/// the second says why and passes when no real control plane is found.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$scenario($crate::Backend::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(backend) = $crate::Backend::real() {
+                    super::$scenario(backend).await
+                }
+            }
+        }
+    )+};
+}
+
+/// How a cluster is started, beyond its users.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// `test-apiserver`: how long requests keep being served by a CRD's old storage after an
+    /// update (the real server's window is short and unbounded; a delay makes it certain).
+    pub crd_storage_switch_delay: Option<Duration>,
+    /// A real control plane's options (its name is set by the cluster).
+    pub real: kube_control_plane::Options,
+}
+
+/// Namespace of the ServiceAccounts that stand for the users of a real cluster.
+pub const IDENTITY_NAMESPACE: &str = "e2e-identities";
+
+/// One cluster with an `admin` and a [`KONNECTOR_USER`] (in `system:masters` on
+/// `test-apiserver`; ServiceAccounts bound to `cluster-admin` on a real control plane).
 #[derive(Debug)]
 pub struct Cluster {
-    /// The server, for request records, faults and restarts.
-    pub server: TestApiServer,
+    inner: Inner,
     name: String,
 }
 
+#[derive(Debug)]
+enum Inner {
+    Memory(TestApiServer),
+    Real(Box<RealCluster>),
+}
+
+/// A real control plane and the tokens of its users.
+#[derive(Debug)]
+struct RealCluster {
+    cp: kube_control_plane::ControlPlane,
+    /// User name -> token (of ServiceAccount `IDENTITY_NAMESPACE/<user>`).
+    tokens: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Audit events before this index were cleared by [`Cluster::clear_requests`].
+    cleared: Mutex<usize>,
+}
+
 impl Cluster {
-    /// Starts a cluster; `name` prefixes its kubeconfig files.
+    /// Starts an in-memory cluster; `name` prefixes its kubeconfig files.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        Self::start_with_users(name, &[]).await
+        Self::start_on(Backend::Memory, name, &[]).await
     }
 
-    /// Starts a cluster with more users in `system:masters` (for credential rotation).
+    /// Starts an in-memory cluster with more users in `system:masters` (for credential
+    /// rotation).
     pub async fn start_with_users(name: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut options = Options::default().user(User::new(KONNECTOR_USER, &["system:masters"]));
-        for user in extra {
-            options = options.user(User::new(user, &["system:masters"]));
-        }
-        let server = TestApiServer::start(options)
-            .await
-            .context("start test-apiserver")?;
+        Self::start_on(Backend::Memory, name, extra).await
+    }
+
+    /// Starts a cluster on `backend` with `admin`, [`KONNECTOR_USER`] and `extra` users, all
+    /// allowed everything.
+    pub async fn start_on(backend: Backend, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(backend, name, extra, ClusterOptions::default()).await
+    }
+
+    /// Like [`Cluster::start_on`], with options.
+    pub async fn start_with(
+        backend: Backend,
+        name: &str,
+        extra: &[&str],
+        cluster: ClusterOptions,
+    ) -> anyhow::Result<Self> {
+        let inner = match backend {
+            Backend::Memory => {
+                let mut options =
+                    Options::default().user(User::new(KONNECTOR_USER, &["system:masters"]));
+                if let Some(delay) = cluster.crd_storage_switch_delay {
+                    options = options.crd_storage_switch_delay(delay);
+                }
+                for user in extra {
+                    options = options.user(User::new(user, &["system:masters"]));
+                }
+                Inner::Memory(
+                    TestApiServer::start(options)
+                        .await
+                        .context("start test-apiserver")?,
+                )
+            }
+            Backend::Real => {
+                let cp = kube_control_plane::ControlPlane::start(cluster.real.name(name))
+                    .await
+                    .with_context(|| format!("start control plane {name}"))?;
+                let real = RealCluster {
+                    cp,
+                    tokens: Mutex::default(),
+                    cleared: Mutex::new(0),
+                };
+                for user in std::iter::once(&KONNECTOR_USER).chain(extra) {
+                    real.add_user(user).await?;
+                }
+                Inner::Real(Box::new(real))
+            }
+        };
         Ok(Self {
-            server,
+            inner,
             name: name.to_owned(),
         })
     }
 
+    /// Which backend serves this cluster.
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Memory(_) => Backend::Memory,
+            Inner::Real(_) => Backend::Real,
+        }
+    }
+
+    /// The in-memory server (fault injection, restarts), `None` on a real control plane.
+    pub fn memory(&self) -> Option<&TestApiServer> {
+        match &self.inner {
+            Inner::Memory(s) => Some(s),
+            Inner::Real(_) => None,
+        }
+    }
+
+    /// The in-memory server, mutably (stop and restart).
+    pub fn memory_mut(&mut self) -> Option<&mut TestApiServer> {
+        match &mut self.inner {
+            Inner::Memory(s) => Some(s),
+            Inner::Real(_) => None,
+        }
+    }
+
+    /// The real control plane, `None` in memory.
+    pub fn real(&self) -> Option<&kube_control_plane::ControlPlane> {
+        match &self.inner {
+            Inner::Memory(_) => None,
+            Inner::Real(r) => Some(&r.cp),
+        }
+    }
+
+    /// The bearer token of `user`.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        match &self.inner {
+            Inner::Memory(s) => s.token(user),
+            Inner::Real(r) => r.token(user),
+        }
+        .with_context(|| format!("no user {user} in cluster {}", self.name))
+    }
+
+    /// Adds a user allowed everything (a ServiceAccount bound to `cluster-admin` on a real
+    /// control plane); in memory, users are fixed at start.
+    pub async fn add_user(&self, user: &str) -> anyhow::Result<()> {
+        match &self.inner {
+            Inner::Memory(s) => s
+                .token(user)
+                .map(|_| ())
+                .with_context(|| format!("no user {user} in in-memory cluster {}", self.name)),
+            Inner::Real(r) => r.add_user(user).await,
+        }
+    }
+
+    /// Revokes `user`'s token where the server allows it (real: deletes the Secret it is bound
+    /// to, so the token dies at once); `false` in memory.
+    pub async fn revoke(&self, user: &str) -> anyhow::Result<bool> {
+        match &self.inner {
+            Inner::Memory(_) => Ok(false),
+            Inner::Real(r) => {
+                let client = r.cp.admin_client().await?;
+                let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                    kube::Api::namespaced(client, IDENTITY_NAMESPACE);
+                secrets
+                    .delete(&token_secret(user), &Default::default())
+                    .await
+                    .with_context(|| format!("delete the token Secret of {user}"))?;
+                Ok(true)
+            }
+        }
+    }
+
     /// The kubeconfig YAML of `user` (context namespace `default`).
     pub fn kubeconfig(&self, user: &str) -> anyhow::Result<String> {
-        self.server
-            .kubeconfig(user)
-            .with_context(|| format!("no user {user} in cluster {}", self.name))
+        match &self.inner {
+            Inner::Memory(s) => s
+                .kubeconfig(user)
+                .with_context(|| format!("no user {user} in cluster {}", self.name)),
+            Inner::Real(r) if user == "admin" => Ok(r.cp.admin_kubeconfig()),
+            Inner::Real(r) => {
+                let token = self.token(user)?;
+                Ok(r.cp.token_kubeconfig(&token, Some("default")))
+            }
+        }
     }
 
     /// Writes the konnector's kubeconfig into `dir` and returns its path.
@@ -122,6 +313,9 @@ impl Cluster {
 
     /// A client for the test itself (as `admin`).
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        if let Inner::Real(r) = &self.inner {
+            return Ok(r.cp.admin_client().await?);
+        }
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig("admin")?)?;
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
@@ -131,21 +325,99 @@ impl Cluster {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// Every request since the last [`Cluster::clear_requests`]: the request record of
+    /// `test-apiserver`, the audit log of a real server (user names of our ServiceAccounts
+    /// shortened to the user, e.g. `konnector`).
+    pub async fn requests(&self) -> anyhow::Result<Vec<RecordedRequest>> {
+        match &self.inner {
+            Inner::Memory(s) => Ok(s.requests()),
+            Inner::Real(r) => {
+                let events = r.cp.audit_events_settled().await?;
+                let cleared = *r.cleared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                Ok(events.iter().skip(cleared).map(recorded).collect())
+            }
+        }
+    }
+
+    /// Forgets the requests so far.
+    pub async fn clear_requests(&self) -> anyhow::Result<()> {
+        match &self.inner {
+            Inner::Memory(s) => s.clear_requests(),
+            Inner::Real(r) => {
+                let n = r.cp.audit_events_settled().await?.len();
+                *r.cleared.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = n;
+            }
+        }
+        Ok(())
+    }
+
     /// Requests the konnector made.
-    pub fn konnector_requests(&self) -> Vec<RecordedRequest> {
-        self.server
-            .requests()
+    pub async fn konnector_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .await
+            .unwrap_or_else(|e| panic!("requests of cluster {}: {e:#}", self.name))
             .into_iter()
             .filter(|r| r.user == KONNECTOR_USER)
             .collect()
     }
 
     /// Write requests (create, update, patch, delete) the konnector made.
-    pub fn konnector_writes(&self) -> Vec<RecordedRequest> {
+    pub async fn konnector_writes(&self) -> Vec<RecordedRequest> {
         self.konnector_requests()
+            .await
             .into_iter()
             .filter(RecordedRequest::is_write)
             .collect()
+    }
+}
+
+/// The Secret a user's token is bound to.
+fn token_secret(user: &str) -> String {
+    format!("{user}-token")
+}
+
+impl RealCluster {
+    async fn add_user(&self, user: &str) -> anyhow::Result<()> {
+        self.cp
+            .grant_cluster_admin(IDENTITY_NAMESPACE, user)
+            .await
+            .with_context(|| format!("make {user} a cluster admin"))?;
+        let token = self
+            .cp
+            .service_account_token(IDENTITY_NAMESPACE, user, Some(&token_secret(user)))
+            .await
+            .with_context(|| format!("token of {user}"))?;
+        self.tokens
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(user.to_string(), token);
+        Ok(())
+    }
+
+    fn token(&self, user: &str) -> Option<String> {
+        self.tokens.lock().ok()?.get(user).cloned()
+    }
+}
+
+/// An audit event as a request record of `test-apiserver`, so that scenarios read both alike.
+fn recorded(e: &kube_control_plane::AuditEvent) -> RecordedRequest {
+    let prefix = format!("system:serviceaccount:{IDENTITY_NAMESPACE}:");
+    let user = e.user.strip_prefix(&prefix).unwrap_or(&e.user).to_string();
+    let (path, query) = e
+        .request_uri
+        .split_once('?')
+        .unwrap_or((e.request_uri.as_str(), ""));
+    RecordedRequest {
+        user,
+        verb: e.verb.clone(),
+        group: e.api_group.clone().unwrap_or_default(),
+        resource: e.resource.clone().unwrap_or_default(),
+        subresource: e.subresource.clone().unwrap_or_default(),
+        namespace: e.namespace.clone().unwrap_or_default(),
+        name: e.name.clone().unwrap_or_default(),
+        path: path.to_string(),
+        query: query.to_string(),
+        code: e.code.unwrap_or_default(),
     }
 }
 

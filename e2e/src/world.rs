@@ -21,7 +21,7 @@ use kube::core::ApiResource;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::{Cluster, KONNECTOR_USER, TempDir, wait_until};
+use crate::{Backend, Cluster, ClusterOptions, KONNECTOR_USER, TempDir, wait_until};
 
 /// The provider namespace (and, in control-plane mode, the binding root namespace).
 pub const P: &str = "klutch-bind-p";
@@ -176,15 +176,29 @@ pub fn binding(namespace: &str, secret: &str) -> Value {
 }
 
 impl World {
-    /// Builds the world for `mode`; `extra_users` get `system:masters` in both clusters (for
-    /// credential rotation).
-    pub async fn new(mode: Mode, extra_users: &[&str]) -> anyhow::Result<Self> {
-        let app = Cluster::start_with_users("app", extra_users).await?;
+    /// Builds the world for `mode` on `backend`; `extra_users` may do everything in both
+    /// clusters (for credential rotation).
+    pub async fn new(backend: Backend, mode: Mode, extra_users: &[&str]) -> anyhow::Result<Self> {
+        Self::with(backend, mode, extra_users, ClusterOptions::default()).await
+    }
+
+    /// Like [`World::new`], the app cluster started with `app_options`.
+    pub async fn with(
+        backend: Backend,
+        mode: Mode,
+        extra_users: &[&str],
+        app_options: ClusterOptions,
+    ) -> anyhow::Result<Self> {
         let provider_name = match mode {
             Mode::ControlPlane => "control-plane",
             Mode::Default => "provider",
         };
-        let provider = Cluster::start_with_users(provider_name, extra_users).await?;
+        // Two real control planes start side by side in about the time of one.
+        let (app, provider) = tokio::join!(
+            Cluster::start_with(backend, "app", extra_users, app_options),
+            Cluster::start_on(backend, provider_name, extra_users)
+        );
+        let (app, provider) = (app?, provider?);
         let app_admin = app.client().await?;
         let provider_admin = provider.client().await?;
         let dir = TempDir::new("konnector-e2e")?;

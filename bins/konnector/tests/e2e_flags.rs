@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line, free_port};
+use e2e::{Backend, Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 
@@ -143,9 +143,8 @@ async fn version_flag_prints_konnector_version() {
     assert!(out.starts_with("konnector version v"), "{out:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_mode_ignores_control_plane_only_flags() {
-    let cluster = Cluster::start("app").await.unwrap();
+async fn default_mode_ignores_control_plane_only_flags(backend: Backend) {
+    let cluster = Cluster::start_on(backend, "app", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let kubeconfig = cluster.konnector_kubeconfig_file(&dir).unwrap();
     let port = free_port().unwrap();
@@ -172,3 +171,5 @@ async fn default_mode_ignores_control_plane_only_flags() {
     let status = k.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert!(status.success(), "{status:?}\n{}", k.stderr());
 }
+
+e2e::on_both_backends!(default_mode_ignores_control_plane_only_flags,);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::{Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line, free_port, http_get};
+use e2e::{Backend, Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line, free_port, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 
@@ -28,9 +28,8 @@ async fn wait_healthy(k: &mut Konnector, addr: SocketAddr) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_answers_leader_election_ok_on_the_configured_port_after_startup() {
-    let app = Cluster::start("app").await.unwrap();
+async fn healthz_answers_leader_election_ok_on_the_configured_port_after_startup(backend: Backend) {
+    let app = Cluster::start_on(backend, "app", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let port = free_port().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -52,18 +51,16 @@ async fn healthz_answers_leader_election_ok_on_the_configured_port_after_startup
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_port_given_as_colon_port_listens_on_every_interface() {
-    let app = Cluster::start("app").await.unwrap();
+async fn health_port_given_as_colon_port_listens_on_every_interface(backend: Backend) {
+    let app = Cluster::start_on(backend, "app", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let port = free_port().unwrap();
     let mut k = start(&app, &dir, &format!(":{port}")).await;
     wait_healthy(&mut k, format!("127.0.0.1:{port}").parse().unwrap()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_port_in_use_is_a_startup_error_that_writes_nothing() {
-    let app = Cluster::start("app").await.unwrap();
+async fn health_port_in_use_is_a_startup_error_that_writes_nothing(backend: Backend) {
+    let app = Cluster::start_on(backend, "app", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
@@ -78,7 +75,7 @@ async fn health_port_in_use_is_a_startup_error_that_writes_nothing() {
         )),
         "{message}"
     );
-    assert!(app.konnector_writes().is_empty());
+    assert!(app.konnector_writes().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,9 +93,8 @@ async fn invalid_health_address_is_a_startup_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_konnector_with_exit_code_zero() {
-    let app = Cluster::start("app").await.unwrap();
+async fn sigterm_stops_the_konnector_with_exit_code_zero(backend: Backend) {
+    let app = Cluster::start_on(backend, "app", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let port = free_port().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -109,3 +105,10 @@ async fn sigterm_stops_the_konnector_with_exit_code_zero() {
     assert!(status.success(), "{status:?}\n{}", k.stderr());
     assert!(k.stderr().contains("shutting down"));
 }
+
+e2e::on_both_backends!(
+    healthz_answers_leader_election_ok_on_the_configured_port_after_startup,
+    health_port_given_as_colon_port_listens_on_every_interface,
+    health_port_in_use_is_a_startup_error_that_writes_nothing,
+    sigterm_stops_the_konnector_with_exit_code_zero,
+);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use e2e::world::{Mode, STEP, World};
-use e2e::{Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use e2e::{Backend, Konnector, STARTUP_TIMEOUT, free_port, wait_until};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
@@ -47,9 +47,12 @@ fn mango(name: &str) -> DynamicObject {
     serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB", "metadata": {"name": name}, "spec": {}})).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_killed() {
-    let w = World::new(Mode::Default, &["konnector-b"]).await.unwrap();
+async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_killed(
+    backend: Backend,
+) {
+    let w = World::new(backend, Mode::Default, &["konnector-b"])
+        .await
+        .unwrap();
     let leases: Api<Lease> = Api::namespaced(w.app_admin.clone(), "default");
     let mut a = replica(&w, "replica-a", e2e::KONNECTOR_USER).await;
     wait_until("replica-a leads", STEP, || async {
@@ -75,7 +78,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_ki
     .unwrap();
     // The follower keeps warm caches: it watches the bound resource too.
     wait_until("follower watches the bound resource", STEP, || async {
-        w.app.server.requests().iter().any(|r| {
+        w.app.requests().await.unwrap().iter().any(|r| {
             r.user == "konnector-b"
                 && r.resource == "mangodbs"
                 && (r.verb == "list" || r.verb == "watch")
@@ -85,8 +88,9 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_ki
     .unwrap();
     let follower_writes: Vec<_> = w
         .app
-        .server
         .requests()
+        .await
+        .unwrap()
         .into_iter()
         .filter(|r| r.user == "konnector-b" && r.is_write())
         .collect();
@@ -130,3 +134,5 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_ki
         "lease not released on shutdown"
     );
 }
+
+e2e::on_both_backends!(only_the_leader_writes_and_a_follower_takes_over_after_the_leader_is_killed,);

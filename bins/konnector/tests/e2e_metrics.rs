@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use e2e::world::{Mode, STEP, World};
-use e2e::{Konnector, STARTUP_TIMEOUT, free_port, http_get, wait_until};
+use e2e::{Backend, Konnector, STARTUP_TIMEOUT, free_port, http_get, wait_until};
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -16,9 +16,8 @@ fn sample(text: &str, line_start: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_the_work_done() {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn metrics_count_the_work_done(backend: Backend) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
     let mut args = w.konnector_args(health).unwrap();
     args.retain(|a| !a.starts_with("--metrics-bind-address"));
@@ -114,3 +113,5 @@ async fn metrics_count_the_work_done() {
     );
     assert!(text.ends_with("# EOF\n"));
 }
+
+e2e::on_both_backends!(metrics_count_the_work_done,);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use e2e::{Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line};
+use e2e::{Backend, Cluster, Konnector, STARTUP_TIMEOUT, TempDir, error_line};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
@@ -61,14 +61,13 @@ async fn run_until_exit(args: Vec<String>, dir: &TempDir) -> String {
         .to_owned()
 }
 
-fn assert_no_writes(cluster: &Cluster) {
-    let writes = cluster.konnector_writes();
+async fn assert_no_writes(cluster: &Cluster) {
+    let writes = cluster.konnector_writes().await;
     assert!(writes.is_empty(), "konnector wrote: {writes:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_with_missing_app_secret_fails_and_writes_nothing() {
-    let cp = Cluster::start("cp").await.unwrap();
+async fn control_plane_mode_with_missing_app_secret_fails_and_writes_nothing(backend: Backend) {
+    let cp = Cluster::start_on(backend, "cp", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let kubeconfig = cp.konnector_kubeconfig_file(&dir).unwrap();
     create_namespace(&cp.client().await.unwrap(), SECRET_NS).await;
@@ -83,15 +82,15 @@ async fn control_plane_mode_with_missing_app_secret_fails_and_writes_nothing() {
     // The one read the reference makes, and nothing else.
     assert!(
         cp.konnector_requests()
+            .await
             .iter()
             .any(|r| r.verb == "get" && r.resource == "secrets" && r.name == SECRET_NAME)
     );
-    assert_no_writes(&cp);
+    assert_no_writes(&cp).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_with_secret_missing_the_key_fails_and_writes_nothing() {
-    let cp = Cluster::start("cp").await.unwrap();
+async fn control_plane_mode_with_secret_missing_the_key_fails_and_writes_nothing(backend: Backend) {
+    let cp = Cluster::start_on(backend, "cp", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let kubeconfig = cp.konnector_kubeconfig_file(&dir).unwrap();
     let client = cp.client().await.unwrap();
@@ -107,12 +106,11 @@ async fn control_plane_mode_with_secret_missing_the_key_fails_and_writes_nothing
         message,
         format!("secret {SECRET_NS}/{SECRET_NAME} does not contain key kubeconfig")
     );
-    assert_no_writes(&cp);
+    assert_no_writes(&cp).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_with_custom_key_missing_names_that_key() {
-    let cp = Cluster::start("cp").await.unwrap();
+async fn control_plane_mode_with_custom_key_missing_names_that_key(backend: Backend) {
+    let cp = Cluster::start_on(backend, "cp", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let kubeconfig = cp.konnector_kubeconfig_file(&dir).unwrap();
     let client = cp.client().await.unwrap();
@@ -130,12 +128,11 @@ async fn control_plane_mode_with_custom_key_missing_names_that_key() {
         message,
         format!("secret {SECRET_NS}/{SECRET_NAME} does not contain key value")
     );
-    assert_no_writes(&cp);
+    assert_no_writes(&cp).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_with_garbage_app_kubeconfig_fails_and_writes_nothing() {
-    let cp = Cluster::start("cp").await.unwrap();
+async fn control_plane_mode_with_garbage_app_kubeconfig_fails_and_writes_nothing(backend: Backend) {
+    let cp = Cluster::start_on(backend, "cp", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let kubeconfig = cp.konnector_kubeconfig_file(&dir).unwrap();
     let client = cp.client().await.unwrap();
@@ -156,12 +153,13 @@ async fn control_plane_mode_with_garbage_app_kubeconfig_fails_and_writes_nothing
     );
     assert!(message.len() > "failed to parse app cluster kubeconfig: ".len());
     assert!(!message.contains("invalid-yaml-content\n"));
-    assert_no_writes(&cp);
+    assert_no_writes(&cp).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_with_unreadable_kubeconfig_flag_fails_and_contacts_nothing() {
-    let cp = Cluster::start("cp").await.unwrap();
+async fn control_plane_mode_with_unreadable_kubeconfig_flag_fails_and_contacts_nothing(
+    backend: Backend,
+) {
+    let cp = Cluster::start_on(backend, "cp", &[]).await.unwrap();
     let dir = TempDir::new("konnector-e2e").unwrap();
     let missing = dir.path().join("no-such-kubeconfig");
 
@@ -170,7 +168,7 @@ async fn control_plane_mode_with_unreadable_kubeconfig_flag_fails_and_contacts_n
         message.starts_with("failed to load control plane kubeconfig: "),
         "{message}"
     );
-    assert!(cp.konnector_requests().is_empty());
+    assert!(cp.konnector_requests().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,3 +198,11 @@ async fn default_mode_with_unreadable_kubeconfig_reports_the_error_unwrapped() {
     assert!(!message.contains("control plane"), "{message}");
     assert!(message.contains("no-such-kubeconfig"), "{message}");
 }
+
+e2e::on_both_backends!(
+    control_plane_mode_with_missing_app_secret_fails_and_writes_nothing,
+    control_plane_mode_with_secret_missing_the_key_fails_and_writes_nothing,
+    control_plane_mode_with_custom_key_missing_names_that_key,
+    control_plane_mode_with_garbage_app_kubeconfig_fails_and_writes_nothing,
+    control_plane_mode_with_unreadable_kubeconfig_flag_fails_and_contacts_nothing,
+);

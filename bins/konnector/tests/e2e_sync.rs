@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use e2e::world::{EXPORT, Mode, P, STEP, World, mangodb};
-use e2e::{Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use e2e::{Backend, Konnector, STARTUP_TIMEOUT, free_port, wait_until};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -66,8 +66,56 @@ fn mango(name: &str, tier: Option<&str>) -> DynamicObject {
     serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB", "metadata": {"name": name}, "spec": spec})).unwrap()
 }
 
-async fn happy_path(mode: Mode) {
-    let w = World::new(mode, &[]).await.unwrap();
+/// Stops `k`, starts the konnector again over the synced world and checks that it writes
+/// nothing but its Lease and a due heartbeat. A marker instance, created after the restart, is
+/// synced after every earlier key was looked at. Returns the new konnector.
+async fn restart_writes_nothing(w: &World, mut k: Konnector) -> Konnector {
+    k.terminate().await.unwrap();
+    assert!(
+        k.wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .success()
+    );
+    w.app.clear_requests().await.unwrap();
+    w.provider.clear_requests().await.unwrap();
+    let k = start(w).await;
+    step(&k, "binding still Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("marker", None))
+        .await
+        .unwrap();
+    step(&k, "marker upstream", || async {
+        exists(&up, "marker").await
+    })
+    .await;
+    let unexpected: Vec<String> = w
+        .app
+        .konnector_writes()
+        .await
+        .into_iter()
+        .chain(w.provider.konnector_writes().await)
+        // Allowed: the marker's own sync, a due heartbeat, and the replica's Lease.
+        .filter(|r| {
+            r.name != "marker"
+                && !(r.resource == "clusterbindings" && r.subresource == "status")
+                && r.resource != "leases"
+        })
+        .map(|r| format!("{} {} {:?}/{:?}", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "writes after a restart over a synced world: {unexpected:?}\n--- konnector stderr ---\n{}",
+        k.stderr()
+    );
+    k
+}
+
+async fn happy_path(backend: Backend, mode: Mode) {
+    let w = World::new(backend, mode, &[]).await.unwrap();
     let mut k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -261,19 +309,16 @@ async fn happy_path(mode: Mode) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_mode_binds_syncs_both_ways_and_cleans_up() {
-    happy_path(Mode::Default).await;
+async fn default_mode_binds_syncs_both_ways_and_cleans_up(backend: Backend) {
+    happy_path(backend, Mode::Default).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_binds_syncs_both_ways_and_cleans_up() {
-    happy_path(Mode::ControlPlane).await;
+async fn control_plane_mode_binds_syncs_both_ways_and_cleans_up(backend: Backend) {
+    happy_path(backend, Mode::ControlPlane).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_rotates_app_credentials_without_restart() {
-    let w = World::new(Mode::ControlPlane, &["konnector-rotated"])
+async fn control_plane_mode_rotates_app_credentials_without_restart(backend: Backend) {
+    let w = World::new(backend, Mode::ControlPlane, &["konnector-rotated"])
         .await
         .unwrap();
     let k = start(&w).await;
@@ -306,8 +351,9 @@ async fn control_plane_mode_rotates_app_credentials_without_restart() {
         &k,
         "app cluster requests made with the new credentials",
         || async {
-            app.server
-                .requests()
+            app.requests()
+                .await
+                .unwrap()
                 .iter()
                 .any(|r| r.user == "konnector-rotated")
         },
@@ -333,8 +379,9 @@ async fn control_plane_mode_rotates_app_credentials_without_restart() {
     })
     .await;
     let late_writes_by_old_user: Vec<_> = app
-        .server
         .requests()
+        .await
+        .unwrap()
         .into_iter()
         .filter(|r| r.user == "konnector" && r.is_write() && r.name == "after")
         .collect();
@@ -378,9 +425,10 @@ async fn control_plane_mode_rotates_app_credentials_without_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_converges() {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_converges(
+    backend: Backend,
+) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let mut k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -441,61 +489,21 @@ async fn restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_conver
     down.delete("db-19", &DeleteParams::default())
         .await
         .unwrap();
-    let mut k = start(&w).await;
+    let k = start(&w).await;
     step(&k, "orphaned provider copy deleted", || async {
         !exists(&up, "db-19").await
     })
     .await;
     assert!(exists(&up, "db-18").await);
 
-    // A clean restart over the synced world writes nothing but its Lease and a due heartbeat. The marker
-    // instance, created after the restart, is synced after every earlier key was looked at.
-    k.terminate().await.unwrap();
-    assert!(
-        k.wait_exit(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .success()
-    );
-    w.app.server.clear_requests();
-    w.provider.server.clear_requests();
-    let k = start(&w).await;
-    step(&k, "binding still Ready", || async {
-        w.wait_bound().await.is_ok()
-    })
-    .await;
-    down.create(&PostParams::default(), &mango("marker", None))
-        .await
-        .unwrap();
-    step(&k, "marker upstream", || async {
-        exists(&up, "marker").await
-    })
-    .await;
-    let unexpected: Vec<String> = w
-        .app
-        .konnector_writes()
-        .into_iter()
-        .chain(w.provider.konnector_writes())
-        // Allowed: the marker's own sync, a due heartbeat, and the replica's Lease.
-        .filter(|r| {
-            r.name != "marker"
-                && !(r.resource == "clusterbindings" && r.subresource == "status")
-                && r.resource != "leases"
-        })
-        .map(|r| format!("{} {} {:?}/{:?}", r.verb, r.resource, r.namespace, r.name))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "writes after a restart over a synced world: {unexpected:?}"
-    );
+    let _k = restart_writes_nothing(&w, k).await;
     let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
     assert!(crds.get(EXPORT).await.is_ok());
     let _ = mangodb();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects() {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects(backend: Backend) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -543,9 +551,8 @@ async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects()
     assert!(obj.metadata.finalizers.unwrap_or_default().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart() {
-    let w = World::new(Mode::Default, &["konnector-rotated"])
+async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart(backend: Backend) {
+    let w = World::new(backend, Mode::Default, &["konnector-rotated"])
         .await
         .unwrap();
     let k = start(&w).await;
@@ -596,8 +603,9 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart() {
         "provider requests made with the rotated credentials",
         || async {
             provider
-                .server
                 .requests()
+                .await
+                .unwrap()
                 .iter()
                 .any(|r| r.user == "konnector-rotated")
         },
@@ -629,9 +637,8 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_schema_change_updates_the_crd_and_new_fields_sync() {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn export_schema_change_updates_the_crd_and_new_fields_sync(backend: Backend) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -701,6 +708,176 @@ async fn export_schema_change_updates_the_crd_and_new_fields_sync() {
     assert_eq!(field(&up, "db", "/spec/tier").await, Some(json!("Shared")));
 }
 
+/// Sets the schema of the provider's CRD and of its export to `spec_properties` (no unknown
+/// fields kept), as a provider changing its API does.
+async fn set_provider_schema(w: &World, spec_properties: serde_json::Value) {
+    let schema = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "properties": spec_properties},
+        "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}});
+    let versions = json!({"spec": {"versions": [{"name": "v1", "served": true, "storage": true,
+        "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}});
+    let crds: Api<CustomResourceDefinition> = Api::all(w.provider_admin.clone());
+    crds.patch(EXPORT, &PatchParams::default(), &Patch::Merge(&versions))
+        .await
+        .unwrap();
+    let exports: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        P,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
+    );
+    exports
+        .patch(EXPORT, &PatchParams::default(), &Patch::Merge(&versions))
+        .await
+        .unwrap();
+}
+
+/// Whether the app cluster's CRD has `spec.<property>` in its schema.
+async fn app_crd_has(w: &World, property: &str) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    crds.get(EXPORT)
+        .await
+        .ok()
+        .and_then(|c| serde_json::to_value(c.spec).ok())
+        .is_some_and(|s| {
+            s.pointer(&format!(
+                "/versions/0/schema/openAPIV3Schema/properties/spec/properties/{property}"
+            ))
+            .is_some()
+        })
+}
+
+/// An export gains `spec.color`; an object created with it right after the konnector updated
+/// the app cluster's CRD reaches the provider with it, and a restart afterwards writes nothing.
+///
+/// The API server serves a CRD's old schema for a moment after an update (and watches opened
+/// then keep decoding with it until the old storage is torn down, a second or more later):
+/// whatever the konnector lists or watches in that window comes without the new field. On
+/// `test-apiserver` the app cluster's window is made 800 ms long, so that every run goes through
+/// it.
+async fn schema_gains_a_field_and_an_object_created_at_once_keeps_it(backend: Backend, mode: Mode) {
+    let options = e2e::ClusterOptions {
+        crd_storage_switch_delay: Some(Duration::from_millis(800)),
+        ..Default::default()
+    };
+    let w = World::with(backend, mode, &[], options).await.unwrap();
+    let k = start(&w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready and Connected", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    // A schema that keeps no unknown fields (the world's keeps them, which hides pruning), and
+    // served by the app cluster before the next change: the API server switches storages in
+    // order, so the field added next is visible only once its own schema serves.
+    set_provider_schema(&w, json!({"tier": {"type": "string", "default": "Shared"}})).await;
+    step(&k, "strict schema served by the app cluster", || async {
+        w.binding_condition("SchemaInSync")
+            .await
+            .is_some_and(|c| c["status"] == "True")
+            && !crds_preserve_unknown(&w).await
+            && app_serves(&w, json!({"junk": "x"})).await == Some(json!({"tier": "Shared"}))
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("plain", None))
+        .await
+        .unwrap();
+    step(&k, "instance upstream", || async {
+        exists(&up, "plain").await
+    })
+    .await;
+
+    set_provider_schema(
+        &w,
+        json!({"tier": {"type": "string", "default": "Shared"}, "color": {"type": "string"}}),
+    )
+    .await;
+    step(&k, "app CRD updated with spec.color", || async {
+        app_crd_has(&w, "color").await
+    })
+    .await;
+    // At once, as a user would. The app cluster itself may still prune the field for a moment
+    // (its own switch window); the user then sets it again, until it is kept.
+    let mut painted = mango("painted", None);
+    painted.data["spec"]["color"] = json!("red");
+    down.create(&PostParams::default(), &painted).await.unwrap();
+    step(&k, "spec.color kept by the app cluster", || async {
+        if field(&down, "painted", "/spec/color").await == Some(json!("red")) {
+            return true;
+        }
+        let _ = down
+            .patch(
+                "painted",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"color": "red"}})),
+            )
+            .await;
+        false
+    })
+    .await;
+    step(&k, "spec.color upstream", || async {
+        field(&up, "painted", "/spec/color").await == Some(json!("red"))
+    })
+    .await;
+    // A restart once the app cluster serves the new schema (as it does after a moment on a real
+    // server) reads every object with the field and has nothing to write.
+    step(&k, "new schema served by the app cluster", || async {
+        app_serves(&w, json!({"color": "red"})).await
+            == Some(json!({"color": "red", "tier": "Shared"}))
+    })
+    .await;
+    let k = restart_writes_nothing(&w, k).await;
+    assert_eq!(
+        field(&up, "painted", "/spec/color").await,
+        Some(json!("red")),
+        "--- konnector stderr ---\n{}",
+        k.stderr()
+    );
+}
+
+/// The spec a dry-run create of `spec` in the app cluster comes back with: what the schema the
+/// API server serves right now keeps (`None` if the request fails).
+async fn app_serves(w: &World, spec: serde_json::Value) -> Option<serde_json::Value> {
+    let mut probe = mango("probe", None);
+    probe.data["spec"] = spec;
+    w.downstream("default")
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &probe,
+        )
+        .await
+        .ok()
+        .map(|o| o.data["spec"].clone())
+}
+
+/// Whether the app cluster's CRD keeps unknown fields under `spec`.
+async fn crds_preserve_unknown(w: &World) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
+    crds.get(EXPORT)
+        .await
+        .ok()
+        .and_then(|c| serde_json::to_value(c.spec).ok())
+        .is_some_and(|s| {
+            s.pointer("/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-preserve-unknown-fields")
+                == Some(&json!(true))
+        })
+}
+
+async fn default_mode_schema_gains_a_field_and_an_object_created_at_once_keeps_it(
+    backend: Backend,
+) {
+    schema_gains_a_field_and_an_object_created_at_once_keeps_it(backend, Mode::Default).await;
+}
+
+async fn control_plane_mode_schema_gains_a_field_and_an_object_created_at_once_keeps_it(
+    backend: Backend,
+) {
+    schema_gains_a_field_and_an_object_created_at_once_keeps_it(backend, Mode::ControlPlane).await;
+}
+
 /// A binding on the export's name with `secret` in the bind namespace (default mode).
 fn named_binding(name: &str, secret: &str) -> serde_json::Value {
     let mut b = e2e::world::binding(e2e::world::BIND_NS, secret);
@@ -717,9 +894,10 @@ async fn condition_of(w: &World, binding: &str, type_: &str) -> Option<serde_jso
         .cloned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_session() {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_session(
+    backend: Backend,
+) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -753,12 +931,11 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
         "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
             "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(w.app_admin.clone());
-    let foreign_rv = crds
+    let foreign_spec = crds
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap()
-        .metadata
-        .resource_version;
+        .spec;
     let exports: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
         P,
@@ -820,14 +997,22 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
         )
     })
     .await;
+    // The API server itself updates a new CRD's status (names accepted, established), so the
+    // resourceVersion may move; the konnector's own requests say whether it wrote.
     assert_eq!(
-        crds.get("widgets.example.com")
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        foreign_rv,
-        "a foreign CRD must not be touched"
+        crds.get("widgets.example.com").await.unwrap().spec,
+        foreign_spec
+    );
+    let foreign_writes: Vec<_> = w
+        .app
+        .konnector_writes()
+        .await
+        .into_iter()
+        .filter(|r| r.resource == "customresourcedefinitions" && r.name == "widgets.example.com")
+        .collect();
+    assert!(
+        foreign_writes.is_empty(),
+        "a foreign CRD must not be touched: {foreign_writes:?}"
     );
     let ready = condition_of(&w, "nothere.example.com", "Ready")
         .await
@@ -840,6 +1025,7 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
     let cluster_binding_lists = w
         .provider
         .konnector_requests()
+        .await
         .into_iter()
         .filter(|r| r.resource == "clusterbindings" && r.verb == "list")
         .count();
@@ -851,8 +1037,8 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
 
 /// Binds the cluster-scoped `foos.bar.io` (the reference fixture's shape) with `isolation` next
 /// to the world's export and syncs one object through it.
-async fn cluster_scoped_resource(isolation: &str) {
-    let w = World::new(Mode::Default, &[]).await.unwrap();
+async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "first binding Ready", || async {
@@ -966,17 +1152,32 @@ async fn cluster_scoped_resource(isolation: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_scoped_resource_with_prefixed_isolation_syncs_as_p_dash_name() {
-    cluster_scoped_resource("Prefixed").await;
+async fn cluster_scoped_resource_with_prefixed_isolation_syncs_as_p_dash_name(backend: Backend) {
+    cluster_scoped_resource(backend, "Prefixed").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_scoped_resource_with_namespaced_isolation_syncs_into_the_provider_namespace() {
-    cluster_scoped_resource("Namespaced").await;
+async fn cluster_scoped_resource_with_namespaced_isolation_syncs_into_the_provider_namespace(
+    backend: Backend,
+) {
+    cluster_scoped_resource(backend, "Namespaced").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_scoped_resource_without_isolation_keeps_its_name() {
-    cluster_scoped_resource("None").await;
+async fn cluster_scoped_resource_without_isolation_keeps_its_name(backend: Backend) {
+    cluster_scoped_resource(backend, "None").await;
 }
+
+e2e::on_both_backends!(
+    default_mode_schema_gains_a_field_and_an_object_created_at_once_keeps_it,
+    control_plane_mode_schema_gains_a_field_and_an_object_created_at_once_keeps_it,
+    default_mode_binds_syncs_both_ways_and_cleans_up,
+    control_plane_mode_binds_syncs_both_ways_and_cleans_up,
+    control_plane_mode_rotates_app_credentials_without_restart,
+    restart_over_a_synced_world_makes_no_writes_and_sigkill_mid_sync_converges,
+    deleting_the_binding_releases_finalizers_and_orphans_provider_objects,
+    default_mode_follows_a_rotated_provider_kubeconfig_without_restart,
+    export_schema_change_updates_the_crd_and_new_fields_sync,
+    binding_conditions_report_each_problem_and_bindings_share_one_provider_session,
+    cluster_scoped_resource_with_prefixed_isolation_syncs_as_p_dash_name,
+    cluster_scoped_resource_with_namespaced_isolation_syncs_into_the_provider_namespace,
+    cluster_scoped_resource_without_isolation_keeps_its_name,
+);
