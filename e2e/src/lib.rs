@@ -369,6 +369,20 @@ impl Cluster {
             .filter(RecordedRequest::is_write)
             .collect()
     }
+
+    /// Starts an in-memory cluster from `options` as they are (e.g. RBAC on, users outside
+    /// `system:masters`); unlike [`Cluster::start_on`], [`KONNECTOR_USER`] exists only if
+    /// `options` has it. `name` prefixes its kubeconfig files.
+    pub async fn start_in_memory(name: &str, options: Options) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: Inner::Memory(
+                TestApiServer::start(options)
+                    .await
+                    .context("start test-apiserver")?,
+            ),
+            name: name.to_owned(),
+        })
+    }
 }
 
 /// The Secret a user's token is bound to.

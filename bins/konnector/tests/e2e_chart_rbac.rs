@@ -1,35 +1,48 @@
-//! End to end under the Helm chart's RBAC (default mode): the RBAC objects and container args the
-//! chart renders with default values (`charts/konnector/ci/rendered/default.yaml`, kept current by
-//! `charts/konnector/ci/check.sh`) are loaded into an app cluster with RBAC on, and the real binary
-//! runs the happy path as the chart's ServiceAccount: the rights are enough (no request is
-//! denied) and not too many (Secrets outside the bindings' namespace, cluster-wide Secret lists
-//! and other writes are denied).
+//! End to end under the Helm chart's RBAC, on test-apiserver with RBAC on and on a real
+//! kube-apiserver with its RBAC authorizer: the RBAC objects, the ServiceAccount and the
+//! container args the chart renders (`charts/konnector/ci/rendered/*.yaml`, kept current by
+//! `charts/konnector/ci/check.sh`) are loaded as `helm install` would, and the real binary runs
+//! the happy path as the chart's ServiceAccount: the rights are enough (no request is denied)
+//! and not too many (Secrets outside the bindings' namespace, cluster-wide Secret lists and
+//! other writes are denied).
 //!
-//! test-apiserver does not implement ClusterRole aggregation, so the test does what the
-//! controller manager does for the chart's aggregated ClusterRole: it copies in the rules of the
-//! ClusterRoles carrying the aggregation label (here the one granting the bound resource, as
-//! the chart's README tells users to ship).
+//! Identities: in memory the ServiceAccount is a user of that name without groups; on a real
+//! control plane the konnector authenticates with a token of the very ServiceAccount the
+//! chart's bindings name (TokenRequest API), so it holds exactly what the chart grants plus the
+//! defaults every ServiceAccount has (discovery). The test's own clients are the admin.
+//!
+//! The chart's aggregated ClusterRole: test-apiserver does not implement ClusterRole
+//! aggregation, so in memory the test does what the controller manager does: it copies in the
+//! rules of the ClusterRoles carrying the aggregation label (here the one granting the bound
+//! resource, as the chart's README tells users to ship). On a real control plane
+//! kube-controller-manager's clusterrole-aggregation-controller fills it, and the test waits
+//! until it has.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2e::world::{P, install_crd, kubeconfig_in, mangodb, map_namespaces};
-use e2e::{Cluster, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, TempDir, free_port, wait_until};
+use e2e::{
+    Backend, Cluster, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, TempDir, free_port, wait_until,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
-use test_apiserver::{Options, TestApiServer, User};
+use test_apiserver::{Options, RecordedRequest, User};
 
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 const RENDERED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../charts/konnector/ci/rendered/"
 );
-/// The chart's ServiceAccount for release `konnector` in namespace `klutch-bind`.
+/// The chart's ServiceAccount (release `konnector`, namespace `klutch-bind`): its name, and the
+/// user name it authenticates as.
+const SA_NAME: &str = "konnector";
 const SA: &str = "system:serviceaccount:klutch-bind:konnector";
 const BIND_NS: &str = "klutch-bind";
 const EXPORT: &str = "mangodbs.mangodb.com";
@@ -55,13 +68,67 @@ fn rbac_resource(kind: &str) -> ApiResource {
     }
 }
 
-async fn client_of(server: &TestApiServer, user: &str) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&server.kubeconfig(user).unwrap()).unwrap();
+/// The resource of a rendered object (the chart's kinds all have the plural `<kind>s`).
+fn resource_of(obj: &Value) -> ApiResource {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let kind = obj["kind"].as_str().expect("kind");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    }
+}
+
+async fn client_from(kubeconfig: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
     kube::Client::try_from(config).unwrap()
+}
+
+/// A cluster that authorizes with RBAC only. In memory: RBAC on, with `memory_users` as users
+/// without groups (a user of test-apiserver exists from the start). A real server always
+/// authorizes with RBAC; its users are ServiceAccounts made by [`service_account`].
+async fn rbac_cluster(backend: Backend, name: &str, memory_users: &[&str]) -> Cluster {
+    let cluster = match backend {
+        Backend::Memory => {
+            let options = memory_users
+                .iter()
+                .fold(Options::default().rbac(), |o, u| o.user(User::new(u, &[])));
+            Cluster::start_in_memory(name, options).await
+        }
+        Backend::Real => Cluster::start_on(backend, name, &[]).await,
+    };
+    cluster.unwrap_or_else(|e| panic!("start {name}: {e:#}"))
+}
+
+/// An identity the konnector runs as: the user name requests are recorded under, and its
+/// kubeconfig.
+struct Identity {
+    user: String,
+    kubeconfig: String,
+}
+
+/// ServiceAccount `namespace/name`: in memory the user of that name (started with the
+/// cluster); on a real control plane a token of the ServiceAccount itself, which holds no more
+/// than what is bound to it (the ServiceAccount is created when missing).
+async fn service_account(cluster: &Cluster, namespace: &str, name: &str) -> Identity {
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let kubeconfig = match cluster.real() {
+        None => cluster.kubeconfig(&user).unwrap(),
+        Some(cp) => {
+            let token = cp
+                .service_account_token(namespace, name, None)
+                .await
+                .unwrap_or_else(|e| panic!("token of ServiceAccount {namespace}/{name}: {e}"));
+            cp.token_kubeconfig(&token, Some(namespace))
+        }
+    };
+    Identity { user, kubeconfig }
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) {
@@ -115,15 +182,28 @@ fn labelled_bound_role(control_plane: bool) -> Value {
         "rules": rules})
 }
 
-/// Loads the chart's RBAC objects and `bound_role`, and fills the aggregated ClusterRole the way
-/// the controller manager would.
-async fn load_chart_rbac(admin: &kube::Client, docs: &[Value], bound_role: Value) {
+/// Loads what `helm install` creates for the konnector's rights (the chart's ServiceAccount and
+/// RBAC objects) and `bound_role`. The chart's aggregated ClusterRole gets the rules of the
+/// ClusterRoles its selectors match: filled in by the test in memory, by
+/// kube-controller-manager on a real control plane (the test waits until it has them).
+async fn load_chart_rbac(
+    cluster: &Cluster,
+    admin: &kube::Client,
+    docs: &[Value],
+    bound_role: Value,
+) {
     let mut objects: Vec<Value> = docs
         .iter()
         .filter(|d| {
             matches!(
                 d["kind"].as_str(),
-                Some("Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding")
+                Some(
+                    "ServiceAccount"
+                        | "Role"
+                        | "ClusterRole"
+                        | "RoleBinding"
+                        | "ClusterRoleBinding"
+                )
             )
         })
         .cloned()
@@ -134,7 +214,8 @@ async fn load_chart_rbac(admin: &kube::Client, docs: &[Value], bound_role: Value
         .filter(|o| o["kind"] == "ClusterRole")
         .cloned()
         .collect();
-    let mut aggregated = 0;
+    // (name, rules it must end up with) of each aggregated ClusterRole.
+    let mut aggregated = Vec::new();
     for o in objects.iter_mut() {
         let Some(selectors) = o["aggregationRule"]["clusterRoleSelectors"]
             .as_array()
@@ -154,17 +235,43 @@ async fn load_chart_rbac(admin: &kube::Client, docs: &[Value], bound_role: Value
                 rules.extend(role["rules"].as_array().cloned().unwrap_or_default());
             }
         }
-        o["rules"] = Value::Array(rules);
-        aggregated += 1;
+        if cluster.backend() == Backend::Memory {
+            o["rules"] = Value::Array(rules.clone());
+        }
+        aggregated.push((o["metadata"]["name"].as_str().unwrap().to_string(), rules));
     }
     assert_eq!(
-        aggregated, 1,
+        aggregated.len(),
+        1,
         "the chart renders one aggregated ClusterRole"
     );
     objects.push(bound_role);
     for o in objects {
-        let kind = o["kind"].as_str().unwrap().to_string();
-        create_dynamic(admin, &rbac_resource(&kind), o).await;
+        create_dynamic(admin, &resource_of(&o), o).await;
+    }
+    if cluster.backend() == Backend::Real {
+        let roles: Api<DynamicObject> = Api::all_with(admin.clone(), &rbac_resource("ClusterRole"));
+        for (name, expected) in &aggregated {
+            assert!(!expected.is_empty(), "the bound role is selected by {name}");
+            let filled = wait_until(
+                &format!("kube-controller-manager aggregating the rules into ClusterRole {name}"),
+                STEP,
+                || async {
+                    let rules = roles
+                        .get(name)
+                        .await
+                        .ok()
+                        .and_then(|r| r.data["rules"].as_array().cloned())
+                        .unwrap_or_default();
+                    rules.len() == expected.len() && expected.iter().all(|e| rules.contains(e))
+                },
+            )
+            .await;
+            if let Err(e) = filled {
+                let now = roles.get(name).await.map(|r| r.data["rules"].clone());
+                panic!("{e}: expected {expected:?}, it has {now:?}");
+            }
+        }
     }
 }
 
@@ -281,14 +388,67 @@ async fn happy_path(
     .await;
 }
 
-/// Requests of `user` that were denied.
-fn denied(server: &TestApiServer, user: &str) -> Vec<String> {
-    server
+/// Requests of `user` so far: test-apiserver's request record, or a real server's audit log
+/// (where a request shows once it has ended, a watch too).
+async fn requests_of(cluster: &Cluster, user: &str) -> Vec<RecordedRequest> {
+    cluster
         .requests()
+        .await
+        .unwrap()
         .into_iter()
-        .filter(|r| r.user == user && r.code == 403)
-        .map(|r| format!("{} {}", r.verb, r.path))
+        .filter(|r| r.user == user)
         .collect()
+}
+
+/// Requests of `user` that were denied.
+async fn denied(cluster: &Cluster, user: &str) -> Vec<String> {
+    requests_of(cluster, user)
+        .await
+        .into_iter()
+        .filter(|r| r.code == 403)
+        .map(|r| {
+            let query = if r.query.is_empty() { "" } else { "?" };
+            format!("{} {}{query}{}", r.verb, r.path, r.query)
+        })
+        .collect()
+}
+
+/// Asserts that `user` made each `(verb, resource)` of `expected`, waiting a little for a real
+/// server's audit log (a watch is written there when it ends).
+async fn assert_exercised(cluster: &Cluster, user: &str, expected: &[(&str, &str)]) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let made: BTreeSet<(String, String)> = requests_of(cluster, user)
+            .await
+            .into_iter()
+            .filter(|r| !r.resource.is_empty())
+            .map(|r| (r.verb, r.resource))
+            .collect();
+        let missing: Vec<&(&str, &str)> = expected
+            .iter()
+            .filter(|(verb, resource)| !made.contains(&(verb.to_string(), resource.to_string())))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the happy path did not exercise {missing:?}: {made:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the konnector (a real server's audit log has a watch only once it ended) and checks
+/// that it exits cleanly.
+async fn stop(mut k: Konnector) {
+    k.terminate().await.unwrap();
+    let status = k.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        status.success(),
+        "konnector exited with {status}\n--- konnector stderr ---\n{}",
+        tail(&k.stderr())
+    );
 }
 
 /// The chart's container args, with the listen addresses moved to a free local port and the
@@ -344,19 +504,21 @@ fn is_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> bool {
     matches!(r, Err(kube::Error::Api(s)) if s.code == 403)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_mode_happy_path_under_the_charts_rbac() {
+async fn default_mode_happy_path_under_the_charts_rbac(backend: Backend) {
     let docs = rendered("default");
-    let app = TestApiServer::start(Options::default().rbac().user(User::new(SA, &[])))
-        .await
-        .unwrap();
-    let app_admin = client_of(&app, "admin").await;
-    let provider = Cluster::start("provider").await.unwrap();
+    let (app, provider) = tokio::join!(
+        rbac_cluster(backend, "app", &[SA]),
+        Cluster::start_on(backend, "provider", &[])
+    );
+    let provider = provider.unwrap();
+    let app_admin = app.client().await.unwrap();
     let provider_admin = provider.client().await.unwrap();
 
     // What `kubectl bind` and `helm install -n klutch-bind` leave in the app cluster.
     create_namespace(&app_admin, BIND_NS).await;
-    load_chart_rbac(&app_admin, &docs, labelled_bound_role(false)).await;
+    load_chart_rbac(&app, &app_admin, &docs, labelled_bound_role(false)).await;
+    let sa = service_account(&app, BIND_NS, SA_NAME).await;
+    assert_eq!(sa.user, SA);
     let provider_kubeconfig = kubeconfig_in(&provider, KONNECTOR_USER, P).unwrap();
     provider_world(&provider_admin, P, "kubeconfig", &provider_kubeconfig).await;
     let app_secrets: Api<Secret> = Api::namespaced(app_admin.clone(), BIND_NS);
@@ -367,12 +529,10 @@ async fn default_mode_happy_path_under_the_charts_rbac() {
         )
         .await
         .unwrap();
-    let backend = tokio::spawn(map_namespaces(provider_admin.clone(), P));
+    let provider_backend = tokio::spawn(map_namespaces(provider_admin.clone(), P));
 
     let dir = TempDir::new("konnector-chart-rbac").unwrap();
-    let kubeconfig = dir
-        .write("app-sa.kubeconfig", &app.kubeconfig(SA).unwrap())
-        .unwrap();
+    let kubeconfig = dir.write("app-sa.kubeconfig", &sa.kubeconfig).unwrap();
     let port = free_port().unwrap();
     let args = konnector_args(&docs, &kubeconfig, port);
     let mut k = Konnector::spawn_with_env(
@@ -399,36 +559,34 @@ async fn default_mode_happy_path_under_the_charts_rbac() {
     let up: Api<DynamicObject> =
         Api::namespaced_with(provider_admin.clone(), &format!("{P}-team-a"), &mangodb());
     happy_path(&k, &bindings, &down, &up).await;
+    let stderr = k.stderr();
+    stop(k).await;
+    provider_backend.abort();
 
     // Enough: nothing the konnector asked the app cluster for was denied.
-    let denials = denied(&app, SA);
+    let denials = denied(&app, SA).await;
     assert!(
         denials.is_empty(),
-        "denied under the chart's RBAC: {denials:#?}"
+        "denied under the chart's RBAC: {denials:#?}\n--- konnector stderr ---\n{}",
+        tail(&stderr)
     );
-    let verbs: std::collections::BTreeSet<(String, String)> = app
-        .requests()
-        .into_iter()
-        .filter(|r| r.user == SA && !r.resource.is_empty())
-        .map(|r| (r.verb, r.resource))
-        .collect();
-    for expected in [
-        ("list", "apiservicebindings"),
-        ("patch", "apiservicebindings"),
-        ("watch", "secrets"),
-        ("create", "customresourcedefinitions"),
-        ("patch", "mangodbs"),
-        ("update", "mangodbs"),
-    ] {
-        assert!(
-            verbs.contains(&(expected.0.to_string(), expected.1.to_string())),
-            "the happy path did not exercise {expected:?}: {verbs:?}"
-        );
-    }
+    assert_exercised(
+        &app,
+        SA,
+        &[
+            ("list", "apiservicebindings"),
+            ("patch", "apiservicebindings"),
+            ("watch", "secrets"),
+            ("create", "customresourcedefinitions"),
+            ("patch", "mangodbs"),
+            ("update", "mangodbs"),
+        ],
+    )
+    .await;
 
     // Not too many: the ServiceAccount cannot read Secrets no binding points at, nor write
     // what the konnector never writes.
-    let sa = client_of(&app, SA).await;
+    let sa = client_from(&sa.kubeconfig).await;
     let other: Api<Secret> = Api::namespaced(app_admin.clone(), "team-a");
     other
         .create(&PostParams::default(), &kubeconfig_secret("unrelated", "x"))
@@ -463,9 +621,6 @@ async fn default_mode_happy_path_under_the_charts_rbac() {
     assert!(is_forbidden(
         sa_bindings.delete(EXPORT, &DeleteParams::default()).await
     ));
-
-    backend.abort();
-    k.terminate().await.unwrap();
 }
 
 /// Control-plane mode: the chart's rendering of `ci/control-plane-values.yaml` (release
@@ -473,11 +628,33 @@ async fn default_mode_happy_path_under_the_charts_rbac() {
 const ROOT: &str = "klutch-bind-team-a-app-1";
 const CP_SA: &str = "system:serviceaccount:klutch-bind-team-a-app-1:konnector";
 const APP_SECRET: &str = "app-1-kubeconfig";
-/// The user of the app cluster kubeconfig.
+/// The user of the app cluster kubeconfig (in memory; on a real server the ServiceAccount of
+/// that name in [`APP_SA_NAMESPACE`]).
 const APP_USER: &str = "konnector-app";
+const APP_SA_NAMESPACE: &str = "klutch-konnector-app";
 
-/// What the chart README says the app cluster kubeconfig's user needs, for the bound MangoDBs.
-fn app_user_rbac() -> Vec<Value> {
+/// The app cluster kubeconfig's user and the RBAC subject that names it: user [`APP_USER`] in
+/// memory; on a real server, whose users come from certificates or tokens, the ServiceAccount
+/// `APP_SA_NAMESPACE/APP_USER` (a token the test can mint), holding only what is bound to it.
+async fn app_identity(app: &Cluster) -> (Identity, Value) {
+    match app.backend() {
+        Backend::Memory => (
+            Identity {
+                user: APP_USER.to_string(),
+                kubeconfig: app.kubeconfig(APP_USER).unwrap(),
+            },
+            json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": APP_USER}),
+        ),
+        Backend::Real => (
+            service_account(app, APP_SA_NAMESPACE, APP_USER).await,
+            json!({"kind": "ServiceAccount", "name": APP_USER, "namespace": APP_SA_NAMESPACE}),
+        ),
+    }
+}
+
+/// What the chart README says the app cluster kubeconfig's user needs, for the bound MangoDBs,
+/// bound to `subject`.
+fn app_user_rbac(subject: Value) -> Vec<Value> {
     vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": "klutch-konnector-app-cluster"},
@@ -492,31 +669,27 @@ fn app_user_rbac() -> Vec<Value> {
             "metadata": {"name": "klutch-konnector-app-cluster"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                 "name": "klutch-konnector-app-cluster"},
-            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": APP_USER}]}),
+            "subjects": [subject]}),
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_plane_mode_happy_path_under_the_charts_rbac() {
+async fn control_plane_mode_happy_path_under_the_charts_rbac(backend: Backend) {
     let docs = rendered("control-plane");
-    let cp = TestApiServer::start(Options::default().rbac().user(User::new(CP_SA, &[])))
-        .await
-        .unwrap();
-    let cp_admin = client_of(&cp, "admin").await;
-    let app = TestApiServer::start(Options::default().rbac().user(User::new(APP_USER, &[])))
-        .await
-        .unwrap();
-    let app_admin = client_of(&app, "admin").await;
-    for o in app_user_rbac() {
-        let kind = o["kind"].as_str().unwrap().to_string();
-        create_dynamic(&app_admin, &rbac_resource(&kind), o).await;
+    let (cp, app) = tokio::join!(
+        rbac_cluster(backend, "control-plane", &[CP_SA]),
+        rbac_cluster(backend, "app", &[APP_USER])
+    );
+    let cp_admin = cp.client().await.unwrap();
+    let app_admin = app.client().await.unwrap();
+    let (app_user, subject) = app_identity(&app).await;
+    for o in app_user_rbac(subject) {
+        create_dynamic(&app_admin, &resource_of(&o), o).await;
     }
 
     // What the backend leaves on the control plane (reference 10.2): the root namespace with
     // the mirrored app kubeconfig Secret, the ClusterBinding pointing at it, the export, the
     // binding CRD and the binding; then `helm install -n <root>`.
-    let app_kubeconfig = app.kubeconfig(APP_USER).unwrap();
-    provider_world(&cp_admin, ROOT, APP_SECRET, &app_kubeconfig).await;
+    provider_world(&cp_admin, ROOT, APP_SECRET, &app_user.kubeconfig).await;
     install_crd(&cp_admin, konnector_api::crds::api_service_binding())
         .await
         .unwrap();
@@ -525,13 +698,13 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac() {
         .create(&PostParams::default(), &binding(ROOT, APP_SECRET))
         .await
         .unwrap();
-    load_chart_rbac(&cp_admin, &docs, labelled_bound_role(true)).await;
-    let backend = tokio::spawn(map_namespaces(cp_admin.clone(), ROOT));
+    load_chart_rbac(&cp, &cp_admin, &docs, labelled_bound_role(true)).await;
+    let cp_sa = service_account(&cp, ROOT, SA_NAME).await;
+    assert_eq!(cp_sa.user, CP_SA);
+    let cp_backend = tokio::spawn(map_namespaces(cp_admin.clone(), ROOT));
 
     let dir = TempDir::new("konnector-chart-rbac-cp").unwrap();
-    let kubeconfig = dir
-        .write("cp-sa.kubeconfig", &cp.kubeconfig(CP_SA).unwrap())
-        .unwrap();
+    let kubeconfig = dir.write("cp-sa.kubeconfig", &cp_sa.kubeconfig).unwrap();
     let port = free_port().unwrap();
     let args = konnector_args(&docs, &kubeconfig, port);
     let mut k = Konnector::spawn_with_env(
@@ -551,22 +724,27 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac() {
     let up: Api<DynamicObject> =
         Api::namespaced_with(cp_admin.clone(), &format!("{ROOT}-team-a"), &mangodb());
     happy_path(&k, &bindings, &down, &up).await;
+    let stderr = k.stderr();
+    stop(k).await;
+    cp_backend.abort();
 
     // Enough: nothing was denied, on the control plane (the chart) or in the app cluster (the
     // README's rights for the app kubeconfig's user).
-    let denials = denied(&cp, CP_SA);
+    let denials = denied(&cp, CP_SA).await;
     assert!(
         denials.is_empty(),
-        "denied on the control plane: {denials:#?}"
+        "denied on the control plane: {denials:#?}\n--- konnector stderr ---\n{}",
+        tail(&stderr)
     );
-    let denials = denied(&app, APP_USER);
+    let denials = denied(&app, &app_user.user).await;
     assert!(
         denials.is_empty(),
-        "denied in the app cluster: {denials:#?}"
+        "denied in the app cluster: {denials:#?}\n--- konnector stderr ---\n{}",
+        tail(&stderr)
     );
 
     // Not too many: only the app kubeconfig Secret is readable, and only in the root namespace.
-    let sa = client_of(&cp, CP_SA).await;
+    let sa = client_from(&cp_sa.kubeconfig).await;
     let root_secrets: Api<Secret> = Api::namespaced(cp_admin.clone(), ROOT);
     root_secrets
         .create(&PostParams::default(), &kubeconfig_secret("unrelated", "x"))
@@ -592,7 +770,9 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac() {
     ));
     let sa_namespaces: Api<Namespace> = Api::all(sa);
     assert!(is_forbidden(sa_namespaces.get("kube-system").await));
-
-    backend.abort();
-    k.terminate().await.unwrap();
 }
+
+e2e::on_both_backends!(
+    default_mode_happy_path_under_the_charts_rbac,
+    control_plane_mode_happy_path_under_the_charts_rbac,
+);
