@@ -29,6 +29,10 @@ use tokio::process::{Child, Command};
 /// told apart from the test's own (which use `admin`).
 pub const KONNECTOR_USER: &str = "konnector";
 
+pub mod steps;
+
+/// The real control plane launcher, for scenarios that set its options.
+pub use kube_control_plane;
 pub mod world;
 
 /// How long a konnector gets to start or to fail at startup in tests.
@@ -572,14 +576,29 @@ impl Konnector {
 
     /// Sends SIGTERM (via `kill`, to keep the harness free of unsafe code).
     pub async fn terminate(&self) -> anyhow::Result<()> {
+        self.signal("TERM").await
+    }
+
+    /// Sends SIGSTOP: the process freezes with its connections open, as a node under heavy
+    /// pressure or a debugger would leave it.
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP").await
+    }
+
+    /// Sends SIGCONT after [`Konnector::pause`].
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT").await
+    }
+
+    async fn signal(&self, name: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("process already exited")?;
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(pid.to_string())
             .status()
             .await?;
         if !status.success() {
-            bail!("kill -TERM {pid} failed: {status}");
+            bail!("kill -{name} {pid} failed: {status}");
         }
         Ok(())
     }

@@ -2,12 +2,11 @@
 //! and in control-plane mode (reference 11.3 items 14-37 where they apply, decisions.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::world::{EXPORT, Mode, P, STEP, World, mangodb};
-use e2e::{Backend, Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use e2e::steps::{exists, field, mango, step, tail};
+use e2e::world::{EXPORT, Mode, P, World, mangodb};
+use e2e::{Backend, Cluster, KONNECTOR_USER, Konnector};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -16,54 +15,7 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 
 async fn start(w: &World) -> Konnector {
-    let port = free_port().unwrap();
-    let mut k = Konnector::spawn(BIN, &w.konnector_args(port).unwrap(), &w.dir).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
-        panic!(
-            "konnector not ready: {e}\n--- stderr ---\n{}",
-            tail(&k.stderr())
-        );
-    }
-    k
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// Waits for `condition`, failing with the konnector's last log lines.
-async fn step<F, Fut>(k: &Konnector, what: &str, condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    if let Err(e) = wait_until(what, STEP, condition).await {
-        panic!("{e}\n--- konnector stderr ---\n{}", tail(&k.stderr()));
-    }
-}
-
-async fn exists(api: &Api<DynamicObject>, name: &str) -> bool {
-    api.get_opt(name).await.ok().flatten().is_some()
-}
-
-async fn field(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Option<serde_json::Value> {
-    api.get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .data
-        .pointer(pointer)
-        .cloned()
-}
-
-fn mango(name: &str, tier: Option<&str>) -> DynamicObject {
-    let spec = match tier {
-        Some(t) => json!({"tier": t}),
-        None => json!({}),
-    };
-    serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB", "metadata": {"name": name}, "spec": spec})).unwrap()
+    e2e::steps::start(BIN, w).await
 }
 
 /// Stops `k`, starts the konnector again over the synced world and checks that it writes
@@ -109,9 +61,40 @@ async fn restart_writes_nothing(w: &World, mut k: Konnector) -> Konnector {
     assert!(
         unexpected.is_empty(),
         "writes after a restart over a synced world: {unexpected:?}\n--- konnector stderr ---\n{}",
-        k.stderr()
+        tail(&k.stderr())
     );
     k
+}
+
+/// Takes the old credentials of [`KONNECTOR_USER`] away in `cluster` (on a real server: deletes
+/// the Secret its token is bound to, and waits until the server rejects it) and checks that
+/// syncing goes on: after a rotation the konnector must not depend on them. Nothing to take
+/// away on `test-apiserver`, whose users are fixed.
+async fn revoke_old_credentials_and_keep_syncing(w: &World, k: &Konnector, cluster: &Cluster) {
+    let old = cluster.kubeconfig(KONNECTOR_USER).unwrap();
+    if !cluster.revoke(KONNECTOR_USER).await.unwrap() {
+        return;
+    }
+    let old = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&old).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let old: Api<Namespace> = Api::all(kube::Client::try_from(old).unwrap());
+    // kube-apiserver caches a token it accepted for 10 s.
+    step(k, "the old token is rejected", || async {
+        matches!(old.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 401)
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("after-revocation", None))
+        .await
+        .unwrap();
+    step(k, "instance after revocation upstream", || async {
+        exists(&up, "after-revocation").await
+    })
+    .await;
 }
 
 async fn happy_path(backend: Backend, mode: Mode) {
@@ -389,6 +372,7 @@ async fn control_plane_mode_rotates_app_credentials_without_restart(backend: Bac
         late_writes_by_old_user.is_empty(),
         "writes with the old credentials after rotation: {late_writes_by_old_user:?}"
     );
+    revoke_old_credentials_and_keep_syncing(&w, &k, &w.app).await;
 
     // Invalid new content keeps the last good credentials working.
     secrets
@@ -635,6 +619,7 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart(back
         w.wait_bound().await.is_ok()
     })
     .await;
+    revoke_old_credentials_and_keep_syncing(&w, &k, &w.provider).await;
 }
 
 async fn export_schema_change_updates_the_crd_and_new_fields_sync(backend: Backend) {

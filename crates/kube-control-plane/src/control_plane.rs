@@ -13,7 +13,7 @@ use kube::Api;
 use crate::binaries::Binaries;
 use crate::identity::kubeconfig_yaml;
 use crate::pki::{ADMIN_USER, HARNESS_USER, KCM_USER, Pki};
-use crate::process::{Proc, Watchdog, tails, terminate};
+use crate::process::{Proc, Watchdog, kill, tails, terminate};
 use crate::{Error, Result, io_err};
 
 const ETCD: &str = "etcd";
@@ -628,6 +628,20 @@ impl ControlPlane {
             tokio::task::spawn_blocking(move || terminate(&mut [&mut apiserver]))
                 .await
                 .map_err(|e| Error::Other(format!("stopping kube-apiserver: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs kube-apiserver, as a crash or an OOM kill would: open watches break with a
+    /// transport error instead of ending cleanly (as on [`ControlPlane::stop_apiserver`]), so
+    /// clients resume them from their last resourceVersion. Start it again with
+    /// [`ControlPlane::start_apiserver`].
+    pub async fn kill_apiserver(&self) -> Result<()> {
+        let apiserver = self.lock().apiserver.take();
+        if let Some(mut apiserver) = apiserver {
+            tokio::task::spawn_blocking(move || kill(&mut apiserver))
+                .await
+                .map_err(|e| Error::Other(format!("killing kube-apiserver: {e}")))?;
         }
         Ok(())
     }

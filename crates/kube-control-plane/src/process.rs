@@ -83,6 +83,14 @@ fn signal(pid: u32, signal: &str) {
 
 /// Stops `procs` together: SIGTERM, then SIGKILL for those still alive after [`GRACE`].
 /// Blocking; returns once all are reaped.
+/// SIGKILLs `proc` and reaps it: a crash, with no graceful end of its connections.
+pub(crate) fn kill(proc: &mut Proc) {
+    if proc.exit_status().is_none() {
+        let _ = proc.child.kill();
+        proc.exited = proc.child.wait().ok();
+    }
+}
+
 pub(crate) fn terminate(procs: &mut [&mut Proc]) {
     for p in procs.iter_mut() {
         if p.exit_status().is_none() {

@@ -97,6 +97,7 @@ impl SharedWatch {
         scope: Scope,
         fields: Option<String>,
         schema_changes: SchemaChanges,
+        timeout: Duration,
     ) -> Arc<Self> {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -113,6 +114,7 @@ impl SharedWatch {
                 listed: listed_tx,
                 key: key.clone(),
                 schema_changes,
+                timeout,
             }
             .run(),
         );
@@ -314,6 +316,8 @@ struct WatchTask {
     listed: tokio::sync::watch::Sender<bool>,
     key: WatchKey,
     schema_changes: SchemaChanges,
+    /// What each watch request asks the server for ([`WATCH_TIMEOUT`] unless the hub says).
+    timeout: Duration,
 }
 
 /// Why the list-watch loop of one client stopped.
@@ -364,12 +368,12 @@ impl WatchTask {
                 // A list the old storage may have served is checked again soon: a short watch
                 // ends, and its end relists.
                 let requested = if suspect {
-                    SCHEMA_SETTLE
+                    SCHEMA_SETTLE.min(self.timeout)
                 } else {
-                    WATCH_TIMEOUT
+                    self.timeout
                 };
                 let mut params = WatchParams::default()
-                    .timeout(u32::try_from(requested.as_secs()).unwrap_or(290));
+                    .timeout(u32::try_from(requested.as_secs().max(1)).unwrap_or(290));
                 if let Some(f) = &self.fields {
                     params = params.fields(f);
                 }
@@ -396,7 +400,8 @@ impl WatchTask {
                     backoff.wait().await;
                 }
                 if next == NextStep::Relist {
-                    tracing::debug!(cluster = %self.key.cluster, resource = %self.key.resource, end = ?end, "relisting");
+                    // Rare (410 Gone, a storage torn down, a schema change): worth a line.
+                    tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, end = ?end, "relisting");
                     continue 'relist;
                 }
             }
@@ -434,9 +439,10 @@ impl WatchTask {
             self.writer.apply_watcher_event(&Event::InitApply(o));
         }
         self.writer.apply_watcher_event(&Event::InitDone);
-        self.listed.send_replace(true);
-        // No subscriber is fine: the cache is still kept.
+        // No subscriber is fine: the cache is still kept. Sent before the first list is
+        // announced, so that whoever subscribes once the watch is ready sees only what follows.
         let _ = self.events.send(Change::Resync);
+        self.listed.send_replace(true);
         Some(version)
     }
 
@@ -449,7 +455,7 @@ impl WatchTask {
         let opened = Instant::now();
         let mut stream = std::pin::pin!(stream);
         // The server ends the stream at the timeout; a stream silent well past it is dead.
-        let idle = WATCH_TIMEOUT + Duration::from_secs(30);
+        let idle = self.timeout + Duration::from_secs(30);
         loop {
             let event = match tokio::time::timeout(idle, stream.next()).await {
                 Ok(Some(event)) => event,
@@ -504,12 +510,22 @@ fn resource_key(resource: &ApiResource) -> String {
 }
 
 /// Hands out shared watches, and carries the metrics every syncer using it reports to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WatchHub {
     watches: Mutex<HashMap<WatchKey, Weak<SharedWatch>>>,
     metrics: crate::metrics::Metrics,
     leadership: super::leadership::Leadership,
     schema_changes: SchemaChanges,
+    watch_timeout: Duration,
+}
+
+impl Default for WatchHub {
+    fn default() -> Self {
+        Self::with(
+            crate::metrics::Metrics::default(),
+            super::leadership::Leadership::always(),
+        )
+    }
 }
 
 impl WatchHub {
@@ -528,6 +544,7 @@ impl WatchHub {
             metrics,
             leadership,
             schema_changes: SchemaChanges::default(),
+            watch_timeout: WATCH_TIMEOUT,
         }
     }
 
@@ -544,6 +561,15 @@ impl WatchHub {
     /// The metrics syncers report to.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// Watches started from now on ask the server to end each watch request after `timeout`
+    /// (default 290 s) and then resume it from their last resourceVersion: a relist if that
+    /// resourceVersion has been compacted away (`410 Gone`). Tests use a short one to reach that
+    /// path in seconds.
+    pub fn with_watch_timeout(mut self, timeout: Duration) -> Self {
+        self.watch_timeout = timeout;
+        self
     }
 
     /// Tells the watches of `resource` on `cluster` (running or started later) that its schema
@@ -580,6 +606,7 @@ impl WatchHub {
             scope,
             fields,
             self.schema_changes.clone(),
+            self.watch_timeout,
         );
         watches.insert(key, Arc::downgrade(&watch));
         watch
