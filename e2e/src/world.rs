@@ -1,5 +1,6 @@
 //! A bound world for end-to-end scenarios: an app cluster, a provider (in control-plane mode:
-//! the control plane), and an in-test stand-in for the provider backend.
+//! the control plane), and the in-process stand-in for the provider backend
+//! ([`crate::backend`]).
 //!
 //! The backend creates what the Klutch backend would: the provider namespace `P`, the
 //! `ClusterBinding` `cluster` with its kubeconfig Secret, an `APIServiceExport` from the
@@ -8,19 +9,17 @@
 //! `APIServiceNamespace.status.namespace = "<P>-<N>"` and creates that namespace, as the
 //! backend does.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+pub use crate::backend::install_crd;
+use crate::backend::{self, KUBECONFIG_SECRET, ProviderBackend, apply};
 use crate::{Backend, Cluster, ClusterOptions, KONNECTOR_USER, TempDir, wait_until};
 
 /// The provider namespace (and, in control-plane mode, the binding root namespace).
@@ -49,6 +48,23 @@ fn mangodb_schema() -> Value {
             "tier": {"type": "string", "default": "Shared"}}},
         "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}})
 }
+
+/// The provider's CRD of [`mangodb`].
+fn mangodb_crd() -> anyhow::Result<CustomResourceDefinition> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": EXPORT},
+        "spec": {"group": "mangodb.com", "scope": "Namespaced",
+            "names": {"kind": "MangoDB", "plural": "mangodbs", "singular": "mangodb", "listKind": "MangoDBList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": mangodb_schema()}}]}}))?)
+}
+
+/// The backend of every world: provider namespace [`P`], polling every 100 ms.
+const BACKEND: ProviderBackend = ProviderBackend {
+    namespace: P,
+    pretty_name: "anynines",
+    poll: Duration::from_millis(100),
+};
 
 /// Which mode the world is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,89 +106,17 @@ impl Drop for World {
     }
 }
 
-async fn apply<K>(api: &Api<K>, obj: Value) -> anyhow::Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .context("object without name")?
-        .to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply("backend").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .with_context(|| format!("apply {name}"))?;
-    Ok(())
-}
-
-/// Creates `crd` and waits until it is Established.
-pub async fn install_crd(
-    client: &kube::Client,
-    crd: CustomResourceDefinition,
-) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    api.create(&PostParams::default(), &crd)
-        .await
-        .with_context(|| format!("create CRD {name}"))?;
-    wait_until(&format!("CRD {name} established"), STEP, || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            api.get(&name)
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        }
-    })
-    .await
-}
-
-async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &api,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-    )
-    .await
-}
-
-fn secret(name: &str, kubeconfig: &str) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "kubeconfig".to_string(),
-            ByteString(kubeconfig.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    }
-}
-
 /// A kubeconfig of `user` on `cluster` whose context namespace is `namespace`.
 pub fn kubeconfig_in(cluster: &Cluster, user: &str, namespace: &str) -> anyhow::Result<String> {
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&cluster.kubeconfig(user)?)?;
-    kc["contexts"][0]["context"]["namespace"] = serde_yaml::Value::String(namespace.into());
-    Ok(serde_yaml::to_string(&kc)?)
+    backend::with_namespace(&cluster.kubeconfig(user)?, namespace)
 }
 
 /// The APIServiceBinding for the export, with an accepted claim on provider-owned Secrets.
 pub fn binding(namespace: &str, secret: &str) -> Value {
-    json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceBinding",
-        "metadata": {"name": EXPORT, "namespace": namespace},
-        "spec": {"kubeconfigSecretRef": {"name": secret, "namespace": namespace, "key": "kubeconfig"},
-            "permissionClaims": [{"group": "", "resource": "secrets", "version": "v1",
-                "selector": {"owner": "Provider"}, "state": "Accepted"}]}})
+    let mut binding = backend::binding(EXPORT, namespace, secret);
+    binding["spec"]["permissionClaims"] = json!([{"group": "", "resource": "secrets",
+        "version": "v1", "selector": {"owner": "Provider"}, "state": "Accepted"}]);
+    binding
 }
 
 impl World {
@@ -202,73 +146,41 @@ impl World {
         let app_admin = app.client().await?;
         let provider_admin = provider.client().await?;
         let dir = TempDir::new("konnector-e2e")?;
-        for crd in [
-            konnector_api::crds::cluster_binding(),
-            konnector_api::crds::api_service_export(),
-            konnector_api::crds::api_service_namespace(),
-        ] {
-            install_crd(&provider_admin, crd).await?;
-        }
-        let provider_crd: CustomResourceDefinition = serde_json::from_value(json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": EXPORT},
-            "spec": {"group": "mangodb.com", "scope": "Namespaced",
-                "names": {"kind": "MangoDB", "plural": "mangodbs", "singular": "mangodb", "listKind": "MangoDBList"},
-                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": mangodb_schema()}}]}}))?;
-        install_crd(&provider_admin, provider_crd).await?;
-        namespace(&provider_admin, P).await?;
         // The kubeconfig Secret of the ClusterBinding: the provider's own kubeconfig (default
         // mode) or the app cluster's (control-plane mode, mirrored by the backend).
         let kubeconfig = match mode {
             Mode::Default => kubeconfig_in(&provider, KONNECTOR_USER, P)?,
             Mode::ControlPlane => app.kubeconfig(KONNECTOR_USER)?,
         };
-        let provider_secrets: Api<Secret> = Api::namespaced(provider_admin.clone(), P);
-        provider_secrets
-            .create(&PostParams::default(), &secret("kubeconfig", &kubeconfig))
+        BACKEND
+            .set_up(&provider_admin, &mangodb_crd()?, &kubeconfig)
             .await?;
-        apply(&Api::<DynamicObject>::namespaced_with(provider_admin.clone(), P, &ApiResource::erase::<konnector_api::v1alpha1::ClusterBinding>(&())), json!({
-            "apiVersion": "klutch.anynines.com/v1alpha1", "kind": "ClusterBinding", "metadata": {"name": "cluster"},
-            "spec": {"kubeconfigSecretRef": {"name": "kubeconfig", "key": "kubeconfig"}, "providerPrettyName": "anynines"}})).await?;
-        apply(&Api::<DynamicObject>::namespaced_with(provider_admin.clone(), P, &ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&())), json!({
-            "apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport", "metadata": {"name": EXPORT},
-            "spec": {"group": "mangodb.com", "scope": "Namespaced", "informerScope": "Namespaced",
-                "names": {"kind": "MangoDB", "plural": "mangodbs", "singular": "mangodb", "listKind": "MangoDBList"},
-                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": mangodb_schema()}}]}})).await?;
-        let bindings_resource =
-            ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&());
         match mode {
-            Mode::Default => {
-                // What `kubectl bind` leaves in the app cluster; the konnector installs the CRD.
-                namespace(&app_admin, BIND_NS).await?;
-                let app_secrets: Api<Secret> = Api::namespaced(app_admin.clone(), BIND_NS);
-                app_secrets
-                    .create(&PostParams::default(), &secret("kubeconfig", &kubeconfig))
-                    .await?;
-            }
+            // What `kubectl bind` leaves in the app cluster; the konnector installs the CRD.
+            Mode::Default => backend::kubectl_bind_secret(&app_admin, BIND_NS, &kubeconfig).await?,
             Mode::ControlPlane => {
                 // The backend installs the binding CRD on the control plane and creates the
                 // binding and the app cluster's kubeconfig Secret in the root namespace.
                 install_crd(&provider_admin, konnector_api::crds::api_service_binding()).await?;
-                provider_secrets
-                    .create(
-                        &PostParams::default(),
-                        &secret("app-kubeconfig", &kubeconfig),
-                    )
-                    .await?;
+                backend::create_kubeconfig_secret(
+                    &provider_admin,
+                    P,
+                    "app-kubeconfig",
+                    &kubeconfig,
+                )
+                .await?;
                 apply(
                     &Api::<DynamicObject>::namespaced_with(
                         provider_admin.clone(),
                         P,
-                        &bindings_resource,
+                        &ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&()),
                     ),
-                    binding(P, "kubeconfig"),
+                    binding(P, KUBECONFIG_SECRET),
                 )
                 .await?;
             }
         }
-        let backend = tokio::spawn(map_namespaces(provider_admin.clone(), P));
+        let backend = tokio::spawn(BACKEND.map_namespaces(provider_admin.clone()));
         Ok(World {
             mode,
             app,
@@ -305,7 +217,7 @@ impl World {
             BIND_NS,
             &ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&()),
         );
-        apply(&api, binding(BIND_NS, "kubeconfig")).await
+        apply(&api, binding(BIND_NS, KUBECONFIG_SECRET)).await
     }
 
     /// The binding as the test sees it.
@@ -350,7 +262,7 @@ impl World {
     pub fn upstream(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.provider_admin.clone(),
-            &format!("{P}-{ns}"),
+            &BACKEND.service_namespace(ns),
             &mangodb(),
         )
     }
@@ -380,35 +292,10 @@ impl World {
 /// The backend's namespace mapping: every APIServiceNamespace `N` in `p` gets
 /// `status.namespace = "<p>-<N>"`, and that namespace is created. Runs until aborted.
 pub async fn map_namespaces(provider: kube::Client, p: &'static str) {
-    let api: Api<konnector_api::v1alpha1::APIServiceNamespace> =
-        Api::namespaced(provider.clone(), p);
-    loop {
-        if let Ok(list) = api.list(&Default::default()).await {
-            for sn in list.items {
-                let Some(name) = sn.metadata.name.clone() else {
-                    continue;
-                };
-                if sn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.namespace.as_ref())
-                    .is_some()
-                {
-                    continue;
-                }
-                let target = format!("{p}-{name}");
-                if namespace(&provider, &target).await.is_ok() {
-                    let _ = api
-                        .patch_status(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": {"namespace": target}})),
-                        )
-                        .await;
-                }
-            }
-        }
-        // A backend polls or watches; polling keeps the stand-in small. Not a test wait.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    ProviderBackend {
+        namespace: p,
+        ..BACKEND
     }
+    .map_namespaces(provider)
+    .await
 }

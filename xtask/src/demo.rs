@@ -24,8 +24,10 @@ use konnector_api::v1alpha1::APIServiceBinding;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::json;
 
+use e2e::TempDir;
+use e2e::backend::is_established;
 use konnector::Konnector;
-use world::{Mode, PROVIDER_NAMESPACE, TempDir, World};
+use world::{BACKEND, Label, Mode, PROVIDER_NAMESPACE, World};
 
 /// Upper bound of every wait.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,6 +99,7 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
     let mode_started = Instant::now();
     let started = Instant::now();
     let mut world = World::start(mode, dir).await?;
+    let (app_url, provider_url) = world.urls();
     let provider_role = match mode {
         Mode::Default => "provider",
         Mode::ControlPlane => "control plane",
@@ -104,8 +107,8 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
     run.done(
         &format!(
             "clusters up: app {}, {provider_role} {}",
-            host_port(&world.app.url()),
-            host_port(&world.provider.url())
+            host_port(&app_url),
+            host_port(&provider_url)
         ),
         started,
     );
@@ -178,7 +181,7 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
             Ok(crds
                 .get_opt(&export)
                 .await?
-                .filter(world::is_established)
+                .filter(is_established)
                 .map(|_| ()))
         },
     )
@@ -187,7 +190,7 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
     let kind = world.resource.kind.clone();
     let down: Api<DynamicObject> =
         Api::namespaced_with(world.app_admin.clone(), CONSUMER_NAMESPACE, &world.resource);
-    let service_ns = example::service_namespace(PROVIDER_NAMESPACE, CONSUMER_NAMESPACE);
+    let service_ns = BACKEND.service_namespace(CONSUMER_NAMESPACE);
     let up: Api<DynamicObject> =
         Api::namespaced_with(world.provider_admin.clone(), &service_ns, &world.resource);
     let started = Instant::now();

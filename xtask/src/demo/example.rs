@@ -1,10 +1,9 @@
-//! The pure parts of the demo: the example provider API, the APIServiceExport a backend builds
-//! from it, the backend's namespace naming and the example provider controller's decision.
-//! Nothing here talks to a cluster, so all of it is unit-tested.
+//! The pure parts of the demo: the example provider API and the example provider controller's
+//! decision. Nothing here talks to a cluster, so all of it is unit-tested (with the export the
+//! backend stand-in, [`e2e::backend`], builds from it).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use konnector_api::v1alpha1::{APIServiceExport, APIServiceExportSpec, Scope};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
@@ -34,45 +33,6 @@ pub fn api_resource(crd: &CustomResourceDefinition) -> Result<ApiResource> {
     })
 }
 
-/// The APIServiceExport a provider backend publishes for `crd`: the same name, names, scope and
-/// versions (schema, subresources, printer columns). A real backend (klutch's) does the same when
-/// a provider offers an API; the konnector turns it back into a CRD in the app cluster.
-pub fn export_from_crd(crd: &CustomResourceDefinition) -> Result<APIServiceExport> {
-    let name = crd
-        .metadata
-        .name
-        .clone()
-        .context("the example CRD has no name")?;
-    let scope = match crd.spec.scope.as_str() {
-        "Namespaced" => Scope::Namespaced,
-        "Cluster" => bail!("{name}: the demo's backend exports namespaced APIs only"),
-        other => bail!("{name}: unknown scope {other:?}"),
-    };
-    // Field names and shapes are the CRD's, so a JSON round trip is the exact conversion (and
-    // fails loudly if the export types ever diverge from the CRD's).
-    let names = serde_json::from_value(serde_json::to_value(&crd.spec.names)?)
-        .context("CRD names -> export names")?;
-    let versions = serde_json::from_value(serde_json::to_value(&crd.spec.versions)?)
-        .context("CRD versions -> export versions")?;
-    let spec = APIServiceExportSpec {
-        group: crd.spec.group.clone(),
-        names,
-        scope,
-        versions,
-        permission_claims: Vec::new(),
-        informer_scope: Scope::Namespaced,
-        cluster_scoped_isolation: None,
-    };
-    Ok(APIServiceExport::new(&name, spec))
-}
-
-/// The provider namespace that holds the objects of consumer namespace `consumer`: klutch's
-/// backend names it `<provider namespace>-<consumer namespace>` and reports it in
-/// `APIServiceNamespace.status.namespace`.
-pub fn service_namespace(provider_namespace: &str, consumer: &str) -> String {
-    format!("{provider_namespace}-{consumer}")
-}
-
 /// The phase the example provider controller reports once it has "provisioned" an instance.
 pub const RUNNING: &str = "Running";
 
@@ -93,6 +53,9 @@ pub fn provider_status(object: &Value) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
+    use e2e::backend::export_from_crd;
+    use konnector_api::v1alpha1::{APIServiceExport, Scope};
+
     use super::*;
 
     /// The example CRD is a valid, namespaced CRD with a status subresource.
@@ -161,41 +124,19 @@ mod tests {
     /// defaulting against that CRD's schema, stores exactly what the backend sent.
     #[tokio::test]
     async fn export_is_accepted_by_the_export_crd() {
+        use e2e::backend::{ensure_namespace, install_crd};
         use kube::api::{Api, PostParams};
-        use test_apiserver::{ADMIN, Options, TestApiServer};
 
-        let server = TestApiServer::start(Options::default().http())
+        let server = e2e::Cluster::start("export-check").await.unwrap();
+        let client = server.client().await.unwrap();
+        install_crd(&client, konnector_api::crds::api_service_export())
             .await
             .unwrap();
-        let client = crate::demo::world::client(&server.kubeconfig(ADMIN).unwrap())
-            .await
-            .unwrap();
-        crate::demo::world::install_crd(&client, konnector_api::crds::api_service_export())
-            .await
-            .unwrap();
-        crate::demo::world::ensure_namespace(&client, "p")
-            .await
-            .unwrap();
+        ensure_namespace(&client, "p").await.unwrap();
         let export = export_from_crd(&crd().unwrap()).unwrap();
         let api: Api<APIServiceExport> = Api::namespaced(client, "p");
         let stored = api.create(&PostParams::default(), &export).await.unwrap();
         assert_eq!(stored.spec, export.spec);
-    }
-
-    #[test]
-    fn cluster_scoped_crds_are_refused() {
-        let mut crd = crd().unwrap();
-        crd.spec.scope = "Cluster".into();
-        let err = export_from_crd(&crd).unwrap_err().to_string();
-        assert!(err.contains("namespaced APIs only"), "{err}");
-    }
-
-    #[test]
-    fn service_namespace_is_provider_dash_consumer() {
-        assert_eq!(
-            service_namespace("kube-bind-demo", "default"),
-            "kube-bind-demo-default"
-        );
     }
 
     #[test]

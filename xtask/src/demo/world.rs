@@ -1,20 +1,19 @@
 //! The demo's world: two in-memory clusters and, played in-process, everything around the
 //! konnector that a real installation has — klutch's provider backend (what `kubectl bind`
 //! sets up) and a provider controller that "provisions" instances by writing their status.
+//! Both are the stand-in the end-to-end tests use too ([`e2e::backend`]).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use e2e::backend::{self, KUBECONFIG_SECRET, ProviderBackend};
+use e2e::{Cluster, KONNECTOR_USER, TempDir};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use konnector_api::v1alpha1::{APIServiceBinding, APIServiceNamespace, ClusterBinding};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use konnector_api::v1alpha1::APIServiceBinding;
+use kube::api::Api;
 use kube::core::ApiResource;
-use serde_json::json;
-use test_apiserver::{ADMIN, Options, TestApiServer, User};
+use test_apiserver::ADMIN;
 use tokio::task::JoinHandle;
 
 use super::example;
@@ -24,27 +23,27 @@ use super::example;
 pub const PROVIDER_NAMESPACE: &str = "kube-bind-demo";
 /// Where `kubectl bind` leaves the binding's kubeconfig Secret in the app cluster (default mode).
 pub const APP_BINDING_NAMESPACE: &str = "klutch-bind";
-/// Name (and data key) of the kubeconfig Secrets.
-pub const KUBECONFIG_SECRET: &str = "kubeconfig";
-/// The user the konnector authenticates as; the demo itself uses `admin`.
-const KONNECTOR_USER: &str = "konnector";
-/// The backend and the provider controller poll at this interval: a few lines, retries for
-/// free, and the in-memory servers don't mind.
-const POLL: Duration = Duration::from_millis(20);
+/// The demo's provider backend. Its loops poll at 20 ms: a few lines, retries for free, and the
+/// in-memory servers don't mind.
+pub const BACKEND: ProviderBackend = ProviderBackend {
+    namespace: PROVIDER_NAMESPACE,
+    pretty_name: "demo provider",
+    poll: Duration::from_millis(20),
+};
 
-/// Where the konnector runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// In the app cluster; bindings and provider kubeconfig Secrets live there.
-    Default,
-    /// On the control plane (which is also the provider); reaches the app cluster through a
-    /// kubeconfig Secret.
-    ControlPlane,
+/// Where the konnector runs: in the app cluster (bindings and provider kubeconfig Secrets live
+/// there) or on the control plane (which is also the provider; it reaches the app cluster
+/// through a kubeconfig Secret). The modes of the e2e worlds.
+pub use e2e::world::Mode;
+
+/// Short names of the modes, for output lines.
+pub trait Label {
+    /// `default` or `control-plane`.
+    fn label(self) -> &'static str;
 }
 
-impl Mode {
-    /// Short name for output lines.
-    pub fn label(self) -> &'static str {
+impl Label for Mode {
+    fn label(self) -> &'static str {
         match self {
             Mode::Default => "default",
             Mode::ControlPlane => "control-plane",
@@ -52,50 +51,13 @@ impl Mode {
     }
 }
 
-/// A directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh directory named after the process and the time.
-    pub fn new(prefix: &str) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `contents` to `sub/name` and returns the path.
-    fn write(&self, sub: &str, name: &str, contents: &str) -> Result<PathBuf> {
-        let dir = self.0.join(sub);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Two clusters, their clients and kubeconfig files, and the provider's background tasks.
 pub struct World {
     pub mode: Mode,
     /// The app cluster, where users create instances.
-    pub app: TestApiServer,
+    pub app: Cluster,
     /// The provider cluster; in control-plane mode the control plane.
-    pub provider: TestApiServer,
+    pub provider: Cluster,
     pub app_admin: kube::Client,
     pub provider_admin: kube::Client,
     /// `admin` kubeconfig files, for the `--keep` hints.
@@ -120,42 +82,43 @@ impl Drop for World {
 impl World {
     /// Starts both clusters and writes their kubeconfigs into `dir`.
     pub async fn start(mode: Mode, dir: &TempDir) -> Result<Self> {
-        // HTTPS (each server with its own CA in the kubeconfigs): kubectl sends no bearer token
-        // over plain HTTP, and `--keep` is there for kubectl.
-        let options = || Options::default().user(User::new(KONNECTOR_USER, &["system:masters"]));
-        let app = TestApiServer::start(options())
-            .await
-            .context("starting the app cluster")?;
-        let provider = TestApiServer::start(options())
-            .await
-            .context("starting the provider cluster")?;
-        let sub = mode.label();
         let provider_name = match mode {
             Mode::Default => "provider",
             Mode::ControlPlane => "control-plane",
         };
-        let app_kubeconfig = dir.write(sub, "app.kubeconfig", &kubeconfig(&app, ADMIN)?)?;
-        let provider_kubeconfig = dir.write(
-            sub,
+        // In-memory clusters on HTTPS (each server with its own CA in the kubeconfigs): kubectl
+        // sends no bearer token over plain HTTP, and `--keep` is there for kubectl.
+        let app = Cluster::start("app")
+            .await
+            .context("starting the app cluster")?;
+        let provider = Cluster::start(provider_name)
+            .await
+            .context("starting the provider cluster")?;
+        let sub = mode.label();
+        let sub_dir = dir.path().join(sub);
+        std::fs::create_dir_all(&sub_dir)
+            .with_context(|| format!("creating {}", sub_dir.display()))?;
+        let write = |name: &str, contents: &str| dir.write(&format!("{sub}/{name}"), contents);
+        let app_kubeconfig = write("app.kubeconfig", &app.kubeconfig(ADMIN)?)?;
+        let provider_kubeconfig = write(
             &format!("{provider_name}.kubeconfig"),
-            &kubeconfig(&provider, ADMIN)?,
+            &provider.kubeconfig(ADMIN)?,
         )?;
         // The konnector's own user, on the cluster it runs in.
         let konnector_home = match mode {
             Mode::Default => &app,
             Mode::ControlPlane => &provider,
         };
-        let konnector_kubeconfig = dir.write(
-            sub,
+        let konnector_kubeconfig = write(
             "konnector.kubeconfig",
-            &kubeconfig(konnector_home, KONNECTOR_USER)?,
+            &konnector_home.kubeconfig(KONNECTOR_USER)?,
         )?;
         let crd = example::crd()?;
         let resource = example::api_resource(&crd)?;
         Ok(Self {
             mode,
-            app_admin: client(&kubeconfig(&app, ADMIN)?).await?,
-            provider_admin: client(&kubeconfig(&provider, ADMIN)?).await?,
+            app_admin: app.client().await?,
+            provider_admin: provider.client().await?,
             app,
             provider,
             app_kubeconfig,
@@ -165,6 +128,12 @@ impl World {
             resource,
             tasks: Vec::new(),
         })
+    }
+
+    /// The URLs of the app cluster and the provider.
+    pub fn urls(&self) -> (String, String) {
+        let url = |c: &Cluster| c.memory().map(|s| s.url()).unwrap_or_default();
+        (url(&self.app), url(&self.provider))
     }
 
     /// Where APIServiceBindings and their Secrets live: the app cluster in default mode, the
@@ -204,56 +173,40 @@ impl World {
         args
     }
 
-    /// What klutch's backend has set up by the time a konnector connects: the klutch CRDs and
-    /// the example CRD on the provider, the provider namespace with its ClusterBinding `cluster`
-    /// and kubeconfig Secret, and the APIServiceExport of the example API. Default mode: the
-    /// provider kubeconfig Secret in the app cluster (what `kubectl bind` leaves there).
-    /// Control-plane mode: the APIServiceBinding CRD on the control plane (the konnector does
-    /// not install it there) and the app cluster's kubeconfig in the root namespace.
+    /// What klutch's backend has set up by the time a konnector connects (see
+    /// [`ProviderBackend::set_up`]), the example API exported. Default mode: the provider
+    /// kubeconfig Secret in the app cluster (what `kubectl bind` leaves there). Control-plane
+    /// mode: the APIServiceBinding CRD on the control plane (the konnector does not install it
+    /// there); the app cluster's kubeconfig is the ClusterBinding's Secret in the root namespace.
     pub async fn set_up_provider(&self) -> Result<()> {
-        let provider = &self.provider_admin;
-        let mut crds = vec![
-            konnector_api::crds::cluster_binding(),
-            konnector_api::crds::api_service_export(),
-            konnector_api::crds::api_service_namespace(),
-            self.crd.clone(),
-        ];
-        if self.mode == Mode::ControlPlane {
-            crds.push(konnector_api::crds::api_service_binding());
-        }
-        for crd in crds {
-            install_crd(provider, crd).await?;
-        }
-        ensure_namespace(provider, PROVIDER_NAMESPACE).await?;
         let secret_kubeconfig = match self.mode {
             // The provider kubeconfig points into the provider namespace.
-            Mode::Default => provider_kubeconfig(&self.provider)?,
-            Mode::ControlPlane => kubeconfig(&self.app, KONNECTOR_USER)?,
+            Mode::Default => backend::with_namespace(
+                &self.provider.kubeconfig(KONNECTOR_USER)?,
+                PROVIDER_NAMESPACE,
+            )?,
+            Mode::ControlPlane => self.app.kubeconfig(KONNECTOR_USER)?,
         };
-        apply_secret(provider, PROVIDER_NAMESPACE, &secret_kubeconfig).await?;
-        apply(
-            &Api::<ClusterBinding>::namespaced(provider.clone(), PROVIDER_NAMESPACE),
-            "cluster",
-            json!({
-                "apiVersion": "klutch.anynines.com/v1alpha1", "kind": "ClusterBinding",
-                "metadata": {"name": "cluster"},
-                "spec": {
-                    "kubeconfigSecretRef": {"name": KUBECONFIG_SECRET, "key": KUBECONFIG_SECRET},
-                    "providerPrettyName": "demo provider",
-                },
-            }),
-        )
-        .await?;
-        let export = example::export_from_crd(&self.crd)?;
-        let export_name = export.metadata.name.clone().unwrap_or_default();
-        let exports: Api<konnector_api::v1alpha1::APIServiceExport> =
-            Api::namespaced(provider.clone(), PROVIDER_NAMESPACE);
-        apply(&exports, &export_name, serde_json::to_value(&export)?).await?;
-        if self.mode == Mode::Default {
-            ensure_namespace(&self.app_admin, APP_BINDING_NAMESPACE).await?;
-            apply_secret(&self.app_admin, APP_BINDING_NAMESPACE, &secret_kubeconfig).await?;
+        BACKEND
+            .set_up(&self.provider_admin, &self.crd, &secret_kubeconfig)
+            .await?;
+        match self.mode {
+            Mode::Default => {
+                backend::kubectl_bind_secret(
+                    &self.app_admin,
+                    APP_BINDING_NAMESPACE,
+                    &secret_kubeconfig,
+                )
+                .await
+            }
+            Mode::ControlPlane => {
+                backend::install_crd(
+                    &self.provider_admin,
+                    konnector_api::crds::api_service_binding(),
+                )
+                .await
+            }
         }
-        Ok(())
     }
 
     /// Creates the APIServiceBinding for the example API (in default mode `kubectl bind` does
@@ -262,192 +215,24 @@ impl World {
         let (client, namespace) = self.binding_cluster();
         let name = self.crd.metadata.name.clone().unwrap_or_default();
         let bindings: Api<APIServiceBinding> = Api::namespaced(client.clone(), namespace);
-        apply(
+        backend::apply(
             &bindings,
-            &name,
-            json!({
-                "apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceBinding",
-                "metadata": {"name": name},
-                "spec": {"kubeconfigSecretRef": {
-                    "name": KUBECONFIG_SECRET, "namespace": namespace, "key": KUBECONFIG_SECRET,
-                }},
-            }),
+            backend::binding(&name, namespace, KUBECONFIG_SECRET),
         )
         .await?;
         Ok(name)
     }
 
-    /// Starts the backend's namespace mapping and the provider controller in the background.
+    /// Starts the backend's namespace mapping and the example provider controller (see
+    /// [`example::provider_status`]) in the background.
     pub fn start_provider_loops(&mut self) {
-        self.tasks
-            .push(tokio::spawn(map_namespaces(self.provider_admin.clone())));
-        self.tasks.push(tokio::spawn(provide(
+        self.tasks.push(tokio::spawn(
+            BACKEND.map_namespaces(self.provider_admin.clone()),
+        ));
+        self.tasks.push(tokio::spawn(BACKEND.provide(
             self.provider_admin.clone(),
             self.resource.clone(),
+            example::provider_status,
         )));
     }
-}
-
-/// The backend's namespace mapping: every APIServiceNamespace the konnector creates gets a
-/// provider namespace `<provider namespace>-<consumer namespace>`, reported in its status.
-async fn map_namespaces(provider: kube::Client) {
-    let api: Api<APIServiceNamespace> = Api::namespaced(provider.clone(), PROVIDER_NAMESPACE);
-    loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for sn in list.items {
-                let Some(name) = sn.metadata.name.clone() else {
-                    continue;
-                };
-                if sn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.namespace.as_ref())
-                    .is_some()
-                {
-                    continue;
-                }
-                let target = example::service_namespace(PROVIDER_NAMESPACE, &name);
-                // Errors are retried on the next round.
-                if ensure_namespace(&provider, &target).await.is_ok() {
-                    let _ = api
-                        .patch_status(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": {"namespace": target}})),
-                        )
-                        .await;
-                }
-            }
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The example provider controller: "provisions" every instance on the provider by setting its
-/// status (see [`example::provider_status`]), which the konnector then copies back.
-async fn provide(provider: kube::Client, resource: ApiResource) {
-    let api: Api<DynamicObject> = Api::all_with(provider.clone(), &resource);
-    loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for obj in list.items {
-                let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) else {
-                    continue;
-                };
-                if obj.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let Some(status) = example::provider_status(&obj.data) else {
-                    continue;
-                };
-                let namespaced: Api<DynamicObject> =
-                    Api::namespaced_with(provider.clone(), ns, &resource);
-                let _ = namespaced
-                    .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-                    .await;
-            }
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn kubeconfig(server: &TestApiServer, user: &str) -> Result<String> {
-    server
-        .kubeconfig(user)
-        .with_context(|| format!("no user {user} on {}", server.url()))
-}
-
-/// The konnector's provider kubeconfig: its context namespace is the provider namespace, which
-/// is how the konnector learns where its ClusterBinding and exports are.
-fn provider_kubeconfig(provider: &TestApiServer) -> Result<String> {
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&kubeconfig(provider, KONNECTOR_USER)?)?;
-    kc["contexts"][0]["context"]["namespace"] = PROVIDER_NAMESPACE.into();
-    Ok(serde_yaml::to_string(&kc)?)
-}
-
-/// A client from kubeconfig YAML.
-pub async fn client(yaml: &str) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::from_yaml(yaml)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
-}
-
-/// Server-side apply as the demo's field manager.
-async fn apply<K>(api: &Api<K>, name: &str, obj: serde_json::Value) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("konnector-demo").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "applying {} {name}",
-            obj["kind"].as_str().unwrap_or("object")
-        )
-    })?;
-    Ok(())
-}
-
-pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    apply(
-        &api,
-        name,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-    )
-    .await
-}
-
-async fn apply_secret(client: &kube::Client, namespace: &str, kubeconfig: &str) -> Result<()> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let data = BTreeMap::from([(
-        KUBECONFIG_SECRET.to_string(),
-        ByteString(kubeconfig.as_bytes().to_vec()),
-    )]);
-    apply(
-        &api,
-        KUBECONFIG_SECRET,
-        json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": KUBECONFIG_SECRET},
-            "data": data,
-        }),
-    )
-    .await
-}
-
-/// Installs `crd` and waits (bounded) until the server reports it Established.
-pub async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    let mut obj = serde_json::to_value(&crd)?;
-    obj["apiVersion"] = "apiextensions.k8s.io/v1".into();
-    obj["kind"] = "CustomResourceDefinition".into();
-    apply(&api, &name, obj).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(crd) = api.get(&name).await
-            && is_established(&crd)
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("CRD {name} was not Established within 10 s");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Whether a CRD's `Established` condition is True.
-pub fn is_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
 }
