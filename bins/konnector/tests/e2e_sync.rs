@@ -1135,6 +1135,39 @@ async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
         !exists(&up, &up_name).await && !exists(&down, "test").await
     })
     .await;
+
+    // The provider removes the consumer's namespace (as the backend does when it unbinds a
+    // cluster): its copies go with it, cluster-scoped ones through their owner reference to the
+    // namespace. On a real server the namespace controller and the garbage collector do it.
+    let gc_name = up_name.replace("test", "gc");
+    down.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"apiVersion": "bar.io/v1alpha1", "kind": "Foo",
+            "metadata": {"name": "gc"}, "spec": {"deploymentName": "collected"}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    step(&k, "second Foo upstream", || async {
+        exists(&up, &gc_name).await
+    })
+    .await;
+    let mut k = k;
+    k.terminate().await.unwrap();
+    k.wait_exit(Duration::from_secs(10)).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(w.provider_admin.clone());
+    namespaces
+        .delete(P, &DeleteParams::default())
+        .await
+        .unwrap();
+    step(
+        &k,
+        "the provider namespace and what it owns are gone",
+        || async {
+            namespaces.get_opt(P).await.ok().flatten().is_none() && !exists(&up, &gc_name).await
+        },
+    )
+    .await;
 }
 
 async fn cluster_scoped_resource_with_prefixed_isolation_syncs_as_p_dash_name(backend: Backend) {
