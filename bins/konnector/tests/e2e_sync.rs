@@ -1018,6 +1018,18 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
         cluster_binding_lists, 1,
         "bindings with the same kubeconfig must share one provider session"
     );
+    // A restart over several bindings of one provider session (handed to the session one by
+    // one) writes nothing either: no export is reported unbound for a moment. (An instance
+    // first, so that the marker's namespace is mapped already.)
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+    down.create(&PostParams::default(), &mango("db", None))
+        .await
+        .unwrap();
+    step(&k, "instance upstream", || async {
+        exists(&up, "db").await
+    })
+    .await;
+    restart_writes_nothing(&w, k).await;
 }
 
 /// Binds the cluster-scoped `foos.bar.io` (the reference fixture's shape) with `isolation` next
