@@ -12,9 +12,11 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult, Cause};
+use crate::http::RequestInfo;
 use crate::resources::{ResourceDef, ResourceRef};
 use crate::sem;
 use crate::semantics::selector::{FieldSelector, LabelSelector};
+use crate::server::User;
 use crate::store::{EventType, ObjKey, Store, Table, set_rv};
 
 /// Namespaces that exist from the start and cannot be deleted.
@@ -39,6 +41,10 @@ pub struct Req<'a> {
     pub query: &'a HashMap<String, String>,
     /// The `User-Agent` header (the default field manager).
     pub user_agent: &'a str,
+    /// With RBAC on: the caller and the request's attributes with the verb `create`. A write
+    /// that creates its object without being a create (server-side apply, or an update of a
+    /// missing object of a kind that allows it) must be allowed to `create` it too.
+    pub create_authz: Option<(&'a User, RequestInfo)>,
 }
 
 impl Req<'_> {
@@ -944,16 +950,18 @@ pub fn create(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Va
     let mut obj = parse_body(body)?;
     check_type(r, &mut obj)?;
     let manager = r.manager();
-    create_object(store, r, obj, Some(&manager))
+    create_object(store, r, obj, Some(&manager), false)
 }
 
 /// Creates `obj` (from POST, or from an apply to a missing object when `manager` is `None`
-/// because apply already recorded ownership).
+/// because apply already recorded ownership). `by_other_verb`: the request is not a create (an
+/// apply or an update that creates), so the caller must also be allowed to `create`.
 fn create_object(
     store: &mut Store,
     r: &Req<'_>,
     mut obj: Value,
     manager: Option<&str>,
+    by_other_verb: bool,
 ) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
     if def.custom
@@ -1057,6 +1065,10 @@ fn create_object(
     }
     prepare(store, r, None, &mut obj)?;
     check_metadata(&def, &obj)?;
+    // As on the real server: after the namespace checks and validation, before storing.
+    if by_other_verb && let Some((user, info)) = &r.create_authz {
+        crate::rbac::authorize(store, user, info)?;
+    }
     if let Some(manager) = manager {
         sem::track_update(&def, None, &mut obj, manager, r.subresource);
     }
@@ -1093,16 +1105,37 @@ pub fn update(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Va
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
-    let raw = store
-        .get(&r.def.key(), &r.key())
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&r.def.plural, &r.def.group, r.name))?;
+    let manager = r.manager();
+    let Some(raw) = store.get(&r.def.key(), &r.key()).cloned() else {
+        if !r.subresource.is_empty() || !creates_on_update(&r.def) {
+            return Err(ApiError::not_found(&r.def.plural, &r.def.group, r.name));
+        }
+        // A resourceVersion in the body is no precondition for a missing object.
+        meta_mut(&mut obj).remove("resourceVersion");
+        return create_object(store, r, obj, Some(&manager), true);
+    };
     let body_rv = s(&obj, "/metadata/resourceVersion").to_owned();
     if !body_rv.is_empty() && body_rv != s(&raw, "/metadata/resourceVersion") {
         return Err(ApiError::stale(&r.def.plural, &r.def.group, r.name));
     }
-    let manager = r.manager();
     write_update(store, r, &raw, obj, Some(&manager))
+}
+
+/// Whether an update (PUT) of a missing object creates it (the strategy's
+/// `AllowCreateOnUpdate`). Checked on kube-apiserver 1.36: Leases, core Events (also through
+/// `events.k8s.io`) and the four RBAC kinds do; custom resources, CRDs, Namespaces, ConfigMaps,
+/// Secrets and ServiceAccounts answer `404`.
+fn creates_on_update(def: &ResourceDef) -> bool {
+    !def.custom
+        && matches!(
+            (def.group.as_str(), def.kind.as_str()),
+            ("coordination.k8s.io", "Lease")
+                | ("", "Event")
+                | (
+                    "rbac.authorization.k8s.io",
+                    "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+                )
+        )
 }
 
 /// The shared tail of update and patch: status rules, immutable metadata, kind preparation,
@@ -1498,7 +1531,7 @@ fn apply(
             if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            create_object(store, r, obj, None)
+            create_object(store, r, obj, None, true)
         }
         Some(raw) => write_update(store, r, &raw, merged, None),
     }

@@ -387,6 +387,12 @@ async fn serve(
         }
         return self_subject_access_review(shared, user, &body);
     }
+    // Apply and update may create the object: the real server then authorizes `create` too.
+    let create_authz = shared.options.rbac.then(|| {
+        let mut attrs = authz_info(info, query);
+        attrs.verb = "create".to_owned();
+        (user, attrs)
+    });
     let r = Req {
         def: def.clone(),
         version: &version,
@@ -395,6 +401,7 @@ async fn serve(
         subresource: &info.subresource,
         query,
         user_agent: &user_agent,
+        create_authz,
     };
     let (code, value) = match info.verb.as_str() {
         "get" => {
