@@ -23,6 +23,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use e2e::steps::{field, step, tail};
 use e2e::world::{P, install_crd, kubeconfig_in, mangodb, map_namespaces};
 use e2e::{
     Backend, Cluster, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, TempDir, free_port, wait_until,
@@ -473,31 +474,6 @@ fn konnector_args(docs: &[Value], kubeconfig: &std::path::Path, health_port: u16
         .collect();
     args.push(format!("--kubeconfig={}", kubeconfig.display()));
     args
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-async fn step<F, Fut>(k: &Konnector, what: &str, condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    if let Err(e) = wait_until(what, STEP, condition).await {
-        panic!("{e}\n--- konnector stderr ---\n{}", tail(&k.stderr()));
-    }
-}
-
-async fn field(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Option<Value> {
-    api.get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .data
-        .pointer(pointer)
-        .cloned()
 }
 
 fn is_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> bool {

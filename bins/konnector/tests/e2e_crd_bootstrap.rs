@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use e2e::backend::is_established;
 use e2e::{Backend, Cluster, Konnector, STARTUP_TIMEOUT, TempDir, free_port};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -51,16 +52,6 @@ async fn stop(mut running: Running) {
         "{status:?}\n{}",
         running.konnector.stderr()
     );
-}
-
-fn is_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
 }
 
 /// Our CRD with the `spec` property removed from the schema: what an older konnector installed.
