@@ -40,6 +40,18 @@ pub struct CredentialLabels {
     pub outcome: String,
 }
 
+/// Labels of a watch relist.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelistLabels {
+    /// The cluster id of the watch (`app`, `binding`, or the provider's).
+    pub cluster: String,
+    /// `group/version/plural`.
+    pub resource: String,
+    /// `gone` (410), `ended_early` (the server ended the watch before its timeout) or
+    /// `schema_changed` (the last list may predate a CRD schema switch).
+    pub reason: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -66,6 +78,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Credential reloads (Secret-sourced kubeconfigs), by outcome.
     pub credential_reloads: Family<CredentialLabels, Counter>,
+    /// Full relists of a shared watch after its start, by cluster, resource and reason.
+    pub watch_relists: Family<RelistLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +94,7 @@ impl Default for Metrics {
             heartbeat_age_seconds: Gauge::default(),
             leader: Gauge::default(),
             credential_reloads: Family::default(),
+            watch_relists: Family::default(),
         }
     }
 }
@@ -133,6 +148,22 @@ impl Metrics {
             "Credential reloads by outcome",
             self.credential_reloads.clone(),
         );
+        r.register(
+            "watch_relists",
+            "Full relists of a watch after its first list, by cluster, resource and reason",
+            self.watch_relists.clone(),
+        );
+    }
+
+    /// Counts a relist of a watch.
+    pub fn relisted(&self, cluster: &str, resource: &str, reason: &str) {
+        self.watch_relists
+            .get_or_create(&RelistLabels {
+                cluster: cluster.to_string(),
+                resource: resource.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a reconcile (and its failure).

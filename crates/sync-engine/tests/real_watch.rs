@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ApiResource, PostParams};
 use kube_control_plane::{Binaries, ControlPlane, Options};
+use sync_engine::metrics::RelistLabels;
 use sync_engine::runtime::watch::Change;
 use sync_engine::runtime::{Cluster, Scope, WatchHub};
 
@@ -115,4 +116,14 @@ async fn a_watch_resumed_from_a_compacted_revision_relists() {
         }
     );
     assert_eq!(watch.list().len(), 2);
+    let gone = hub
+        .metrics()
+        .watch_relists
+        .get_or_create(&RelistLabels {
+            cluster: "real".into(),
+            resource: "/v1/configmaps".into(),
+            reason: "gone".into(),
+        })
+        .get();
+    assert_eq!(gone, 1, "konnector_watch_relists{{reason=\"gone\"}}");
 }

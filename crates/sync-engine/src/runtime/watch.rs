@@ -96,8 +96,7 @@ impl SharedWatch {
         resource: ApiResource,
         scope: Scope,
         fields: Option<String>,
-        schema_changes: SchemaChanges,
-        timeout: Duration,
+        hub: HubContext,
     ) -> Arc<Self> {
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -113,8 +112,7 @@ impl SharedWatch {
                 events: events.clone(),
                 listed: listed_tx,
                 key: key.clone(),
-                schema_changes,
-                timeout,
+                hub,
             }
             .run(),
         );
@@ -225,9 +223,30 @@ pub(crate) enum StreamEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NextStep {
     /// List again from scratch and replace the cache.
-    Relist,
+    Relist(RelistReason),
     /// Watch again from the last resourceVersion.
     Resume,
+}
+
+/// Why a watch lists again (the `reason` label of `konnector_watch_relists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelistReason {
+    /// `410 Gone`: the resourceVersion to resume from was compacted away.
+    Gone,
+    /// The server ended the stream before its timeout (a CRD storage torn down, a restart).
+    EndedEarly,
+    /// The last list may have been served with a schema that was being replaced.
+    SchemaChanged,
+}
+
+impl RelistReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RelistReason::Gone => "gone",
+            RelistReason::EndedEarly => "ended_early",
+            RelistReason::SchemaChanged => "schema_changed",
+        }
+    }
 }
 
 /// Whether a list that started at `list_started` may have been served with a schema that was
@@ -250,17 +269,15 @@ pub(crate) fn after_stream_end(
     schema_changed: Option<Instant>,
 ) -> NextStep {
     match end {
-        StreamEnd::Gone => NextStep::Relist,
+        StreamEnd::Gone => NextStep::Relist(RelistReason::Gone),
         StreamEnd::Failed => NextStep::Resume,
-        StreamEnd::Closed { lived } => {
-            if lived + EARLY_END_MARGIN.min(requested / 2) < requested
-                || list_suspect(list_started, schema_changed)
-            {
-                NextStep::Relist
-            } else {
-                NextStep::Resume
-            }
+        StreamEnd::Closed { .. } if list_suspect(list_started, schema_changed) => {
+            NextStep::Relist(RelistReason::SchemaChanged)
         }
+        StreamEnd::Closed { lived } if lived + EARLY_END_MARGIN.min(requested / 2) < requested => {
+            NextStep::Relist(RelistReason::EndedEarly)
+        }
+        StreamEnd::Closed { .. } => NextStep::Resume,
     }
 }
 
@@ -315,9 +332,16 @@ struct WatchTask {
     events: broadcast::Sender<Change>,
     listed: tokio::sync::watch::Sender<bool>,
     key: WatchKey,
+    hub: HubContext,
+}
+
+/// What every watch of a hub shares with it.
+#[derive(Debug, Clone)]
+struct HubContext {
     schema_changes: SchemaChanges,
     /// What each watch request asks the server for ([`WATCH_TIMEOUT`] unless the hub says).
     timeout: Duration,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Why the list-watch loop of one client stopped.
@@ -364,13 +388,13 @@ impl WatchTask {
                 continue 'relist;
             };
             loop {
-                let suspect = list_suspect(list_started, self.schema_changes.last(&self.key));
+                let suspect = list_suspect(list_started, self.hub.schema_changes.last(&self.key));
                 // A list the old storage may have served is checked again soon: a short watch
                 // ends, and its end relists.
                 let requested = if suspect {
-                    SCHEMA_SETTLE.min(self.timeout)
+                    SCHEMA_SETTLE.min(self.hub.timeout)
                 } else {
-                    self.timeout
+                    self.hub.timeout
                 };
                 let mut params = WatchParams::default()
                     .timeout(u32::try_from(requested.as_secs().max(1)).unwrap_or(290));
@@ -390,7 +414,7 @@ impl WatchTask {
                     end,
                     requested,
                     list_started,
-                    self.schema_changes.last(&self.key),
+                    self.hub.schema_changes.last(&self.key),
                 );
                 let healthy = matches!(end, StreamEnd::Closed { .. })
                     && opened.elapsed() >= Duration::from_secs(1);
@@ -399,9 +423,14 @@ impl WatchTask {
                 } else {
                     backoff.wait().await;
                 }
-                if next == NextStep::Relist {
+                if let NextStep::Relist(reason) = next {
                     // Rare (410 Gone, a storage torn down, a schema change): worth a line.
-                    tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, end = ?end, "relisting");
+                    tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, end = ?end, reason = reason.as_str(), "relisting");
+                    self.hub.metrics.relisted(
+                        &self.key.cluster,
+                        &self.key.resource,
+                        reason.as_str(),
+                    );
                     continue 'relist;
                 }
             }
@@ -455,7 +484,7 @@ impl WatchTask {
         let opened = Instant::now();
         let mut stream = std::pin::pin!(stream);
         // The server ends the stream at the timeout; a stream silent well past it is dead.
-        let idle = self.timeout + Duration::from_secs(30);
+        let idle = self.hub.timeout + Duration::from_secs(30);
         loop {
             let event = match tokio::time::timeout(idle, stream.next()).await {
                 Ok(Some(event)) => event,
@@ -605,8 +634,11 @@ impl WatchHub {
             resource.clone(),
             scope,
             fields,
-            self.schema_changes.clone(),
-            self.watch_timeout,
+            HubContext {
+                schema_changes: self.schema_changes.clone(),
+                timeout: self.watch_timeout,
+                metrics: self.metrics.clone(),
+            },
         );
         watches.insert(key, Arc::downgrade(&watch));
         watch
@@ -647,7 +679,7 @@ mod tests {
         // watches end then, long before their timeout.
         let listed = Instant::now();
         let next = after_stream_end(closed(SECOND), WATCH_TIMEOUT, listed, None);
-        assert_eq!(next, NextStep::Relist);
+        assert_eq!(next, NextStep::Relist(RelistReason::EndedEarly));
     }
 
     #[test]
@@ -655,7 +687,7 @@ mod tests {
         let listed = Instant::now();
         assert_eq!(
             after_stream_end(StreamEnd::Gone, WATCH_TIMEOUT, listed, None),
-            NextStep::Relist
+            NextStep::Relist(RelistReason::Gone)
         );
         assert_eq!(
             after_stream_end(StreamEnd::Failed, WATCH_TIMEOUT, listed, None),
@@ -671,7 +703,7 @@ mod tests {
         assert!(list_suspect(listed, Some(now)));
         assert_eq!(
             after_stream_end(closed(SCHEMA_SETTLE), SCHEMA_SETTLE, listed, Some(now)),
-            NextStep::Relist
+            NextStep::Relist(RelistReason::SchemaChanged)
         );
         // The change came after the list: the list predates it, the cache is read again.
         assert!(list_suspect(now, Some(now + SECOND)));
