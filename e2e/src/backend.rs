@@ -243,16 +243,21 @@ where
     Ok(())
 }
 
-/// Creates `crd` and waits (bounded) until it is Established.
+/// Creates `crd` (or keeps it, if it is there already) and waits (bounded) until it is
+/// Established.
 pub async fn install_crd(
     client: &kube::Client,
     crd: CustomResourceDefinition,
 ) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().unwrap_or_default();
-    api.create(&PostParams::default(), &crd)
-        .await
-        .with_context(|| format!("create CRD {name}"))?;
+    match api.create(&PostParams::default(), &crd).await {
+        // Installed already, e.g. by another scenario on a shared control plane.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        created => {
+            created.with_context(|| format!("create CRD {name}"))?;
+        }
+    }
     wait_until(&format!("CRD {name} established"), CRD_TIMEOUT, || {
         let api = api.clone();
         let name = name.clone();

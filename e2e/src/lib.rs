@@ -151,14 +151,69 @@ enum Inner {
     Real(Box<RealCluster>),
 }
 
-/// A real control plane and the tokens of its users.
+/// A real control plane (its own, or one shared by the scenarios of the test process) and the
+/// tokens of its users.
 #[derive(Debug)]
 struct RealCluster {
-    cp: kube_control_plane::ControlPlane,
-    /// User name -> token (of ServiceAccount `IDENTITY_NAMESPACE/<user>`).
+    cp: Plane,
+    /// On a shared control plane, what this cluster's ServiceAccount names end with
+    /// (`-<scenario>`), so that each scenario has users of its own and sees only their requests.
+    suffix: String,
+    /// User name -> token (of ServiceAccount `IDENTITY_NAMESPACE/<user><suffix>`).
     tokens: Mutex<std::collections::BTreeMap<String, String>>,
     /// Audit events before this index were cleared by [`Cluster::clear_requests`].
     cleared: Mutex<usize>,
+}
+
+/// A control plane owned by one cluster, or shared by the test process.
+#[derive(Debug)]
+enum Plane {
+    Own(Box<kube_control_plane::ControlPlane>),
+    Shared(&'static kube_control_plane::ControlPlane),
+}
+
+impl std::ops::Deref for Plane {
+    type Target = kube_control_plane::ControlPlane;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Plane::Own(cp) => cp,
+            Plane::Shared(cp) => cp,
+        }
+    }
+}
+
+/// The control planes shared by the scenarios of this test process, by name. They live as
+/// long as the process (statics are never dropped); their watchdog stops them when it ends.
+static SHARED_PLANES: std::sync::OnceLock<
+    tokio::sync::Mutex<
+        std::collections::BTreeMap<String, &'static kube_control_plane::ControlPlane>,
+    >,
+> = std::sync::OnceLock::new();
+
+/// The shared control plane `name`, started by the first scenario that asks for it. Only
+/// processes and files are kept: every client is made anew by whoever uses it, so scenarios
+/// running on other tokio runtimes can share it.
+async fn shared_plane(name: &str) -> anyhow::Result<&'static kube_control_plane::ControlPlane> {
+    let planes = SHARED_PLANES.get_or_init(Default::default);
+    let mut planes = planes.lock().await;
+    if let Some(cp) = planes.get(name) {
+        return Ok(cp);
+    }
+    let cp = kube_control_plane::ControlPlane::start(
+        kube_control_plane::Options::default().name(format!("shared-{name}")),
+    )
+    .await
+    .with_context(|| format!("start shared control plane {name}"))?;
+    let cp: &'static kube_control_plane::ControlPlane = Box::leak(Box::new(cp));
+    planes.insert(name.to_string(), cp);
+    Ok(cp)
+}
+
+/// A name no other scenario of this process has.
+pub fn unique_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Cluster {
@@ -207,7 +262,8 @@ impl Cluster {
                     .await
                     .with_context(|| format!("start control plane {name}"))?;
                 let real = RealCluster {
-                    cp,
+                    cp: Plane::Own(Box::new(cp)),
+                    suffix: String::new(),
                     tokens: Mutex::default(),
                     cleared: Mutex::new(0),
                 };
@@ -220,6 +276,28 @@ impl Cluster {
         Ok(Self {
             inner,
             name: name.to_owned(),
+        })
+    }
+
+    /// A cluster on the real control plane `plane` that the scenarios of this test process
+    /// share (started by the first one), with [`KONNECTOR_USER`] and `extra` users of its own:
+    /// ServiceAccounts named after this cluster, whose requests alone [`Cluster::requests`]
+    /// returns (under the plain user names). Scenarios on it keep to their own namespaces.
+    pub async fn start_shared(plane: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let cp = shared_plane(plane).await?;
+        let id = unique_id();
+        let real = RealCluster {
+            cp: Plane::Shared(cp),
+            suffix: format!("-s{id}"),
+            tokens: Mutex::default(),
+            cleared: Mutex::new(cp.audit_events_settled().await?.len()),
+        };
+        for user in std::iter::once(&KONNECTOR_USER).chain(extra) {
+            real.add_user(user).await?;
+        }
+        Ok(Self {
+            inner: Inner::Real(Box::new(real)),
+            name: format!("{plane}-s{id}"),
         })
     }
 
@@ -286,7 +364,7 @@ impl Cluster {
                 let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
                     kube::Api::namespaced(client, IDENTITY_NAMESPACE);
                 secrets
-                    .delete(&token_secret(user), &Default::default())
+                    .delete(&token_secret(&r.account(user)), &Default::default())
                     .await
                     .with_context(|| format!("delete the token Secret of {user}"))?;
                 Ok(true)
@@ -339,7 +417,11 @@ impl Cluster {
             Inner::Real(r) => {
                 let events = r.cp.audit_events_settled().await?;
                 let cleared = *r.cleared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                Ok(events.iter().skip(cleared).map(recorded).collect())
+                Ok(events
+                    .iter()
+                    .skip(cleared)
+                    .filter_map(|e| r.recorded(e))
+                    .collect())
             }
         }
     }
@@ -396,16 +478,22 @@ fn token_secret(user: &str) -> String {
 }
 
 impl RealCluster {
+    /// The ServiceAccount that stands for `user`.
+    fn account(&self, user: &str) -> String {
+        format!("{user}{}", self.suffix)
+    }
+
     async fn add_user(&self, user: &str) -> anyhow::Result<()> {
+        let account = self.account(user);
         self.cp
-            .grant_cluster_admin(IDENTITY_NAMESPACE, user)
+            .grant_cluster_admin(IDENTITY_NAMESPACE, &account)
             .await
-            .with_context(|| format!("make {user} a cluster admin"))?;
+            .with_context(|| format!("make {account} a cluster admin"))?;
         let token = self
             .cp
-            .service_account_token(IDENTITY_NAMESPACE, user, Some(&token_secret(user)))
+            .service_account_token(IDENTITY_NAMESPACE, &account, Some(&token_secret(&account)))
             .await
-            .with_context(|| format!("token of {user}"))?;
+            .with_context(|| format!("token of {account}"))?;
         self.tokens
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -418,10 +506,23 @@ impl RealCluster {
     }
 }
 
-/// An audit event as a request record of `test-apiserver`, so that scenarios read both alike.
-fn recorded(e: &kube_control_plane::AuditEvent) -> RecordedRequest {
-    let prefix = format!("system:serviceaccount:{IDENTITY_NAMESPACE}:");
-    let user = e.user.strip_prefix(&prefix).unwrap_or(&e.user).to_string();
+impl RealCluster {
+    /// An audit event as a request record of `test-apiserver`, so that scenarios read both
+    /// alike: our ServiceAccounts under their user names; `None` for those of another cluster
+    /// on the same (shared) control plane.
+    fn recorded(&self, e: &kube_control_plane::AuditEvent) -> Option<RecordedRequest> {
+        let prefix = format!("system:serviceaccount:{IDENTITY_NAMESPACE}:");
+        let user = match e.user.strip_prefix(&prefix) {
+            Some(account) if self.suffix.is_empty() => account.to_string(),
+            Some(account) => account.strip_suffix(&self.suffix)?.to_string(),
+            None => e.user.clone(),
+        };
+        Some(record(e, user))
+    }
+}
+
+/// `e` as a request record of `test-apiserver`, made by `user`.
+fn record(e: &kube_control_plane::AuditEvent, user: String) -> RecordedRequest {
     let (path, query) = e
         .request_uri
         .split_once('?')

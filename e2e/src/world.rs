@@ -22,7 +22,9 @@ pub use crate::backend::install_crd;
 use crate::backend::{self, KUBECONFIG_SECRET, ProviderBackend, apply};
 use crate::{Backend, Cluster, ClusterOptions, KONNECTOR_USER, TempDir, wait_until};
 
-/// The provider namespace (and, in control-plane mode, the binding root namespace).
+/// The provider namespace (and, in control-plane mode, the binding root namespace) of a world
+/// with a provider of its own; on a shared real control plane each world has its own
+/// ([`World::p`]).
 pub const P: &str = "klutch-bind-p";
 /// Namespace of bindings and their Secrets in default mode (as `kubectl bind` uses).
 pub const BIND_NS: &str = "klutch-bind";
@@ -59,7 +61,7 @@ fn mangodb_crd() -> anyhow::Result<CustomResourceDefinition> {
                 "schema": {"openAPIV3Schema": mangodb_schema()}}]}}))?)
 }
 
-/// The backend of every world: provider namespace [`P`], polling every 100 ms.
+/// The backend of a world: its provider namespace, polling every 100 ms.
 const BACKEND: ProviderBackend = ProviderBackend {
     namespace: P,
     pretty_name: "anynines",
@@ -89,7 +91,10 @@ pub struct World {
     pub provider_admin: kube::Client,
     /// Temporary files (kubeconfigs, HOME of the konnector).
     pub dir: TempDir,
-    backend: JoinHandle<()>,
+    /// The provider namespace `P` (and, in control-plane mode, the binding root namespace).
+    pub p: &'static str,
+    backend: ProviderBackend,
+    loops: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for World {
@@ -102,7 +107,7 @@ impl std::fmt::Debug for World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        self.backend.abort();
+        self.loops.abort();
     }
 }
 
@@ -126,33 +131,73 @@ impl World {
         Self::with(backend, mode, extra_users, ClusterOptions::default()).await
     }
 
-    /// Like [`World::new`], the app cluster started with `app_options`.
+    /// Like [`World::new`], the app cluster started with `app_options`. On the real backend
+    /// the provider is a control plane the scenarios of the test process share, each in a
+    /// provider namespace of its own; [`World::isolated`] gives the world a provider to itself.
     pub async fn with(
         backend: Backend,
         mode: Mode,
         extra_users: &[&str],
         app_options: ClusterOptions,
     ) -> anyhow::Result<Self> {
+        Self::build(backend, mode, extra_users, app_options, true).await
+    }
+
+    /// Like [`World::with`], with a provider of its own: for scenarios that change what the
+    /// whole provider cluster sees (CRDs, cluster-scoped objects, its API server).
+    pub async fn isolated(
+        backend: Backend,
+        mode: Mode,
+        extra_users: &[&str],
+        app_options: ClusterOptions,
+    ) -> anyhow::Result<Self> {
+        Self::build(backend, mode, extra_users, app_options, false).await
+    }
+
+    async fn build(
+        backend: Backend,
+        mode: Mode,
+        extra_users: &[&str],
+        app_options: ClusterOptions,
+        share_provider: bool,
+    ) -> anyhow::Result<Self> {
         let provider_name = match mode {
             Mode::ControlPlane => "control-plane",
             Mode::Default => "provider",
         };
+        let shared = share_provider && backend == Backend::Real;
+        let provider = async {
+            if shared {
+                Cluster::start_shared("provider", extra_users).await
+            } else {
+                Cluster::start_on(backend, provider_name, extra_users).await
+            }
+        };
         // Two real control planes start side by side in about the time of one.
         let (app, provider) = tokio::join!(
             Cluster::start_with(backend, "app", extra_users, app_options),
-            Cluster::start_on(backend, provider_name, extra_users)
+            provider
         );
         let (app, provider) = (app?, provider?);
+        let p: &'static str = if shared {
+            Box::leak(format!("{P}-s{}", crate::unique_id()).into_boxed_str())
+        } else {
+            P
+        };
+        let backend = ProviderBackend {
+            namespace: p,
+            ..BACKEND
+        };
         let app_admin = app.client().await?;
         let provider_admin = provider.client().await?;
         let dir = TempDir::new("konnector-e2e")?;
         // The kubeconfig Secret of the ClusterBinding: the provider's own kubeconfig (default
         // mode) or the app cluster's (control-plane mode, mirrored by the backend).
         let kubeconfig = match mode {
-            Mode::Default => kubeconfig_in(&provider, KONNECTOR_USER, P)?,
+            Mode::Default => kubeconfig_in(&provider, KONNECTOR_USER, p)?,
             Mode::ControlPlane => app.kubeconfig(KONNECTOR_USER)?,
         };
-        BACKEND
+        backend
             .set_up(&provider_admin, &mangodb_crd()?, &kubeconfig)
             .await?;
         match mode {
@@ -164,7 +209,7 @@ impl World {
                 install_crd(&provider_admin, konnector_api::crds::api_service_binding()).await?;
                 backend::create_kubeconfig_secret(
                     &provider_admin,
-                    P,
+                    p,
                     "app-kubeconfig",
                     &kubeconfig,
                 )
@@ -172,15 +217,15 @@ impl World {
                 apply(
                     &Api::<DynamicObject>::namespaced_with(
                         provider_admin.clone(),
-                        P,
+                        p,
                         &ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&()),
                     ),
-                    binding(P, KUBECONFIG_SECRET),
+                    binding(p, KUBECONFIG_SECRET),
                 )
                 .await?;
             }
         }
-        let backend = tokio::spawn(BACKEND.map_namespaces(provider_admin.clone()));
+        let loops = tokio::spawn(backend.map_namespaces(provider_admin.clone()));
         Ok(World {
             mode,
             app,
@@ -188,7 +233,9 @@ impl World {
             app_admin,
             provider_admin,
             dir,
+            p,
             backend,
+            loops,
         })
     }
 
@@ -225,7 +272,9 @@ impl World {
         let resource = ApiResource::erase::<konnector_api::v1alpha1::APIServiceBinding>(&());
         match self.mode {
             Mode::Default => Api::namespaced_with(self.app_admin.clone(), BIND_NS, &resource),
-            Mode::ControlPlane => Api::namespaced_with(self.provider_admin.clone(), P, &resource),
+            Mode::ControlPlane => {
+                Api::namespaced_with(self.provider_admin.clone(), self.p, &resource)
+            }
         }
     }
 
@@ -245,9 +294,11 @@ impl World {
             args.extend([
                 "--control-plane-mode".to_string(),
                 "--app-cluster-kubeconfig-secret-name=app-kubeconfig".to_string(),
-                format!("--app-cluster-kubeconfig-secret-namespace={P}"),
+                format!("--app-cluster-kubeconfig-secret-namespace={}", self.p),
                 "--app-cluster-kubeconfig-secret-key=kubeconfig".to_string(),
-                format!("--binding-root-namespace={P}"),
+                format!("--binding-root-namespace={}", self.p),
+                // The lease of this consumer's konnector, as the chart places it.
+                format!("--lease-namespace={}", self.p),
             ]);
         }
         Ok(args)
@@ -262,7 +313,7 @@ impl World {
     pub fn upstream(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.provider_admin.clone(),
-            &BACKEND.service_namespace(ns),
+            &self.backend.service_namespace(ns),
             &mangodb(),
         )
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use base64::Engine as _;
-use e2e::world::{Mode, P, STEP, World};
+use e2e::world::{Mode, STEP, World};
 use e2e::{Backend, KONNECTOR_USER, Konnector, STARTUP_TIMEOUT, free_port, wait_until};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, PostParams};
@@ -41,7 +41,7 @@ async fn scenario(backend: Backend, mode: Mode, format: &str) {
     .await
     .unwrap();
     let up_secrets: Api<Secret> =
-        Api::namespaced(w.provider_admin.clone(), &format!("{P}-default"));
+        Api::namespaced(w.provider_admin.clone(), &format!("{}-default", w.p));
     up_secrets
         .create(
             &PostParams::default(),

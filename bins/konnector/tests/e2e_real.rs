@@ -66,7 +66,7 @@ async fn an_app_apiserver_crash_past_etcd_compaction_relists_and_loses_nothing()
             .etcd_compaction_interval(Duration::from_secs(2)),
         ..Default::default()
     };
-    let w = World::with(backend, Mode::ControlPlane, &[], app)
+    let w = World::isolated(backend, Mode::ControlPlane, &[], app)
         .await
         .unwrap();
     let mut k = start(BIN, &w).await;
@@ -146,7 +146,10 @@ async fn a_provider_apiserver_restart_mid_sync_loses_nothing() {
     let Some(backend) = Backend::real() else {
         return;
     };
-    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
+    // Its API server is restarted: a provider of its own.
+    let w = World::isolated(backend, Mode::Default, &[], Default::default())
+        .await
+        .unwrap();
     let mut k = start(BIN, &w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use e2e::steps::{exists, field, mango, step, tail};
-use e2e::world::{EXPORT, Mode, P, World, mangodb};
+use e2e::world::{EXPORT, Mode, World, mangodb};
 use e2e::{Backend, Cluster, KONNECTOR_USER, Konnector};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -213,7 +213,7 @@ async fn happy_path(backend: Backend, mode: Mode) {
 
     // Claimed Secrets created by the provider are mirrored down.
     let up_secrets: Api<Secret> =
-        Api::namespaced(w.provider_admin.clone(), &format!("{P}-default"));
+        Api::namespaced(w.provider_admin.clone(), &format!("{}-default", w.p));
     let down_secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), "default");
     up_secrets
         .create(
@@ -267,7 +267,7 @@ async fn happy_path(backend: Backend, mode: Mode) {
         .unwrap();
     let sns: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
-        P,
+        w.p,
         &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceNamespace>(&()),
     );
     step(
@@ -319,7 +319,7 @@ async fn control_plane_mode_rotates_app_credentials_without_restart(backend: Bac
     .await;
 
     // Rotate: the app cluster kubeconfig Secret now names another user.
-    let secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), P);
+    let secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), w.p);
     let rotated = w.app.kubeconfig("konnector-rotated").unwrap();
     secrets
         .patch(
@@ -556,8 +556,8 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart(back
 
     // The provider rotates its kubeconfig Secret; the konnector mirrors it into the binding's
     // Secret and reconnects with it.
-    let rotated = e2e::world::kubeconfig_in(&w.provider, "konnector-rotated", P).unwrap();
-    let provider_secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), P);
+    let rotated = e2e::world::kubeconfig_in(&w.provider, "konnector-rotated", w.p).unwrap();
+    let provider_secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), w.p);
     provider_secrets
         .patch(
             "kubeconfig",
@@ -642,7 +642,7 @@ async fn export_schema_change_updates_the_crd_and_new_fields_sync(backend: Backe
     // The provider adds a field to the exported schema (generation bump).
     let exports: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
-        P,
+        w.p,
         &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
     );
     let schema = json!({"type": "object", "properties": {
@@ -707,7 +707,7 @@ async fn set_provider_schema(w: &World, spec_properties: serde_json::Value) {
         .unwrap();
     let exports: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
-        P,
+        w.p,
         &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
     );
     exports
@@ -744,7 +744,8 @@ async fn schema_gains_a_field_and_an_object_created_at_once_keeps_it(backend: Ba
         crd_storage_switch_delay: Some(Duration::from_millis(800)),
         ..Default::default()
     };
-    let w = World::with(backend, mode, &[], options).await.unwrap();
+    // The provider's CRD changes too: a provider of its own.
+    let w = World::isolated(backend, mode, &[], options).await.unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "binding Ready and Connected", || async {
@@ -923,7 +924,7 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
         .spec;
     let exports: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
-        P,
+        w.p,
         &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
     );
     exports.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport",
@@ -1035,7 +1036,10 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
 /// Binds the cluster-scoped `foos.bar.io` (the reference fixture's shape) with `isolation` next
 /// to the world's export and syncs one object through it.
 async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
-    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
+    // Cluster-scoped CRD and objects on the provider: a provider of its own.
+    let w = World::isolated(backend, Mode::Default, &[], Default::default())
+        .await
+        .unwrap();
     let k = start(&w).await;
     w.bind().await.unwrap();
     step(&k, "first binding Ready", || async {
@@ -1062,7 +1066,7 @@ async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
         .unwrap();
     let exports: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
-        P,
+        w.p,
         &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
     );
     exports.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceExport",
@@ -1095,10 +1099,10 @@ async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
     let (up, up_name): (Api<DynamicObject>, String) = match isolation {
         "Prefixed" => (
             Api::all_with(w.provider_admin.clone(), &foos),
-            format!("{P}-test"),
+            format!("{}-test", w.p),
         ),
         "Namespaced" => (
-            Api::namespaced_with(w.provider_admin.clone(), P, &foos),
+            Api::namespaced_with(w.provider_admin.clone(), w.p, &foos),
             "test".to_string(),
         ),
         _ => (
@@ -1129,7 +1133,7 @@ async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
     assert_eq!(copy.data["spec"]["deploymentName"], "tested");
     assert_eq!(
         copy.metadata.annotations.as_ref().unwrap()["klutch.anynines.com/cluster-namespace"],
-        P
+        w.p
     );
     up.patch_status(
         &up_name,
@@ -1169,14 +1173,14 @@ async fn cluster_scoped_resource(backend: Backend, isolation: &str) {
     k.wait_exit(Duration::from_secs(10)).await.unwrap();
     let namespaces: Api<Namespace> = Api::all(w.provider_admin.clone());
     namespaces
-        .delete(P, &DeleteParams::default())
+        .delete(w.p, &DeleteParams::default())
         .await
         .unwrap();
     step(
         &k,
         "the provider namespace and what it owns are gone",
         || async {
-            namespaces.get_opt(P).await.ok().flatten().is_none() && !exists(&up, &gc_name).await
+            namespaces.get_opt(w.p).await.ok().flatten().is_none() && !exists(&up, &gc_name).await
         },
     )
     .await;
