@@ -200,6 +200,7 @@ async fn shared_plane(name: &str) -> anyhow::Result<&'static kube_control_plane:
     if let Some(cp) = planes.get(name) {
         return Ok(cp);
     }
+    remove_stale_shared_dirs();
     let cp = kube_control_plane::ControlPlane::start(
         kube_control_plane::Options::default().name(format!("shared-{name}")),
     )
@@ -208,6 +209,33 @@ async fn shared_plane(name: &str) -> anyhow::Result<&'static kube_control_plane:
     let cp: &'static kube_control_plane::ControlPlane = Box::leak(Box::new(cp));
     planes.insert(name.to_string(), cp);
     Ok(cp)
+}
+
+/// Removes the folders of shared control planes whose test process is gone. A shared control
+/// plane is never dropped, so its folder (logs, audit log, about 120 MB of etcd data) outlives
+/// the process; the next run cleans up, and the last run's stays there to be looked at.
+fn remove_stale_shared_dirs() {
+    // Where kube-control-plane puts them.
+    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `kcp-shared-<plane>-<pid>-<n>`, as kube-control-plane names its folders.
+        let Some(rest) = name.strip_prefix("kcp-shared-") else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A name no other scenario of this process has.
