@@ -1,5 +1,7 @@
-//! End-to-end harness: in-memory clusters ([`test_apiserver`]) on 127.0.0.1, kubeconfig files in
-//! a temporary directory, and the real `konnector` binary as a child process.
+//! End-to-end harness: clusters on 127.0.0.1, either in memory ([`test_apiserver`]) or real
+//! control planes ([`kube_control_plane`]) (see [`Backend`] and [`on_both_backends!`]),
+//! kubeconfig files in a temporary directory, the real `konnector` binary as a child process,
+//! and a stand-in for the provider backend ([`backend`], [`world`]).
 //!
 //! # Where the tests are
 //!
