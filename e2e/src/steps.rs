@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
 
 use crate::world::{STEP, World};
@@ -45,6 +45,24 @@ where
     if let Err(e) = wait_until(what, STEP, condition).await {
         panic!("{e}\n--- konnector stderr ---\n{}", tail(&k.stderr()));
     }
+}
+
+/// Creates `obj` through `down` (the app cluster) and waits until the konnector has it through
+/// `up` (the provider).
+pub async fn create_synced(
+    k: &Konnector,
+    down: &Api<DynamicObject>,
+    up: &Api<DynamicObject>,
+    obj: &DynamicObject,
+) {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    if let Err(e) = down.create(&PostParams::default(), obj).await {
+        panic!("create {name}: {e}");
+    }
+    step(k, &format!("{name} upstream"), || async {
+        exists(up, &name).await
+    })
+    .await;
 }
 
 /// Whether `name` exists.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::steps::{exists, field, mango, step, tail};
+use e2e::steps::{create_synced, exists, field, mango, step, tail};
 use e2e::world::{EXPORT, Mode, World, mangodb};
 use e2e::{Backend, Cluster, KONNECTOR_USER, Konnector};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -37,13 +37,7 @@ async fn restart_writes_nothing(w: &World, mut k: Konnector) -> Konnector {
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("marker", None))
-        .await
-        .unwrap();
-    step(&k, "marker upstream", || async {
-        exists(&up, "marker").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("marker", None)).await;
     let unexpected: Vec<String> = w
         .app
         .konnector_writes()
@@ -88,13 +82,7 @@ async fn revoke_old_credentials_and_keep_syncing(w: &World, k: &Konnector, clust
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("after-revocation", None))
-        .await
-        .unwrap();
-    step(k, "instance after revocation upstream", || async {
-        exists(&up, "after-revocation").await
-    })
-    .await;
+    create_synced(k, &down, &up, &mango("after-revocation", None)).await;
 }
 
 async fn happy_path(backend: Backend, mode: Mode) {
@@ -119,13 +107,7 @@ async fn happy_path(backend: Backend, mode: Mode) {
 
     // An instance syncs up (defaulted by the installed CRD) and gets the finalizer.
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("db", None))
-        .await
-        .unwrap();
-    step(&k, "instance on the provider", || async {
-        exists(&up, "db").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("db", None)).await;
     assert_eq!(field(&up, "db", "/spec/tier").await.unwrap(), "Shared");
     assert_eq!(
         up.get("db").await.unwrap().metadata.annotations.unwrap()["klutch.anynines.com/bound"],
@@ -310,13 +292,7 @@ async fn control_plane_mode_rotates_app_credentials_without_restart(backend: Bac
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("before", None))
-        .await
-        .unwrap();
-    step(&k, "instance before rotation upstream", || async {
-        exists(&up, "before").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("before", None)).await;
 
     // Rotate: the app cluster kubeconfig Secret now names another user.
     let secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), w.p);
@@ -343,13 +319,7 @@ async fn control_plane_mode_rotates_app_credentials_without_restart(backend: Bac
     )
     .await;
     // Syncing goes on, with nothing lost.
-    down.create(&PostParams::default(), &mango("after", None))
-        .await
-        .unwrap();
-    step(&k, "instance after rotation upstream", || async {
-        exists(&up, "after").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("after", None)).await;
     up.patch_status(
         "before",
         &PatchParams::default(),
@@ -495,13 +465,7 @@ async fn deleting_the_binding_releases_finalizers_and_orphans_provider_objects(b
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("db", None))
-        .await
-        .unwrap();
-    step(&k, "instance upstream", || async {
-        exists(&up, "db").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("db", None)).await;
     w.bindings()
         .delete(EXPORT, &DeleteParams::default())
         .await
@@ -546,13 +510,7 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart(back
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("before", None))
-        .await
-        .unwrap();
-    step(&k, "instance before rotation upstream", || async {
-        exists(&up, "before").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("before", None)).await;
 
     // The provider rotates its kubeconfig Secret; the konnector mirrors it into the binding's
     // Secret and reconnects with it.
@@ -595,13 +553,7 @@ async fn default_mode_follows_a_rotated_provider_kubeconfig_without_restart(back
         },
     )
     .await;
-    down.create(&PostParams::default(), &mango("after", None))
-        .await
-        .unwrap();
-    step(&k, "instance after rotation upstream", || async {
-        exists(&up, "after").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("after", None)).await;
     up.patch_status(
         "before",
         &PatchParams::default(),
@@ -765,13 +717,7 @@ async fn schema_gains_a_field_and_an_object_created_at_once_keeps_it(backend: Ba
     })
     .await;
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("plain", None))
-        .await
-        .unwrap();
-    step(&k, "instance upstream", || async {
-        exists(&up, "plain").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("plain", None)).await;
 
     set_provider_schema(
         &w,
@@ -1023,13 +969,7 @@ async fn binding_conditions_report_each_problem_and_bindings_share_one_provider_
     // one) writes nothing either: no export is reported unbound for a moment. (An instance
     // first, so that the marker's namespace is mapped already.)
     let (down, up) = (w.downstream("default"), w.upstream("default"));
-    down.create(&PostParams::default(), &mango("db", None))
-        .await
-        .unwrap();
-    step(&k, "instance upstream", || async {
-        exists(&up, "db").await
-    })
-    .await;
+    create_synced(&k, &down, &up, &mango("db", None)).await;
     restart_writes_nothing(&w, k).await;
 }
 

@@ -344,12 +344,6 @@ struct HubContext {
     metrics: crate::metrics::Metrics,
 }
 
-/// Why the list-watch loop of one client stopped.
-enum Interrupted {
-    /// The credentials changed: start over with the new client.
-    NewClient,
-}
-
 impl WatchTask {
     async fn run(mut self) {
         loop {
@@ -359,7 +353,7 @@ impl WatchTask {
                 loop {
                     handle.changed().await;
                     if handle.generation() != generation {
-                        return Interrupted::NewClient;
+                        return;
                     }
                 }
             };
@@ -370,7 +364,7 @@ impl WatchTask {
             };
             tokio::select! {
                 () = self.list_watch(&api) => {}
-                Interrupted::NewClient = client_changed => {
+                () = client_changed => {
                     tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, "credentials changed, restarting watch");
                 }
             }
