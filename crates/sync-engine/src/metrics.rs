@@ -52,6 +52,16 @@ pub struct RelistLabels {
     pub reason: String,
 }
 
+/// Labels of a retried reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Controller name.
+    pub controller: String,
+    /// `conflict`, `transient` (unreachable, throttled, 5xx), `rejected` (the server refuses
+    /// the object) or `other`.
+    pub class: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -80,6 +90,8 @@ pub struct Metrics {
     pub credential_reloads: Family<CredentialLabels, Counter>,
     /// Full relists of a shared watch after its start, by cluster, resource and reason.
     pub watch_relists: Family<RelistLabels, Counter>,
+    /// Failed reconciles queued for a retry, by controller and why they failed.
+    pub retries: Family<RetryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +107,7 @@ impl Default for Metrics {
             leader: Gauge::default(),
             credential_reloads: Family::default(),
             watch_relists: Family::default(),
+            retries: Family::default(),
         }
     }
 }
@@ -153,6 +166,21 @@ impl Metrics {
             "Full relists of a watch after its first list, by cluster, resource and reason",
             self.watch_relists.clone(),
         );
+        r.register(
+            "retries",
+            "Failed reconciles queued for a retry, by controller and failure class",
+            self.retries.clone(),
+        );
+    }
+
+    /// Counts a retry of a failed reconcile.
+    pub fn retried(&self, controller: &str, class: &str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                controller: controller.to_string(),
+                class: class.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a relist of a watch.
