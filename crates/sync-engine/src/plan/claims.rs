@@ -79,7 +79,10 @@ pub fn owner_of(
     None
 }
 
-/// The location of each copy: `(namespace, name)` on the provider and on the consumer.
+/// The location of each copy: `(namespace, name)` on the provider and on the consumer. Every
+/// write [`plan_claim`] plans is addressed to one of these two places, so a konnector that may
+/// only touch claimed objects in the namespaces it serves (namespaced Roles, no ClusterRole) is
+/// never denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimLocation {
     /// Provider namespace (service namespace), `None` for cluster-scoped resources.
@@ -109,12 +112,14 @@ pub fn plan_claim(
     {
         return Vec::new();
     }
-    let (source, target, source_side, target_side, target_ns, owner_value) = match owner {
+    let (source, target, source_side, target_side, source_ns, target_ns, owner_value) = match owner
+    {
         Owner::Provider => (
             provider,
             consumer,
             Side::Provider,
             Side::Consumer,
+            &at.provider_namespace,
             &at.consumer_namespace,
             RESOURCE_OWNER_PROVIDER,
         ),
@@ -123,6 +128,7 @@ pub fn plan_claim(
             provider,
             Side::Consumer,
             Side::Provider,
+            &at.consumer_namespace,
             &at.provider_namespace,
             RESOURCE_OWNER_CONSUMER,
         ),
@@ -142,9 +148,12 @@ pub fn plan_claim(
         writes.push(Write {
             target: Target::Synced,
             side: source_side,
+            // Addressed by the location, like every other write, not by what the cache holds:
+            // each request stays in a namespace the konnector serves, which is all that
+            // namespaced Roles grant.
             op: Op::MergePatch {
-                namespace: source.metadata.namespace.clone(),
-                name: name(source).to_string(),
+                namespace: source_ns.clone(),
+                name: at.name.clone(),
                 patch: json!({"metadata": {"annotations": {RESOURCE_OWNER: owner_value}}}),
             },
             reason: "mark claimed object's owner",
@@ -347,6 +356,52 @@ mod tests {
         // With owner: Consumer, an unannotated provider object is left alone.
         let up = secret("p-default", None, "x");
         assert!(plan_claim(&claim(Some(Owner::Consumer)), &at(), Some(&up), None).is_empty());
+    }
+
+    /// Namespaced Roles are enough: whatever the copies look like, every planned write goes to
+    /// the provider copy's namespace on the provider or the consumer copy's on the consumer.
+    #[test]
+    fn every_write_stays_in_the_namespaces_of_the_location() {
+        let mut deleting = secret("p-default", Some("Provider"), "x");
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        // A cached copy that lacks its namespace must not turn into a cluster-wide request.
+        let mut unnamespaced = secret("default", None, "x");
+        unnamespaced.metadata.namespace = None;
+        let ups = [
+            None,
+            Some(secret("p-default", None, "x")),
+            Some(secret("p-default", Some("Provider"), "x")),
+            Some(secret("p-default", Some("Consumer"), "y")),
+            Some(deleting),
+        ];
+        let downs = [
+            None,
+            Some(secret("default", None, "x")),
+            Some(secret("default", Some("Consumer"), "z")),
+            Some(secret("default", Some("Provider"), "y")),
+            Some(unnamespaced),
+        ];
+        let mut planned = 0;
+        for owner in [None, Some(Owner::Provider), Some(Owner::Consumer)] {
+            for up in &ups {
+                for down in &downs {
+                    for w in plan_claim(&claim(owner), &at(), up.as_ref(), down.as_ref()) {
+                        planned += 1;
+                        let (ns, name) = w.namespace_and_name();
+                        let expected = match w.side {
+                            Side::Provider => "p-default",
+                            Side::Consumer => "default",
+                        };
+                        assert_eq!(ns.as_deref(), Some(expected), "{w:?}");
+                        assert_eq!(name, "creds");
+                    }
+                }
+            }
+        }
+        assert!(planned > 20, "the cases plan writes ({planned})");
     }
 
     #[test]

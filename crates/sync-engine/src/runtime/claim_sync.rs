@@ -3,7 +3,11 @@
 //! namespace, in the direction of their owner.
 //!
 //! Watches are per namespace on both sides (only namespaces that have an APIServiceNamespace),
-//! never cluster-wide: a claim on Secrets must not read every Secret of either cluster.
+//! never cluster-wide: a claim on Secrets must not read every Secret of either cluster. Writes
+//! are addressed to the same two namespaces ([`ClaimLocation`]). So every request for a claimed
+//! object is namespaced, and Roles bound in the served namespaces are all the rights a claim
+//! needs (the chart's `rbac.claimedResourcesScope=namespaces`). On a shared control plane that
+//! is what keeps one tenant's konnector away from another tenant's Secrets.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
