@@ -182,6 +182,10 @@ pub mod reasons {
     pub const APP_KUBECONFIG_REJECTED: &str = "AppKubeconfigRejected";
     /// `Connected=False` after the binding was deleted while its CRD stays installed.
     pub const NO_LONGER_BOUND: &str = "NoLongerBound";
+    /// `Connected=False`: the provider cluster's API server cannot be reached (default mode).
+    pub const PROVIDER_UNREACHABLE: &str = "ProviderUnreachable";
+    /// `Connected=False`: the app cluster's API server cannot be reached (control-plane mode).
+    pub const APP_CLUSTER_UNREACHABLE: &str = "AppClusterUnreachable";
 }
 
 /// Reasons for stopping an export's syncers (log field `reason`).

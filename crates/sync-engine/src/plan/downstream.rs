@@ -78,6 +78,9 @@ pub fn plan_downstream(
     if let (Some(mapping), Some(up)) = (ctx.cluster_scoped, upstream) {
         mapping.check_owner(crate::objects::annotation(up, CLUSTER_NAMESPACE))?;
     }
+    if upstream.is_none() && !deleting {
+        super::check_name_lengths(up_ns.as_deref(), &up_name)?;
+    }
 
     if deleting {
         return Ok(match upstream {
@@ -454,6 +457,32 @@ mod tests {
             up["metadata"]["ownerReferences"],
             json!([{"apiVersion": "v1", "kind": "Namespace", "name": "p", "uid": "uid-p"}])
         );
+    }
+
+    #[test]
+    fn a_prefixed_name_over_253_characters_is_refused_before_any_write() {
+        let (map, res) = (ns_map(&[]), resource());
+        let m = ClusterScopedMapping {
+            provider_namespace: "p".into(),
+            isolation: Isolation::Prefixed,
+        };
+        let fits = "x".repeat(251); // "p-" + 251 = 253
+        let d = obj(json!({"metadata": {"name": fits}}));
+        assert!(plan_downstream(&ctx(&map, &res, Some(&m)), &d, None).is_ok());
+        let d = obj(json!({"metadata": {"name": "x".repeat(252)}}));
+        let err = plan_downstream(&ctx(&map, &res, Some(&m)), &d, None).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PlanError::NameTooLong {
+                    len: 254,
+                    limit: 253,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("254 characters"), "{err}");
     }
 
     #[test]

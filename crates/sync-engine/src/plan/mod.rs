@@ -159,6 +159,37 @@ pub enum PlanError {
     /// Cluster-scoped upstream objects need the uid of namespace `P` for their owner reference.
     #[error("uid of provider namespace {0} is not known yet")]
     ProviderNamespaceUid(String),
+    /// The name the object would get on the provider is longer than Kubernetes allows; no
+    /// request could succeed, so none is sent.
+    #[error(
+        "the provider name {name:?} ({len} characters) is longer than the {limit} characters Kubernetes allows; rename the object or use a shorter provider namespace"
+    )]
+    NameTooLong {
+        /// The mapped name.
+        name: String,
+        /// Its length.
+        len: usize,
+        /// The limit (253 for object names, 63 for namespaces).
+        limit: usize,
+    },
+}
+
+/// Object names are DNS subdomains (253 characters), namespaces DNS labels (63).
+pub(crate) fn check_name_lengths(namespace: Option<&str>, name: &str) -> Result<(), PlanError> {
+    let too_long = |name: &str, limit: usize| {
+        (name.len() > limit).then(|| PlanError::NameTooLong {
+            name: name.to_string(),
+            len: name.len(),
+            limit,
+        })
+    };
+    match namespace
+        .and_then(|ns| too_long(ns, 63))
+        .or_else(|| too_long(name, 253))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

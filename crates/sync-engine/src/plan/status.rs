@@ -194,6 +194,98 @@ pub fn heartbeating(result: Result<(), &str>) -> Condition {
     }
 }
 
+/// A cluster a session depends on, as seen by its probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Remote {
+    /// The provider cluster (its ClusterBinding is probed).
+    Provider,
+    /// The app cluster.
+    App,
+}
+
+/// What a probe result changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing to report.
+    Unchanged,
+    /// The cluster went away (or its error changed): report it.
+    Lost(String),
+    /// The cluster is back: recompute conditions, retry failed work at once.
+    Regained,
+}
+
+/// Whether the remote clusters of a session answer. One failed probe is enough to report an
+/// outage: the probe has its own timeout, and a flapping network is worth seeing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reachability {
+    down: std::collections::BTreeMap<Remote, String>,
+}
+
+impl Reachability {
+    /// Records a probe of `remote`.
+    pub fn observe(&mut self, remote: Remote, result: Result<(), String>) -> Transition {
+        match result {
+            Ok(()) => match self.down.remove(&remote) {
+                Some(_) => Transition::Regained,
+                None => Transition::Unchanged,
+            },
+            Err(e) => {
+                // Keep the first error of an outage: a message that changes on every probe
+                // would rewrite the binding's status (and its lastTransitionTime rules) each time.
+                match self.down.entry(remote) {
+                    std::collections::btree_map::Entry::Occupied(_) => Transition::Unchanged,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(e.clone());
+                        Transition::Lost(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The conditions a binding gets while clusters are unreachable (empty when all answer).
+    pub fn conditions(&self) -> Vec<Condition> {
+        let mut out = Vec::new();
+        if let Some(e) = self.down.get(&Remote::App) {
+            out.push(Condition::false_(
+                CONNECTED,
+                reasons::APP_CLUSTER_UNREACHABLE,
+                Severity::Error,
+                format!("The app cluster's API server cannot be reached: {e}"),
+            ));
+        }
+        if let Some(e) = self.down.get(&Remote::Provider) {
+            // Provider last: its `Connected` wins when both are down (it is the remote side
+            // in default mode, the more likely outage).
+            out.retain(|c| c.type_ != CONNECTED);
+            out.push(Condition::false_(
+                CONNECTED,
+                reasons::PROVIDER_UNREACHABLE,
+                Severity::Error,
+                format!("The service provider's API server cannot be reached: {e}"),
+            ));
+            out.push(heartbeating(Err(&format!(
+                "the service provider's API server cannot be reached: {e}"
+            ))));
+        }
+        out
+    }
+
+    /// Whether `remote` answered its last probe.
+    pub fn is_reachable(&self, remote: Remote) -> bool {
+        !self.down.contains_key(&remote)
+    }
+
+    /// Overrides `Connected` in `conditions` while a cluster is unreachable, so that a reconcile
+    /// working from caches does not report a connection it does not have.
+    pub fn apply(&self, conditions: &mut Vec<Condition>) {
+        for c in self.conditions() {
+            conditions.retain(|o| o.type_ != c.type_);
+            conditions.push(c);
+        }
+    }
+}
+
 /// The new status of a binding after setting `updates` (and the pretty name, when known), or
 /// `None` if nothing changed.
 pub fn binding_status(
@@ -415,6 +507,57 @@ pub fn export_status(
     }
     conditions::set_summary(&mut new.conditions, now);
     (new != old).then_some(new)
+}
+
+#[cfg(test)]
+mod reachability_tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_reported_once_and_cleared_when_the_cluster_answers() {
+        let mut r = Reachability::default();
+        assert_eq!(r.observe(Remote::Provider, Ok(())), Transition::Unchanged);
+        assert!(r.conditions().is_empty());
+        assert_eq!(
+            r.observe(Remote::Provider, Err("connection refused".into())),
+            Transition::Lost("connection refused".into())
+        );
+        assert_eq!(
+            r.observe(Remote::Provider, Err("timed out".into())),
+            Transition::Unchanged
+        );
+        let c = r.conditions();
+        let connected = c.iter().find(|c| c.type_ == CONNECTED).unwrap();
+        assert_eq!(connected.status, ConditionStatus::False);
+        assert_eq!(connected.reason, reasons::PROVIDER_UNREACHABLE);
+        assert!(connected.message.contains("connection refused"));
+        let hb = c.iter().find(|c| c.type_ == HEARTBEATING).unwrap();
+        assert_eq!(hb.reason, reasons::CLUSTER_BINDING_UPDATE_FAILED);
+        assert!(!r.is_reachable(Remote::Provider));
+        assert_eq!(r.observe(Remote::Provider, Ok(())), Transition::Regained);
+        assert!(r.conditions().is_empty());
+    }
+
+    #[test]
+    fn reconcile_conditions_are_overridden_while_down() {
+        let mut r = Reachability::default();
+        r.observe(Remote::App, Err("no route to host".into()));
+        let mut conditions = vec![
+            Condition::true_(CONNECTED),
+            Condition::true_(INFORMERS_SYNCED),
+        ];
+        r.apply(&mut conditions);
+        let connected = conditions.iter().find(|c| c.type_ == CONNECTED).unwrap();
+        assert_eq!(connected.reason, reasons::APP_CLUSTER_UNREACHABLE);
+        assert_eq!(conditions.len(), 2);
+        r.observe(Remote::Provider, Err("refused".into()));
+        let c = r.conditions();
+        assert_eq!(c.iter().filter(|c| c.type_ == CONNECTED).count(), 1);
+        assert_eq!(
+            c.iter().find(|c| c.type_ == CONNECTED).unwrap().reason,
+            reasons::PROVIDER_UNREACHABLE
+        );
+    }
 }
 
 #[cfg(test)]

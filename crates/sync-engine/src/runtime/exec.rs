@@ -6,6 +6,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 
 use super::cluster::Cluster;
+use super::queue::RetryClass;
 use crate::plan::{Op, Write};
 
 /// A write that failed.
@@ -31,6 +32,17 @@ impl ExecError {
     /// Whether retrying soon may help (conflicts) rather than backing off.
     pub fn is_conflict(&self) -> bool {
         matches!(&self.source, kube::Error::Api(s) if s.code == 409)
+    }
+
+    /// How soon retrying may help. etcd's request size limit surfaces as a 500 whose message
+    /// says so; it is the object's fault, not the server's, and retrying soon cannot help.
+    pub fn retry_class(&self) -> RetryClass {
+        match &self.source {
+            kube::Error::Api(s) if s.code == 500 && s.message.contains("request is too large") => {
+                RetryClass::Rejected
+            }
+            other => RetryClass::of(other),
+        }
     }
 }
 

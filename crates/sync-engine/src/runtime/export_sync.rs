@@ -23,7 +23,7 @@ use super::contain::contain;
 use super::exec::{ExecError, Outcome, execute};
 use super::expectations::Expectations;
 use super::provider_view::ProviderView;
-use super::queue::WorkQueue;
+use super::queue::{RetryClass, WorkQueue};
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{ClusterScopedMapping, NamespaceMap};
 use crate::plan::{
@@ -84,6 +84,21 @@ pub enum SyncError {
     /// The reconcile panicked (a bug); contained and retried.
     #[error(transparent)]
     Panicked(#[from] super::contain::Panicked),
+}
+
+impl SyncError {
+    /// How soon retrying may help.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            SyncError::Plan {
+                source: PlanError::NameTooLong { .. } | PlanError::Mapping(_),
+                ..
+            } => RetryClass::Rejected,
+            SyncError::Plan { .. } => RetryClass::Other,
+            SyncError::Exec(e) => e.retry_class(),
+            SyncError::NotLeader(_) | SyncError::Panicked(_) => RetryClass::Other,
+        }
+    }
 }
 
 /// A running export syncer; dropping it stops it.
@@ -238,6 +253,11 @@ impl ExportSyncer {
         }
     }
 
+    /// Retries at once the objects waiting out a transient failure (their cluster is back).
+    pub fn retry_transient_now(&self) -> usize {
+        self.queue.retry_transient_now()
+    }
+
     /// Whether the caches of both clusters have synced.
     pub fn is_synced(&self) -> bool {
         self.consumer.is_ready() && self.provider.is_ready() && self.namespaces.is_ready()
@@ -375,16 +395,35 @@ impl Inner {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.queue.add_rate_limited(key.clone());
-                    tracing::warn!(
-                        cluster = "app",
-                        kind = %self.config.resource.kind,
-                        namespace = key.0.as_deref().unwrap_or(""),
-                        name = %key.1,
-                        error = %err,
-                        retry_in = ?delay,
-                        "sync failed"
-                    );
+                    let class = err.retry_class();
+                    let delay = self.queue.retry(key.clone(), class, None);
+                    self.hub.metrics().retried(CLUSTER_SPEC, class.as_str());
+                    let attempt = self.queue.failures(&key);
+                    // Rate-limited: a failure streak logs at attempts 1, 2, 4, 8, ... (an
+                    // outage of minutes is a handful of lines per object, not thousands).
+                    if attempt.is_power_of_two() {
+                        tracing::warn!(
+                            cluster = "app",
+                            kind = %self.config.resource.kind,
+                            namespace = key.0.as_deref().unwrap_or(""),
+                            name = %key.1,
+                            error = %err,
+                            retry_class = class.as_str(),
+                            attempt,
+                            retry_in = ?delay,
+                            "sync failed"
+                        );
+                    } else {
+                        tracing::debug!(
+                            kind = %self.config.resource.kind,
+                            namespace = key.0.as_deref().unwrap_or(""),
+                            name = %key.1,
+                            error = %err,
+                            attempt,
+                            retry_in = ?delay,
+                            "sync failed again"
+                        );
+                    }
                 }
             }
             self.queue.done(&key);

@@ -35,14 +35,23 @@ use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::crd::{SchemaState, crd_for_export, is_owned_by, schema_state};
 use crate::mapping::ClusterScopedMapping;
 use crate::plan::status::{
-    ExportCheck, HEARTBEAT_INTERVAL, cluster_binding_status, consumer_secret, export_conditions,
-    export_status, heartbeating, informers_synced, time_until_heartbeat,
+    ExportCheck, HEARTBEAT_INTERVAL, Reachability, Remote, Transition, cluster_binding_status,
+    consumer_secret, export_conditions, export_status, heartbeating, informers_synced,
+    time_until_heartbeat,
 };
 use crate::version::{binary_version, git_version};
 
 /// How long a session's caches may take to sync before its bindings report
 /// `InformersSynced=False` (the reference's 2m30s).
 pub const INFORMER_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// How often a session checks that its remote clusters answer. The heartbeat itself is due
+/// only every 2.5 minutes; an outage must show on the bindings well within that.
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a probe may take before the cluster counts as unreachable (a blackholed network
+/// never refuses a connection).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a session connects to.
 #[derive(Debug, Clone)]
@@ -92,6 +101,10 @@ struct Inner {
     /// Default mode: the watch of the provider-side kubeconfig Secret, once its name is known.
     provider_secret: Mutex<Option<ProviderSecretWatch>>,
     queue: WorkQueue<Key>,
+    /// Which remote clusters answer their probes.
+    reach: Mutex<Reachability>,
+    /// Wakes the prober early (a request just failed at the transport level).
+    probe_now: tokio::sync::Notify,
 }
 
 /// A named watch of the provider-side kubeconfig Secret; its changes trigger the mirror.
@@ -199,6 +212,8 @@ impl ProviderSession {
             claims: Mutex::new(HashMap::new()),
             provider_secret: Mutex::new(None),
             queue: WorkQueue::new(),
+            reach: Mutex::new(Reachability::default()),
+            probe_now: tokio::sync::Notify::new(),
         });
         let mut tasks = Vec::new();
         type Mapper = fn(&Inner, Change);
@@ -255,6 +270,8 @@ impl ProviderSession {
                 }
             }));
         }
+        let prober = inner.clone();
+        tasks.push(tokio::spawn(async move { prober.probe_loop().await }));
         let worker = inner.clone();
         tasks.push(tokio::spawn(async move {
             let synced = async {
@@ -361,6 +378,90 @@ impl ProviderSession {
 }
 
 impl Inner {
+    fn reach(&self) -> std::sync::MutexGuard<'_, Reachability> {
+        self.reach.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// In control-plane mode the app cluster is the remote one (the konnector runs next to the
+    /// provider, which also holds the bindings); in default mode the provider is.
+    fn remotes(&self) -> &'static [Remote] {
+        if self.spec.mirror_kubeconfig_secret {
+            &[Remote::Provider]
+        } else {
+            &[Remote::App]
+        }
+    }
+
+    /// Probes the remote clusters every [`PROBE_INTERVAL`] (sooner when woken) and turns
+    /// outages into binding conditions; when a cluster is back, everything that failed on it
+    /// is retried at once instead of waiting out its backoff.
+    async fn probe_loop(&self) {
+        loop {
+            for &remote in self.remotes() {
+                let result = self.probe(remote).await;
+                let transition = self.reach().observe(remote, result);
+                match transition {
+                    Transition::Unchanged => {}
+                    Transition::Lost(error) => {
+                        tracing::warn!(provider_namespace = %self.p(), cluster = ?remote, %error, "cluster unreachable");
+                        let conditions = self.reach().conditions();
+                        for key in self.binding_keys() {
+                            self.status.report(&key, conditions.clone(), None);
+                        }
+                    }
+                    Transition::Regained => {
+                        tracing::info!(provider_namespace = %self.p(), cluster = ?remote, "cluster reachable again");
+                        self.retry_transient_now();
+                        self.enqueue_all();
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = self.probe_now.notified() => {}
+            }
+        }
+    }
+
+    /// One cheap read that every konnector identity may do; any answer below 500 (including
+    /// 429: the server is there, only busy) means reachable.
+    async fn probe(&self, remote: Remote) -> Result<(), String> {
+        let request = async {
+            match remote {
+                Remote::Provider => {
+                    Api::<ClusterBinding>::namespaced(self.spec.provider.client(), self.p())
+                        .get_opt(CLUSTER_BINDING_NAME)
+                        .await
+                        .map(|_| ())
+                }
+                Remote::App => Api::<CustomResourceDefinition>::all(self.app.client())
+                    .list_metadata(&kube::api::ListParams::default().limit(1))
+                    .await
+                    .map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, request).await {
+            Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(kube::Error::Api(s))) if s.code < 500 => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// Retries every key of this session and its syncers that waits out a transient failure.
+    fn retry_transient_now(&self) {
+        let mut n = self.queue.retry_transient_now();
+        for s in self
+            .syncers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            n += s.syncer.retry_transient_now();
+        }
+        tracing::debug!(provider_namespace = %self.p(), retried = n, "retrying after reconnect");
+    }
+
     fn binding_keys(&self) -> Vec<BindingKey> {
         let b = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
         b.iter().cloned().collect()
@@ -458,7 +559,12 @@ impl Inner {
                 Ok(()) => self.queue.forget(&key),
                 Err(err) => {
                     let delay = self.queue.add_rate_limited(key.clone());
-                    tracing::warn!(provider_namespace = %self.spec.provider_namespace, key = ?key, error = %err, retry_in = ?delay, "reconcile failed");
+                    let attempt = self.queue.failures(&key);
+                    if attempt.is_power_of_two() {
+                        tracing::warn!(provider_namespace = %self.spec.provider_namespace, key = ?key, error = %err, attempt, retry_in = ?delay, "reconcile failed");
+                    } else {
+                        tracing::debug!(provider_namespace = %self.spec.provider_namespace, key = ?key, error = %err, attempt, retry_in = ?delay, "reconcile failed again");
+                    }
                 }
             }
             self.queue.done(&key);
@@ -518,14 +624,23 @@ impl Inner {
             }
         };
         let error = result.as_ref().err().map(ToString::to_string);
-        let condition = heartbeating(match &error {
+        let mut conditions = vec![heartbeating(match &error {
             Some(e) => Err(e.as_str()),
             None => Ok(()),
-        });
+        })];
+        if result.as_ref().is_err_and(|e| {
+            crate::runtime::queue::RetryClass::of(e) == crate::runtime::queue::RetryClass::Transient
+        }) {
+            self.probe_now.notify_one();
+        }
+        // While the provider is known to be down its outage message stays, so the two reports
+        // do not take turns rewriting the binding.
+        self.reach().apply(&mut conditions);
+        conditions.retain(|c| c.type_ == konnector_api::strings::condition_types::HEARTBEATING);
         for key in &bindings {
             self.status.report(
                 key,
-                vec![condition.clone()],
+                conditions.clone(),
                 Some(cb.spec.provider_pretty_name.clone()),
             );
         }
@@ -661,6 +776,7 @@ impl Inner {
             .map(|cb| cb.spec.provider_pretty_name);
         let mut conditions = export_conditions(name, &check);
         conditions.push(informers_synced(true, INFORMER_SYNC_TIMEOUT));
+        self.reach().apply(&mut conditions);
         for key in &keys {
             self.status.report(key, conditions.clone(), pretty.clone());
         }
