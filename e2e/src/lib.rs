@@ -31,6 +31,7 @@ use tokio::process::{Child, Command};
 /// told apart from the test's own (which use `admin`).
 pub const KONNECTOR_USER: &str = "konnector";
 
+pub mod proxy;
 pub mod steps;
 
 /// The real control plane launcher, for scenarios that set its options.

@@ -93,3 +93,80 @@ pub fn mango(name: &str, tier: Option<&str>) -> DynamicObject {
     };
     DynamicObject::new(name, &crate::world::mangodb()).data(json!({"spec": spec}))
 }
+
+/// What a fault scenario checks at its end, in consumer namespace `ns`: every app-cluster
+/// instance exists exactly once on the provider with the same spec, every provider status is
+/// back in the app cluster, nothing upstream lacks its app-cluster original, and the binding is
+/// `Ready=True`. `Err` says what is still missing.
+pub async fn converged(w: &World, ns: &str) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let list = |api: Api<DynamicObject>| async move {
+        api.list(&Default::default())
+            .await
+            .map_err(|e| format!("list: {e}"))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
+                    .collect::<BTreeMap<_, _>>()
+            })
+    };
+    let down = list(w.downstream(ns)).await?;
+    let up = list(w.upstream(ns)).await?;
+    let mut missing = Vec::new();
+    for (name, d) in &down {
+        match up.get(name) {
+            None => missing.push(format!("{name} not upstream")),
+            Some(u) if u.data["spec"] != d.data["spec"] => missing.push(format!(
+                "{name}: spec {} upstream, {} downstream",
+                u.data["spec"], d.data["spec"]
+            )),
+            Some(u) if !u.data["status"].is_null() && u.data["status"] != d.data["status"] => {
+                missing.push(format!(
+                    "{name}: status {} upstream, {} downstream",
+                    u.data["status"], d.data["status"]
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in up.keys() {
+        if !down.contains_key(name) {
+            missing.push(format!("{name} upstream without an app-cluster original"));
+        }
+    }
+    let ready = w.binding_condition("Ready").await;
+    if !ready.as_ref().is_some_and(|c| c["status"] == "True") {
+        missing.push(format!("binding not Ready: {ready:?}"));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        let n = missing.len();
+        missing.truncate(5);
+        Err(format!("{n} differences, first: {missing:?}"))
+    }
+}
+
+/// Waits until [`converged`] holds (at most `timeout`), failing with the differences left and
+/// the konnector's last log lines; returns how long it took.
+pub async fn wait_converged(
+    k: &Konnector,
+    w: &World,
+    ns: &str,
+    timeout: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match converged(w, ns).await {
+            Ok(()) => return start.elapsed(),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "not converged within {timeout:?}: {last}\n--- konnector stderr ---\n{}",
+        tail(&k.stderr())
+    );
+}

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::backend::install_crd;
 use crate::backend::{self, KUBECONFIG_SECRET, ProviderBackend, apply};
+use crate::proxy::{TcpProxy, server_addr};
 use crate::{Backend, Cluster, ClusterOptions, KONNECTOR_USER, TempDir, wait_until};
 
 /// The provider namespace (and, in control-plane mode, the binding root namespace) of a world
@@ -77,6 +78,21 @@ pub enum Mode {
     ControlPlane,
 }
 
+/// How a world is built, beyond its backend and mode.
+#[derive(Debug, Clone, Default)]
+pub struct WorldOptions {
+    /// Users allowed everything in both clusters (for credential rotation).
+    pub extra_users: Vec<String>,
+    /// How the app cluster is started.
+    pub app: ClusterOptions,
+    /// How the provider is started; `Some` gives the world a provider of its own.
+    pub provider: Option<ClusterOptions>,
+    /// The konnector reaches its remote cluster (the provider in default mode, the app cluster
+    /// in control-plane mode) through a [`TcpProxy`] ([`World::proxy`]), which the scenario can
+    /// cut.
+    pub proxy_remote: bool,
+}
+
 /// The clusters, kubeconfig files and backend of one scenario.
 pub struct World {
     /// The mode.
@@ -93,6 +109,9 @@ pub struct World {
     pub dir: TempDir,
     /// The provider namespace `P` (and, in control-plane mode, the binding root namespace).
     pub p: &'static str,
+    /// The proxy between the konnector and its remote cluster
+    /// ([`WorldOptions::proxy_remote`]).
+    pub proxy: Option<TcpProxy>,
     backend: ProviderBackend,
     loops: JoinHandle<()>,
 }
@@ -140,7 +159,16 @@ impl World {
         extra_users: &[&str],
         app_options: ClusterOptions,
     ) -> anyhow::Result<Self> {
-        Self::build(backend, mode, extra_users, app_options, true).await
+        Self::build(
+            backend,
+            mode,
+            WorldOptions {
+                extra_users: extra_users.iter().map(|u| u.to_string()).collect(),
+                app: app_options,
+                ..WorldOptions::default()
+            },
+        )
+        .await
     }
 
     /// Like [`World::with`], with a provider of its own: for scenarios that change what the
@@ -151,16 +179,34 @@ impl World {
         extra_users: &[&str],
         app_options: ClusterOptions,
     ) -> anyhow::Result<Self> {
-        Self::build(backend, mode, extra_users, app_options, false).await
+        Self::build(
+            backend,
+            mode,
+            WorldOptions {
+                extra_users: extra_users.iter().map(|u| u.to_string()).collect(),
+                app: app_options,
+                provider: Some(ClusterOptions::default()),
+                proxy_remote: false,
+            },
+        )
+        .await
     }
 
-    async fn build(
+    /// Builds the world for `mode` on `backend` with `options`.
+    pub async fn build(
         backend: Backend,
         mode: Mode,
-        extra_users: &[&str],
-        app_options: ClusterOptions,
-        share_provider: bool,
+        options: WorldOptions,
     ) -> anyhow::Result<Self> {
+        let WorldOptions {
+            extra_users,
+            app: app_options,
+            provider: provider_options,
+            proxy_remote,
+        } = options;
+        let extra_users: Vec<&str> = extra_users.iter().map(String::as_str).collect();
+        let extra_users: &[&str] = &extra_users;
+        let share_provider = provider_options.is_none();
         let provider_name = match mode {
             Mode::ControlPlane => "control-plane",
             Mode::Default => "provider",
@@ -170,7 +216,13 @@ impl World {
             if shared {
                 Cluster::start_shared("provider", extra_users).await
             } else {
-                Cluster::start_on(backend, provider_name, extra_users).await
+                Cluster::start_with(
+                    backend,
+                    provider_name,
+                    extra_users,
+                    provider_options.unwrap_or_default(),
+                )
+                .await
             }
         };
         // Two real control planes start side by side in about the time of one.
@@ -196,6 +248,12 @@ impl World {
         let kubeconfig = match mode {
             Mode::Default => kubeconfig_in(&provider, KONNECTOR_USER, p)?,
             Mode::ControlPlane => app.kubeconfig(KONNECTOR_USER)?,
+        };
+        let (kubeconfig, proxy) = if proxy_remote {
+            let proxy = TcpProxy::start(server_addr(&kubeconfig)?).await?;
+            (proxy.kubeconfig(&kubeconfig)?, Some(proxy))
+        } else {
+            (kubeconfig, None)
         };
         backend
             .set_up(&provider_admin, &mangodb_crd()?, &kubeconfig)
@@ -234,6 +292,7 @@ impl World {
             provider_admin,
             dir,
             p,
+            proxy,
             backend,
             loops,
         })
