@@ -135,6 +135,9 @@ pub struct ClusterOptions {
     pub crd_storage_switch_delay: Option<Duration>,
     /// A real control plane's options (its name is set by the cluster).
     pub real: kube_control_plane::Options,
+    /// etcd's request size limit (`test-apiserver`'s emulation, or the real etcd's
+    /// `--max-request-bytes`): larger objects are refused with a 500.
+    pub max_object_bytes: Option<usize>,
 }
 
 /// Namespace of the ServiceAccounts that stand for the users of a real cluster.
@@ -279,6 +282,9 @@ impl Cluster {
                 if let Some(delay) = cluster.crd_storage_switch_delay {
                     options = options.crd_storage_switch_delay(delay);
                 }
+                if let Some(bytes) = cluster.max_object_bytes {
+                    options = options.max_object_bytes(bytes);
+                }
                 for user in extra {
                     options = options.user(User::new(user, &["system:masters"]));
                 }
@@ -289,7 +295,11 @@ impl Cluster {
                 )
             }
             Backend::Real => {
-                let cp = kube_control_plane::ControlPlane::start(cluster.real.name(name))
+                let mut real = cluster.real.name(name);
+                if let Some(bytes) = cluster.max_object_bytes {
+                    real = real.extra_etcd_flag(format!("--max-request-bytes={bytes}"));
+                }
+                let cp = kube_control_plane::ControlPlane::start(real)
                     .await
                     .with_context(|| format!("start control plane {name}"))?;
                 let real = RealCluster {

@@ -26,6 +26,7 @@ pub struct Options {
     name: String,
     controller_manager: Option<bool>,
     extra_apiserver_flags: Vec<String>,
+    extra_etcd_flags: Vec<String>,
     etcd_compaction_interval: Option<Duration>,
     audit: bool,
     watch_cache: bool,
@@ -40,6 +41,7 @@ impl Default for Options {
             name: "kcp".to_owned(),
             controller_manager: None,
             extra_apiserver_flags: Vec::new(),
+            extra_etcd_flags: Vec::new(),
             etcd_compaction_interval: None,
             audit: true,
             watch_cache: true,
@@ -74,6 +76,13 @@ impl Options {
     /// Appends flags to the kube-apiserver command line.
     pub fn extra_apiserver_flags(mut self, flags: impl IntoIterator<Item = String>) -> Self {
         self.extra_apiserver_flags.extend(flags);
+        self
+    }
+
+    /// Appends a flag to the etcd command line, e.g. `--max-request-bytes=524288` to make the
+    /// server refuse large objects the way a production etcd does at 1.5 MiB.
+    pub fn extra_etcd_flag(mut self, flag: impl Into<String>) -> Self {
+        self.extra_etcd_flags.push(flag.into());
         self
     }
 
@@ -212,6 +221,7 @@ pub struct ControlPlane {
     watch_cache: bool,
     compaction: Option<Duration>,
     extra_apiserver_flags: Vec<String>,
+    extra_etcd_flags: Vec<String>,
     timeout: Duration,
     ports: Ports,
     server: String,
@@ -338,6 +348,7 @@ impl ControlPlane {
             watch_cache: options.watch_cache,
             compaction: options.etcd_compaction_interval,
             extra_apiserver_flags: options.extra_apiserver_flags,
+            extra_etcd_flags: options.extra_etcd_flags,
             timeout: options.start_timeout,
             ports: free_ports()?,
             server: String::new(),
@@ -445,7 +456,7 @@ impl ControlPlane {
 
         let etcd_url = format!("http://127.0.0.1:{}", self.ports.etcd_client);
         let peer_url = format!("http://127.0.0.1:{}", self.ports.etcd_peer);
-        let etcd_args: Vec<String> = vec![
+        let mut etcd_args: Vec<String> = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", etcd_dir.display()),
             format!("--listen-client-urls={etcd_url}"),
@@ -455,6 +466,7 @@ impl ControlPlane {
             "--unsafe-no-fsync".to_owned(),
             "--log-level=warn".to_owned(),
         ];
+        etcd_args.extend(self.extra_etcd_flags.iter().cloned());
         let etcd = Proc::spawn(ETCD, &self.binaries.etcd, &etcd_args, &self.log(ETCD), None)?;
         let pgid = etcd.pid();
         {

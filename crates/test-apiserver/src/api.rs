@@ -150,6 +150,17 @@ pub fn bootstrap(store: &mut Store) {
 
 /// Objects are stored at the storage version (conversion strategy `None`: only `apiVersion`
 /// changes between versions).
+/// etcd refuses a request over its size limit; kube-apiserver passes that on as a 500 with
+/// etcd's message (the object passed every validation).
+fn check_size(store: &Store, obj: &Value) -> ApiResult<()> {
+    match store.max_object_bytes {
+        Some(limit) if serde_json::to_vec(obj).map_or(0, |b| b.len()) > limit => Err(
+            ApiError::new(500, "InternalError", "etcdserver: request is too large"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn to_storage_version(def: &ResourceDef, obj: &mut Value) {
     let av = def.api_version(def.storage_version());
     if let Some(m) = obj.as_object_mut() {
@@ -1079,6 +1090,7 @@ fn create_object(
     if obj.pointer("/metadata/ownerReferences").is_some() {
         store.gc_pending = true;
     }
+    check_size(store, &obj)?;
     let stored = store.put(&def, rv, obj, EventType::Added);
     if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
         && let Ok(newdef) = crate::crd_storage::build(&stored)
@@ -1280,6 +1292,7 @@ fn write_update(
     let becomes_deleting = deleting(&obj);
     let refs_changed =
         obj.pointer("/metadata/ownerReferences") != old.pointer("/metadata/ownerReferences");
+    check_size(store, &obj)?;
     let stored = store.put(&def, rv, obj, EventType::Modified);
     if becomes_deleting || refs_changed {
         store.gc_pending = true;

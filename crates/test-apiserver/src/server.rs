@@ -63,6 +63,10 @@ pub struct Options {
     /// watch opened on it; until then those watches deliver events read through the old schema.
     /// Default 1 s, the real crdHandler's delay.
     pub crd_storage_teardown_delay: Duration,
+    /// etcd's request size limit: objects whose JSON is larger are refused with a 500
+    /// `etcdserver: request is too large`, as a real server does (etcd's default is 1.5 MiB).
+    /// Default `None`: no limit.
+    pub max_object_bytes: Option<usize>,
 }
 
 impl Default for Options {
@@ -76,6 +80,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(5),
             crd_storage_switch_delay: Duration::ZERO,
             crd_storage_teardown_delay: Duration::from_secs(1),
+            max_object_bytes: None,
         }
     }
 }
@@ -103,6 +108,12 @@ impl Options {
     /// are still served with the old schema.
     pub fn crd_storage_switch_delay(mut self, delay: Duration) -> Self {
         self.crd_storage_switch_delay = delay;
+        self
+    }
+
+    /// Sets the field of the same name: larger objects are refused as etcd refuses them.
+    pub fn max_object_bytes(mut self, bytes: usize) -> Self {
+        self.max_object_bytes = Some(bytes);
         self
     }
 
@@ -253,6 +264,7 @@ impl TestApiServer {
             users.insert(u.token.clone(), u);
         }
         let mut store = Store::new(options.history_limit);
+        store.max_object_bytes = options.max_object_bytes;
         crate::api::bootstrap(&mut store);
         let (drop_watches, _) = watch::channel(0);
         let shared = Arc::new(Shared {

@@ -73,6 +73,9 @@ pub struct Store {
     /// CRDs (as stored) whose update changed `spec` or accepted names: their storage is to be
     /// replaced (see [`crate::crd_storage::schedule`]).
     pub crd_updates: Vec<Arc<Value>>,
+    /// etcd's request size limit (`--max-request-bytes`): larger objects are refused with the
+    /// real server's 500 `etcdserver: request is too large`. `None`: no limit.
+    pub max_object_bytes: Option<usize>,
 }
 
 impl Store {
@@ -89,6 +92,7 @@ impl Store {
             tx,
             gc_pending: false,
             crd_updates: Vec::new(),
+            max_object_bytes: None,
         };
         for def in builtins() {
             store.register(def);
@@ -214,6 +218,7 @@ impl Store {
             tx,
             gc_pending: false,
             crd_updates: Vec::new(),
+            max_object_bytes: self.max_object_bytes,
         }
     }
 
