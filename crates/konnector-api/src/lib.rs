@@ -5,5 +5,6 @@
 
 pub mod conditions;
 pub mod crds;
+pub mod events;
 pub mod strings;
 pub mod v1alpha1;

@@ -8,6 +8,7 @@
 
 pub mod claims;
 mod downstream;
+pub mod events;
 pub mod status;
 mod upstream;
 

@@ -4,6 +4,7 @@
 pub mod claim_sync;
 pub mod cluster;
 pub mod contain;
+pub mod events;
 pub mod exec;
 pub mod expectations;
 pub mod export_sync;

@@ -5,6 +5,14 @@
 //! follows its cluster's [`Cluster`]: when credentials rotate, the watch restarts with the
 //! new client and the cache keeps serving the last known state meanwhile. The [`WatchHub`] hands
 //! out existing watches and drops a watch when its last user is gone.
+//!
+//! A failing list or watch is retried. Transient failures (a server restarting, a dropped
+//! connection) are retried within seconds. A watch the server refuses (403 Forbidden, 401
+//! Unauthorized) will keep being refused until someone changes RBAC or credentials, so it backs
+//! off exponentially to about five minutes, with jitter so that many refused watches do not
+//! retry in step (a credential rotation restarts it at once). Either way the failure is
+//! exposed ([`SharedWatch::last_error`], [`SharedWatch::errors`]) for the owner to report on
+//! the object concerned, and logged once per backoff step rather than once per attempt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +28,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use super::events::EventSinks;
 
 /// Which objects a watch covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,6 +54,41 @@ pub enum Change {
     Resync,
 }
 
+/// The failure of a watch's last list or watch request; cleared when one succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchError {
+    /// HTTP status of the server's answer; `None` for a transport failure (connection refused,
+    /// TLS, a stream that went silent).
+    pub code: Option<u16>,
+    /// The server's machine-readable reason (`Forbidden`, `Unauthorized`, ...), or empty.
+    pub reason: String,
+    /// The server's message, e.g. `secrets "x" is forbidden: User "y" cannot list resource
+    /// "secrets" in API group "" in the namespace "z"`; the error text for transport failures.
+    pub message: String,
+    /// `list` or `watch`.
+    pub request: &'static str,
+    /// Failed attempts in a row, this one included.
+    pub attempts: u32,
+    /// How long until the next attempt.
+    pub retry_in: Duration,
+}
+
+impl WatchError {
+    /// 401 or 403: retrying will not help until RBAC or the credentials change.
+    pub fn is_denied(&self) -> bool {
+        matches!(self.code, Some(401 | 403))
+    }
+}
+
+impl std::fmt::Display for WatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} failed ({code}): {}", self.request, self.message),
+            None => write!(f, "{} failed: {}", self.request, self.message),
+        }
+    }
+}
+
 /// Identity of a watch in the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WatchKey {
@@ -68,6 +112,7 @@ pub struct SharedWatch {
     /// keeps only the last waker: a second waiter (or an `is_ready` poll) would steal the
     /// first one's wake-up and leave it waiting forever.
     listed: tokio::sync::watch::Receiver<bool>,
+    errors: tokio::sync::watch::Receiver<Option<WatchError>>,
     task: JoinHandle<()>,
 }
 
@@ -102,6 +147,7 @@ impl SharedWatch {
         let store = writer.as_reader();
         let (events, _) = broadcast::channel(CHANGE_BUFFER);
         let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        let (errors_tx, errors) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(
             WatchTask {
                 handle,
@@ -111,6 +157,7 @@ impl SharedWatch {
                 writer,
                 events: events.clone(),
                 listed: listed_tx,
+                errors: errors_tx,
                 key: key.clone(),
                 hub,
             }
@@ -122,8 +169,21 @@ impl SharedWatch {
             store,
             events,
             listed,
+            errors,
             task,
         })
+    }
+
+    /// Why the last list or watch request failed, while the watch keeps failing; `None` once
+    /// one succeeded. A watch that never listed and has a denied error
+    /// ([`WatchError::is_denied`]) has no cache to offer until RBAC or credentials change.
+    pub fn last_error(&self) -> Option<WatchError> {
+        self.errors.borrow().clone()
+    }
+
+    /// [`SharedWatch::last_error`] as it changes: every failed attempt, and the recovery.
+    pub fn errors(&self) -> tokio::sync::watch::Receiver<Option<WatchError>> {
+        self.errors.clone()
     }
 
     /// The watched resource.
@@ -281,10 +341,13 @@ pub(crate) fn after_stream_end(
     }
 }
 
-/// Retry delays of one watch: doubling from 200 ms to 10 s, reset by a success.
+/// Retry delays of one watch, reset by a success: doubling from 200 ms to 10 s after transient
+/// failures; after denied ones ([`WatchError::is_denied`]) see [`denied_delay`].
 #[derive(Debug)]
 struct Backoff {
     next: Duration,
+    /// Denied failures in a row.
+    denied: u32,
 }
 
 impl Backoff {
@@ -292,16 +355,69 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(10);
 
     fn new() -> Self {
-        Backoff { next: Self::MIN }
+        Backoff {
+            next: Self::MIN,
+            denied: 0,
+        }
     }
 
     fn reset(&mut self) {
         self.next = Self::MIN;
+        self.denied = 0;
+    }
+
+    /// The delay before the next attempt after a failure.
+    fn next_delay(&mut self, denied: bool) -> Duration {
+        if denied {
+            self.denied = self.denied.saturating_add(1);
+            denied_delay(self.denied, jitter())
+        } else {
+            let delay = self.next;
+            self.next = (self.next * 2).min(Self::MAX);
+            delay
+        }
     }
 
     async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(Self::MAX);
+        tokio::time::sleep(self.next_delay(false)).await;
+    }
+}
+
+/// First delay after a denied list or watch.
+const DENIED_MIN: Duration = Duration::from_secs(1);
+/// Largest delay (before jitter) between attempts of a denied watch.
+const DENIED_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before attempt `failures + 1` of a watch the server keeps refusing: 1 s doubling
+/// to 5 min, each scaled by a factor between 0.75 and 1.25 picked from `jitter` (in `[0, 1)`).
+pub(crate) fn denied_delay(failures: u32, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let base = (DENIED_MIN * 2u32.pow(exponent)).min(DENIED_MAX);
+    base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in `[0, 1)` that differs from call to call (the standard library's randomly keyed
+/// hasher; no random number crate is needed for jitter).
+fn jitter() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether the `attempts`-th failure in a row is logged, `since_logged` after the last line:
+/// the first, then every time the count doubles, and at least every five minutes while a watch
+/// keeps failing. Thousands of failed attempts during an outage make a handful of lines.
+pub(crate) fn should_log(attempts: u32, since_logged: Option<Duration>) -> bool {
+    attempts <= 1
+        || attempts.is_power_of_two()
+        || since_logged.is_none_or(|d| d >= Duration::from_secs(300))
+}
+
+/// The status code, reason and message of a failed request.
+fn describe(err: &kube::Error) -> (Option<u16>, String, String) {
+    match err {
+        kube::Error::Api(s) => (Some(s.code), s.reason.clone(), s.message.clone()),
+        other => (None, String::new(), other.to_string()),
     }
 }
 
@@ -331,8 +447,20 @@ struct WatchTask {
     writer: Writer<DynamicObject>,
     events: broadcast::Sender<Change>,
     listed: tokio::sync::watch::Sender<bool>,
+    errors: tokio::sync::watch::Sender<Option<WatchError>>,
     key: WatchKey,
     hub: HubContext,
+}
+
+/// A run of failures of one watch, for the log and the error it exposes.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Failed attempts in a row.
+    attempts: u32,
+    /// When the last line about them was logged.
+    logged: Option<Instant>,
+    /// The failure of the stream just ended, set by [`WatchTask::follow`].
+    pending: Option<(Option<u16>, String, String)>,
 }
 
 /// What every watch of a hub shares with it.
@@ -375,11 +503,19 @@ impl WatchTask {
     /// says so. Runs until cancelled.
     async fn list_watch(&mut self, api: &Api<DynamicObject>) {
         let mut backoff = Backoff::new();
+        let mut failures = Failures::default();
         'relist: loop {
             let list_started = Instant::now();
-            let Some(mut version) = self.relist(api).await else {
-                backoff.wait().await;
-                continue 'relist;
+            let mut version = match self.relist(api).await {
+                Ok(version) => {
+                    self.recovered(&mut failures);
+                    version
+                }
+                Err(err) => {
+                    self.failed("list", describe(&err), &mut backoff, &mut failures)
+                        .await;
+                    continue 'relist;
+                }
             };
             loop {
                 let suspect = list_suspect(list_started, self.hub.schema_changes.last(&self.key));
@@ -397,10 +533,13 @@ impl WatchTask {
                 }
                 let opened = Instant::now();
                 let end = match api.watch(&params, &version).await {
-                    Ok(stream) => self.follow(stream, &mut version).await,
+                    Ok(stream) => {
+                        self.recovered(&mut failures);
+                        self.follow(stream, &mut version, &mut failures).await
+                    }
                     Err(kube::Error::Api(s)) if s.code == 410 => StreamEnd::Gone,
                     Err(err) => {
-                        tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "watch failed, retrying");
+                        failures.pending = Some(describe(&err));
                         StreamEnd::Failed
                     }
                 };
@@ -414,6 +553,9 @@ impl WatchTask {
                     && opened.elapsed() >= Duration::from_secs(1);
                 if healthy {
                     backoff.reset();
+                } else if let Some(failure) = failures.pending.take() {
+                    self.failed("watch", failure, &mut backoff, &mut failures)
+                        .await;
                 } else {
                     backoff.wait().await;
                 }
@@ -431,8 +573,70 @@ impl WatchTask {
         }
     }
 
+    /// Records a failed request: exposes it, counts a denied one, logs once per backoff step,
+    /// and waits before the next attempt.
+    async fn failed(
+        &mut self,
+        request: &'static str,
+        (code, reason, message): (Option<u16>, String, String),
+        backoff: &mut Backoff,
+        failures: &mut Failures,
+    ) {
+        failures.attempts = failures.attempts.saturating_add(1);
+        let error = WatchError {
+            code,
+            reason,
+            message,
+            request,
+            attempts: failures.attempts,
+            retry_in: Duration::ZERO,
+        };
+        let denied = error.is_denied();
+        let delay = backoff.next_delay(denied);
+        let error = WatchError {
+            retry_in: delay,
+            ..error
+        };
+        if denied {
+            let label = if error.code == Some(401) {
+                "unauthorized"
+            } else {
+                "forbidden"
+            };
+            self.hub
+                .metrics
+                .relisted(&self.key.cluster, &self.key.resource, label);
+        }
+        if should_log(failures.attempts, failures.logged.map(|t| t.elapsed())) {
+            failures.logged = Some(Instant::now());
+            tracing::warn!(
+                cluster = %self.key.cluster,
+                resource = %self.key.resource,
+                scope = ?self.key.scope,
+                fields = self.key.fields.as_deref().unwrap_or_default(),
+                code = error.code.unwrap_or_default(),
+                error = %error.message,
+                attempts = error.attempts,
+                retry_in = ?delay,
+                "{request} failed, retrying"
+            );
+        }
+        self.errors.send_replace(Some(error));
+        tokio::time::sleep(delay).await;
+    }
+
+    /// A list or watch request succeeded: the failure run, if any, is over.
+    fn recovered(&mut self, failures: &mut Failures) {
+        if failures.attempts > 0 {
+            tracing::info!(cluster = %self.key.cluster, resource = %self.key.resource, failed_attempts = failures.attempts, "watch recovered");
+        }
+        failures.attempts = 0;
+        failures.logged = None;
+        self.errors.send_if_modified(|e| e.take().is_some());
+    }
+
     /// A full, paginated list that replaces the cache; the resourceVersion to watch from.
-    async fn relist(&mut self, api: &Api<DynamicObject>) -> Option<String> {
+    async fn relist(&mut self, api: &Api<DynamicObject>) -> Result<String, kube::Error> {
         let mut objects = Vec::new();
         let mut continue_token: Option<String> = None;
         let version = loop {
@@ -451,10 +655,7 @@ impl WatchTask {
                         None => break page.metadata.resource_version.unwrap_or_default(),
                     }
                 }
-                Err(err) => {
-                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "list failed, retrying");
-                    return None;
-                }
+                Err(err) => return Err(err),
             }
         };
         self.writer.apply_watcher_event(&Event::Init);
@@ -466,7 +667,7 @@ impl WatchTask {
         // announced, so that whoever subscribes once the watch is ready sees only what follows.
         let _ = self.events.send(Change::Resync);
         self.listed.send_replace(true);
-        Some(version)
+        Ok(version)
     }
 
     /// Applies the events of one watch stream to the cache until it ends.
@@ -474,6 +675,7 @@ impl WatchTask {
         &mut self,
         stream: impl futures::Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>>,
         version: &mut String,
+        failures: &mut Failures,
     ) -> StreamEnd {
         let opened = Instant::now();
         let mut stream = std::pin::pin!(stream);
@@ -487,7 +689,14 @@ impl WatchTask {
                         lived: opened.elapsed(),
                     };
                 }
-                Err(_) => return StreamEnd::Failed,
+                Err(_) => {
+                    failures.pending = Some((
+                        None,
+                        String::new(),
+                        format!("no event for {idle:?}, the stream is dead"),
+                    ));
+                    return StreamEnd::Failed;
+                }
             };
             let (event, deleted) = match event {
                 Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
@@ -498,11 +707,11 @@ impl WatchTask {
                 }
                 Ok(WatchEvent::Error(e)) if e.code == 410 => return StreamEnd::Gone,
                 Ok(WatchEvent::Error(e)) => {
-                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %e, "watch error event, retrying");
+                    failures.pending = Some((Some(e.code), e.reason.clone(), e.message.clone()));
                     return StreamEnd::Failed;
                 }
                 Err(err) => {
-                    tracing::warn!(cluster = %self.key.cluster, resource = %self.key.resource, error = %err, "watch stream failed, retrying");
+                    failures.pending = Some(describe(&err));
                     return StreamEnd::Failed;
                 }
             };
@@ -540,6 +749,7 @@ pub struct WatchHub {
     leadership: super::leadership::Leadership,
     schema_changes: SchemaChanges,
     watch_timeout: Duration,
+    events: Arc<EventSinks>,
 }
 
 impl Default for WatchHub {
@@ -568,6 +778,7 @@ impl WatchHub {
             leadership,
             schema_changes: SchemaChanges::default(),
             watch_timeout: WATCH_TIMEOUT,
+            events: Arc::default(),
         }
     }
 
@@ -584,6 +795,14 @@ impl WatchHub {
     /// The metrics syncers report to.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// The Event recorders of the clusters this hub watches, by cluster id
+    /// ([`BINDING_CLUSTER`](super::events::BINDING_CLUSTER),
+    /// [`APP_CLUSTER`](super::events::APP_CLUSTER)); the engine registers them when it runs.
+    /// They live here because everything that starts syncers already holds the hub.
+    pub fn events(&self) -> &Arc<EventSinks> {
+        &self.events
     }
 
     /// Watches started from now on ask the server to end each watch request after `timeout`
@@ -712,6 +931,59 @@ mod tests {
             after_stream_end(closed(WATCH_TIMEOUT), WATCH_TIMEOUT, listed, Some(changed)),
             NextStep::Resume
         );
+    }
+
+    #[test]
+    fn a_denied_watch_backs_off_to_about_five_minutes_with_jitter() {
+        let delays: Vec<Duration> = (1..=12).map(|n| denied_delay(n, 0.5)).collect();
+        assert_eq!(delays[0], SECOND);
+        assert_eq!(delays[1], 2 * SECOND);
+        assert_eq!(delays[8], 256 * SECOND);
+        assert_eq!(delays[9], 300 * SECOND);
+        assert_eq!(delays[11], 300 * SECOND);
+        // Jitter spreads each step over 0.75..1.25 of it.
+        assert_eq!(denied_delay(3, 0.0), 3 * SECOND);
+        assert_eq!(denied_delay(3, 1.0), 5 * SECOND);
+        assert_eq!(denied_delay(u32::MAX, 0.99).as_secs(), 373);
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+        // Within ten minutes a denied watch tries about ten times, not four hundred.
+        let mut backoff = Backoff::new();
+        let mut spent = Duration::ZERO;
+        let mut attempts = 0;
+        while spent < 600 * SECOND {
+            spent += backoff.next_delay(true);
+            attempts += 1;
+        }
+        assert!((9..=12).contains(&attempts), "{attempts} attempts");
+        // A success resets it.
+        backoff.reset();
+        assert!(backoff.next_delay(true) <= SECOND + SECOND / 4);
+    }
+
+    #[test]
+    fn failures_are_logged_once_per_backoff_step() {
+        let logged: Vec<u32> = (1..=100).filter(|&n| should_log(n, Some(SECOND))).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64]);
+        assert!(should_log(77, Some(300 * SECOND)));
+        assert!(should_log(77, None));
+    }
+
+    #[test]
+    fn denied_means_401_or_403() {
+        let e = |code| WatchError {
+            code,
+            reason: String::new(),
+            message: "m".into(),
+            request: "list",
+            attempts: 1,
+            retry_in: SECOND,
+        };
+        assert!(e(Some(403)).is_denied());
+        assert!(e(Some(401)).is_denied());
+        assert!(!e(Some(500)).is_denied());
+        assert!(!e(None).is_denied());
+        assert_eq!(e(Some(403)).to_string(), "list failed (403): m");
     }
 
     #[test]
