@@ -45,6 +45,17 @@ class Scenario:
         self.control_plane = control_plane
         self.claims_secrets = claims_secrets
         self.snapshot = snapshot
+        rbac = self.values.get("rbac") or {}
+        # The effective rbac.claimedResourcesScope (empty: namespaces in control-plane mode).
+        self.claimed_scope: str = rbac.get("claimedResourcesScope") or (
+            "namespaces" if control_plane else "cluster"
+        )
+        self.claimed_namespaces: list[str] = rbac.get("claimedResourceNamespaces") or []
+        self.claimed_resources: set[tuple[str, str]] = {
+            (c.get("apiGroup") or "", r)
+            for c in rbac.get("claimedResources") or []
+            for r in c.get("resources") or []
+        }
 
 
 SCENARIOS = [
@@ -61,6 +72,31 @@ SCENARIOS = [
         "control-plane-full",
         "klutch-bind-team-a-app-1",
         "control-plane-full-values.yaml",
+        control_plane=True,
+        claims_secrets=True,
+    ),
+    # Claimed Secrets per namespace (e2e_chart_rbac runs these two renderings).
+    Scenario(
+        "default-claims-namespaces",
+        "klutch-bind",
+        "default-claims-namespaces-values.yaml",
+        control_plane=False,
+        claims_secrets=True,
+        snapshot=True,
+    ),
+    Scenario(
+        "control-plane-claims",
+        "klutch-bind-team-a-app-1",
+        "control-plane-claims-values.yaml",
+        control_plane=True,
+        claims_secrets=True,
+        snapshot=True,
+    ),
+    # The cluster-wide option kept for control-plane mode.
+    Scenario(
+        "control-plane-cluster-claims",
+        "klutch-bind-team-a-app-1",
+        "control-plane-cluster-claims-values.yaml",
         control_plane=True,
         claims_secrets=True,
     ),
@@ -83,6 +119,14 @@ MUST_FAIL = [
     (
         {"serviceAccount": {"create": False}},
         "serviceAccount.name is required when serviceAccount.create is false",
+    ),
+    (
+        {"rbac": {"claimedResourcesScope": "namespace"}},
+        'rbac.claimedResourcesScope must be cluster or namespaces (or empty), not "namespace"',
+    ),
+    (
+        {"rbac": {"claimedResourceNamespaces": ["team-a"]}},
+        "rbac.claimedResourceNamespaces needs rbac.claimedResourcesScope=namespaces",
     ),
 ]
 
@@ -160,13 +204,10 @@ def check_rbac(docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: li
                         problems.append(f"{where}: rule {i} uses a wildcard in {field}: {value!r}")
             if rule.get("nonResourceURLs"):
                 problems.append(f"{where}: rule {i} grants non-resource URLs")
-            resources = rule.get("resources") or []
-            if "" in (rule.get("apiGroups") or []) and "secrets" in resources:
-                if doc["kind"] == "ClusterRole" and not s.claims_secrets:
-                    problems.append(f"{where}: Secrets granted cluster-wide")
             for verb in ("escalate", "bind", "impersonate"):
                 if verb in rule.get("verbs", []):
                     problems.append(f"{where}: rule {i} grants {verb}")
+    check_claimed_scope(docs, s, problems)
     kinds = {doc.get("kind") for _, doc in docs}
     for kind in ("ServiceAccount", "RoleBinding", "ClusterRoleBinding"):
         if kind not in kinds:
@@ -178,6 +219,85 @@ def check_rbac(docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: li
             expected = [{"kind": "ServiceAccount", "name": sa, "namespace": s.namespace}]
             if subjects != expected:
                 problems.append(f"{s.name}: {name_of(doc)} binds {subjects}, not only the chart's SA")
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str]]:
+    """(apiGroup, resource) pairs a Role or ClusterRole grants any verb on."""
+    return {
+        (group, resource)
+        for rule in role.get("rules") or []
+        for group in rule.get("apiGroups") or []
+        for resource in rule.get("resources") or []
+    }
+
+
+def check_claimed_scope(
+    docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: list[str]
+) -> None:
+    """Where Secrets and the claimed resources are granted: cluster-wide only in `cluster` scope;
+    in `namespaces` scope only through the unbound ClusterRole `<ns>-<fullname>-claimed-resources`
+    and RoleBindings of it in the listed namespaces."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for _, doc in docs:
+        by_kind.setdefault(doc.get("kind", ""), []).append(doc)
+    cluster_roles = {d["metadata"]["name"]: d for d in by_kind.get("ClusterRole", [])}
+    bound_cluster_wide = {
+        d["roleRef"]["name"]
+        for d in by_kind.get("ClusterRoleBinding", [])
+        if d["roleRef"]["kind"] == "ClusterRole"
+    }
+    claimed_role = f"{s.namespace}-{RELEASE}-claimed-resources"
+    claimed_label = "klutch.anynines.com/aggregate-to-konnector-claimed"
+    for name in sorted(bound_cluster_wide):
+        role = cluster_roles.get(name)
+        if role is None:
+            problems.append(f"{s.name}: ClusterRoleBinding to unrendered ClusterRole {name}")
+            continue
+        rights = granted(role)
+        if ("", "secrets") in rights and not (s.claims_secrets and s.claimed_scope == "cluster"):
+            problems.append(f"{s.name}: ClusterRole/{name}: Secrets granted cluster-wide")
+        if s.claimed_scope == "namespaces":
+            if rights & s.claimed_resources:
+                problems.append(
+                    f"{s.name}: ClusterRole/{name}: claimed resources "
+                    f"{sorted(rights & s.claimed_resources)} granted cluster-wide in namespaces scope"
+                )
+            selectors = (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []
+            if any(claimed_label in (sel.get("matchLabels") or {}) for sel in selectors):
+                problems.append(
+                    f"{s.name}: ClusterRole/{name} is bound cluster-wide and aggregates the "
+                    "claimed-resource ClusterRoles"
+                )
+    role_bindings = by_kind.get("RoleBinding", [])
+    claimed_bindings = sorted(
+        d["metadata"]["namespace"] for d in role_bindings if d["roleRef"]["name"] == claimed_role
+    )
+    if s.claimed_scope == "cluster":
+        if claimed_role in cluster_roles or claimed_bindings:
+            problems.append(f"{s.name}: {claimed_role} rendered in cluster scope")
+        return
+    role = cluster_roles.get(claimed_role)
+    if role is None:
+        problems.append(f"{s.name}: namespaces scope without ClusterRole {claimed_role}")
+        return
+    # Aggregated: the listed rules come from the ClusterRoles its selectors pick out.
+    selectors = (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []
+    rights = granted(role)
+    for other in cluster_roles.values():
+        labels = other["metadata"].get("labels") or {}
+        if any(
+            (sel.get("matchLabels") or {}).items() <= labels.items() for sel in selectors
+        ):
+            rights |= granted(other)
+    if not s.claimed_resources <= rights:
+        problems.append(
+            f"{s.name}: {claimed_role} lacks {sorted(s.claimed_resources - rights)}"
+        )
+    if claimed_bindings != sorted(s.claimed_namespaces):
+        problems.append(
+            f"{s.name}: RoleBindings of {claimed_role} in {claimed_bindings}, "
+            f"expected {sorted(s.claimed_namespaces)}"
+        )
 
 
 def check_deployment(docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: list[str]) -> None:

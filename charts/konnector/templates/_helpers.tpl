@@ -79,11 +79,34 @@ app.kubernetes.io/component: konnector
 {{- end -}}
 
 {{/*
-Rules on the bound and claimed resources listed in values. The verbs depend on the mode: in
-default mode the ServiceAccount acts in the app cluster (the consumer side), in control-plane mode
-on the control plane (the provider side). Arguments: the root context.
+Where the claimed resources may be read and written: `cluster` or `namespaces`. Empty means
+`namespaces` in control-plane mode, where a cluster-wide grant would let each tenant's konnector
+read and rewrite the claimed objects (for example the kubeconfig Secrets) of every other tenant on
+the shared control plane, and `cluster` in default mode (the earlier behaviour).
 */}}
-{{- define "konnector.listedResourceRules" -}}
+{{- define "konnector.claimedScope" -}}
+{{- $scope := .Values.rbac.claimedResourcesScope | default (ternary "namespaces" "cluster" .Values.controlPlaneMode.enabled) -}}
+{{- if not (has $scope (list "cluster" "namespaces")) -}}
+{{- fail (printf "rbac.claimedResourcesScope must be cluster or namespaces (or empty), not %q" $scope) -}}
+{{- end -}}
+{{- if and (eq $scope "cluster") .Values.rbac.claimedResourceNamespaces -}}
+{{- fail "rbac.claimedResourceNamespaces needs rbac.claimedResourcesScope=namespaces" -}}
+{{- end -}}
+{{- $scope -}}
+{{- end -}}
+
+{{/* Namespaces scope: the ClusterRole holding the claimed-resource rules. It is never bound
+cluster-wide, only by RoleBindings in the namespaces the konnector serves. */}}
+{{- define "konnector.claimedRoleName" -}}
+{{- include "konnector.clusterName" . }}-claimed-resources
+{{- end -}}
+
+{{/*
+Rules on the bound resources listed in values. The verbs depend on the mode: in default mode the
+ServiceAccount acts in the app cluster (the consumer side), in control-plane mode on the control
+plane (the provider side). Arguments: the root context.
+*/}}
+{{- define "konnector.boundResourceRules" -}}
 {{- $cp := .Values.controlPlaneMode.enabled -}}
 {{- range .Values.rbac.boundResources }}
 - apiGroups: [{{ .apiGroup | default "" | quote }}]
@@ -106,6 +129,14 @@ on the control plane (the provider side). Arguments: the root context.
   verbs: ["update"]
   {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Rules on the claimed resources listed in values: mirrored both ways between consumer and service
+namespaces (list and watch per namespace, create, update, owner-annotation patch, delete).
+Arguments: the root context.
+*/}}
+{{- define "konnector.claimedResourceRules" -}}
 {{- range .Values.rbac.claimedResources }}
 - apiGroups: [{{ .apiGroup | default "" | quote }}]
   resources:
