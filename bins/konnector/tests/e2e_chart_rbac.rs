@@ -6,6 +6,14 @@
 //! and not too many (Secrets outside the bindings' namespace, cluster-wide Secret lists and
 //! other writes are denied).
 //!
+//! Claims (`rbac.claimedResourcesScope=namespaces`, `ci/rendered/*-claims*.yaml`): claimed
+//! Secrets sync both ways in the served namespaces, one granted by the chart
+//! (`rbac.claimedResourceNamespaces`), one by the README's RoleBinding hook, while every Secret
+//! request of the konnector is namespaced and stays in those namespaces. In control-plane mode
+//! another tenant shares the control plane, and the konnector's own token is denied its
+//! kubeconfig Secret and its service namespace: the cross-tenant reach a cluster-wide claim
+//! grant would give is gone.
+//!
 //! Identities: in memory the ServiceAccount is a user of that name without groups; on a real
 //! control plane the konnector authenticates with a token of the very ServiceAccount the
 //! chart's bindings name (TokenRequest API), so it holds exactly what the chart grants plus the
@@ -184,9 +192,10 @@ fn labelled_bound_role(control_plane: bool) -> Value {
 }
 
 /// Loads what `helm install` creates for the konnector's rights (the chart's ServiceAccount and
-/// RBAC objects) and `bound_role`. The chart's aggregated ClusterRole gets the rules of the
-/// ClusterRoles its selectors match: filled in by the test in memory, by
-/// kube-controller-manager on a real control plane (the test waits until it has them).
+/// RBAC objects) and `bound_role`. The chart's aggregated ClusterRoles (bound resources, and
+/// claimed resources in namespaces scope) get the rules of the ClusterRoles their selectors
+/// match: filled in by the test in memory, by kube-controller-manager on a real control plane
+/// (the test waits until it has them).
 async fn load_chart_rbac(
     cluster: &Cluster,
     admin: &kube::Client,
@@ -241,10 +250,9 @@ async fn load_chart_rbac(
         }
         aggregated.push((o["metadata"]["name"].as_str().unwrap().to_string(), rules));
     }
-    assert_eq!(
-        aggregated.len(),
-        1,
-        "the chart renders one aggregated ClusterRole"
+    assert!(
+        aggregated.iter().any(|(_, rules)| !rules.is_empty()),
+        "the bound role is selected by one of the aggregated ClusterRoles {aggregated:?}"
     );
     objects.push(bound_role);
     for o in objects {
@@ -252,8 +260,9 @@ async fn load_chart_rbac(
     }
     if cluster.backend() == Backend::Real {
         let roles: Api<DynamicObject> = Api::all_with(admin.clone(), &rbac_resource("ClusterRole"));
-        for (name, expected) in &aggregated {
-            assert!(!expected.is_empty(), "the bound role is selected by {name}");
+        // An aggregated ClusterRole that selects nothing (the claimed-resources one when no
+        // claim is granted) stays empty: nothing to wait for.
+        for (name, expected) in aggregated.iter().filter(|(_, r)| !r.is_empty()) {
             let filled = wait_until(
                 &format!("kube-controller-manager aggregating the rules into ClusterRole {name}"),
                 STEP,
@@ -341,14 +350,8 @@ fn bindings_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     )
 }
 
-/// Waits for the binding to be Ready and Connected, then syncs an instance up, its status down,
-/// and deletes it on both sides.
-async fn happy_path(
-    k: &Konnector,
-    bindings: &Api<DynamicObject>,
-    down: &Api<DynamicObject>,
-    up: &Api<DynamicObject>,
-) {
+/// Waits for the binding to be Ready and Connected (its CRD is then installed in the app cluster).
+async fn ready_and_connected(k: &Konnector, bindings: &Api<DynamicObject>) {
     step(k, "binding Ready and Connected", || async {
         let b = bindings.get(EXPORT).await.ok();
         let conditions = b
@@ -361,6 +364,17 @@ async fn happy_path(
         })
     })
     .await;
+}
+
+/// Waits for the binding to be Ready and Connected, then syncs an instance up, its status down,
+/// and deletes it on both sides.
+async fn happy_path(
+    k: &Konnector,
+    bindings: &Api<DynamicObject>,
+    down: &Api<DynamicObject>,
+    up: &Api<DynamicObject>,
+) {
+    ready_and_connected(k, bindings).await;
     let db: DynamicObject =
         serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB",
         "metadata": {"name": "db"}, "spec": {"tier": "Dedicated"}}))
@@ -748,7 +762,640 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac(backend: Backend) {
     assert!(is_forbidden(sa_namespaces.get("kube-system").await));
 }
 
+/// The chart's README, whose claimed-resources RoleBinding (the hook for whoever creates a
+/// service or consumer namespace) the claims scenarios use as written.
+const CHART_README: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../charts/konnector/README.md"
+);
+/// The other tenant on the control plane (AppClusterBinding `team-b/app-2`): its root namespace
+/// with its app cluster kubeconfig Secret, and one of its service namespaces.
+const OTHER_ROOT: &str = "klutch-bind-team-b-app-2";
+const OTHER_SECRET: &str = "app-2-kubeconfig";
+/// Consumer namespaces: `team-a` is listed in `rbac.claimedResourceNamespaces` (its RoleBinding
+/// is rendered by the chart), `team-b` gets its RoleBinding from whoever creates it (the
+/// README's hook), `team-c` is not served.
+const LISTED: &str = "team-a";
+const HOOKED: &str = "team-b";
+const UNSERVED: &str = "team-c";
+
+/// The APIServiceBinding with an accepted claim on Secrets of either owner.
+fn binding_with_claims(namespace: &str, secret: &str) -> DynamicObject {
+    let mut b = binding(namespace, secret);
+    b.data["spec"]["permissionClaims"] = json!([{"group": "", "resource": "secrets",
+        "version": "v1", "state": "Accepted"}]);
+    b
+}
+
+/// The RoleBinding the chart README tells the creator of a new namespace to add, as written
+/// there (`metadata.namespace` set to `namespace`).
+fn readme_claims_role_binding(namespace: &str) -> Value {
+    let readme = std::fs::read_to_string(CHART_README).expect("chart README");
+    let block = readme
+        .split("```yaml")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("kind: RoleBinding") && b.contains("-konnector-claimed-resources"))
+        .expect("the chart README shows the claimed-resources RoleBinding");
+    let mut rb: Value = serde_yaml::from_str(block).expect("the README's RoleBinding is YAML");
+    rb["metadata"]["namespace"] = json!(namespace);
+    rb
+}
+
+/// The chart's RoleBinding of the claimed-resources ClusterRole in `listed` (rendered from
+/// `rbac.claimedResourceNamespaces`), moved to `namespace` without the chart's labels: what
+/// the hook adds to a namespace created later.
+fn claims_role_binding(docs: &[Value], listed: &str, namespace: &str) -> Value {
+    let mut rb = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "RoleBinding"
+                && d["metadata"]["namespace"] == listed
+                && d["roleRef"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-claimed-resources"))
+        })
+        .unwrap_or_else(|| {
+            panic!("the chart renders the claimed-resources RoleBinding in {listed}")
+        })
+        .clone();
+    rb["metadata"] = json!({"name": rb["metadata"]["name"], "namespace": namespace});
+    rb
+}
+
+/// Waits until `user` may list Secrets in `namespace`. A real API server's authorizer sees a
+/// new RoleBinding through an informer, a moment after it was created; asking it (a
+/// SubjectAccessReview, made by the admin) before the konnector is pointed at the namespace
+/// keeps a denial caused by that lag out of the konnector's record. test-apiserver authorizes
+/// from its store at once.
+async fn wait_allowed(backend: Backend, admin: &kube::Client, user: &str, namespace: &str) {
+    if backend == Backend::Memory {
+        return;
+    }
+    wait_until(
+        &format!("{user} allowed to list Secrets in {namespace}"),
+        STEP,
+        || allowed(admin, user, namespace),
+    )
+    .await
+    .unwrap();
+}
+
+async fn allowed(admin: &kube::Client, user: &str, namespace: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {"user": user,
+        "resourceAttributes": {"namespace": namespace, "verb": "list", "resource": "secrets"}}}))
+    .unwrap();
+    Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .ok()
+        .and_then(|r| r.status)
+        .is_some_and(|s| s.allowed)
+}
+
+/// The backend of control-plane mode with the README's hook: every APIServiceNamespace `N` in
+/// `root` gets service namespace `<root>-N`, and, before the backend reports it in
+/// `status.namespace` (so before the konnector looks there), `role_binding` in it; the README
+/// asks for that order. Runs until aborted.
+async fn map_namespaces_granting_claims(
+    backend: Backend,
+    admin: kube::Client,
+    root: &'static str,
+    role_binding: Value,
+    konnector: String,
+) {
+    let api: Api<konnector_api::v1alpha1::APIServiceNamespace> =
+        Api::namespaced(admin.clone(), root);
+    let role_bindings = rbac_resource("RoleBinding");
+    loop {
+        for sn in api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let Some(name) = sn.metadata.name.clone() else {
+                continue;
+            };
+            if sn
+                .status
+                .as_ref()
+                .and_then(|s| s.namespace.as_ref())
+                .is_some()
+            {
+                continue;
+            }
+            let target = format!("{root}-{name}");
+            if e2e::backend::ensure_namespace(&admin, &target)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let mut rb = role_binding.clone();
+            rb["metadata"]["namespace"] = json!(target);
+            let rb: DynamicObject = serde_json::from_value(rb).unwrap();
+            let created =
+                Api::<DynamicObject>::namespaced_with(admin.clone(), &target, &role_bindings)
+                    .create(&PostParams::default(), &rb)
+                    .await;
+            if matches!(&created, Err(e) if !matches!(e, kube::Error::Api(s) if s.code == 409)) {
+                continue;
+            }
+            if backend == Backend::Real && !allowed(&admin, &konnector, &target).await {
+                continue;
+            }
+            let _ = api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"namespace": target}})),
+                )
+                .await;
+        }
+        // A backend polls or watches; polling keeps the stand-in small.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn opaque(name: &str, value: &str) -> Secret {
+    serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"value": value}}))
+        .unwrap()
+}
+
+async fn value_of(api: &Api<Secret>, name: &str) -> Option<String> {
+    let secret = api.get_opt(name).await.ok().flatten()?;
+    let bytes = secret.data?.get("value")?.0.clone();
+    String::from_utf8(bytes).ok()
+}
+
+/// Claimed Secrets both ways between consumer namespace `consumer` (app cluster) and its service
+/// namespace `service` (provider): an instance first (it makes the konnector map the
+/// namespace), then a Secret created on each side appears on the other, a change to the
+/// owner's copy follows, and deleting the owner's copy deletes the mirror. Each side sees every
+/// write verb: create, the owner-annotation patch, update and delete.
+async fn claimed_secrets_both_ways(
+    k: &Konnector,
+    app: &kube::Client,
+    provider: &kube::Client,
+    consumer: &str,
+    service: &str,
+) {
+    let down: Api<DynamicObject> = Api::namespaced_with(app.clone(), consumer, &mangodb());
+    let up: Api<DynamicObject> = Api::namespaced_with(provider.clone(), service, &mangodb());
+    let db: DynamicObject = serde_json::from_value(json!({"apiVersion": "mangodb.com/v1",
+        "kind": "MangoDB", "metadata": {"name": "db"}, "spec": {"tier": "Dedicated"}}))
+    .unwrap();
+    down.create(&PostParams::default(), &db).await.unwrap();
+    step(k, &format!("instance in {service}"), || async {
+        field(&up, "db", "/spec/tier").await == Some(json!("Dedicated"))
+    })
+    .await;
+
+    let app_secrets: Api<Secret> = Api::namespaced(app.clone(), consumer);
+    let provider_secrets: Api<Secret> = Api::namespaced(provider.clone(), service);
+    provider_secrets
+        .create(&PostParams::default(), &opaque("from-provider", "one"))
+        .await
+        .unwrap();
+    app_secrets
+        .create(&PostParams::default(), &opaque("from-app", "one"))
+        .await
+        .unwrap();
+    step(
+        k,
+        &format!("claimed Secrets mirrored between {consumer} and {service}"),
+        || async {
+            value_of(&app_secrets, "from-provider").await.as_deref() == Some("one")
+                && value_of(&provider_secrets, "from-app").await.as_deref() == Some("one")
+        },
+    )
+    .await;
+
+    let two = Patch::Merge(json!({"stringData": {"value": "two"}}));
+    provider_secrets
+        .patch("from-provider", &PatchParams::default(), &two)
+        .await
+        .unwrap();
+    app_secrets
+        .patch("from-app", &PatchParams::default(), &two)
+        .await
+        .unwrap();
+    step(
+        k,
+        &format!("owner changes mirrored between {consumer} and {service}"),
+        || async {
+            value_of(&app_secrets, "from-provider").await.as_deref() == Some("two")
+                && value_of(&provider_secrets, "from-app").await.as_deref() == Some("two")
+        },
+    )
+    .await;
+
+    provider_secrets
+        .delete("from-provider", &DeleteParams::default())
+        .await
+        .unwrap();
+    app_secrets
+        .delete("from-app", &DeleteParams::default())
+        .await
+        .unwrap();
+    step(
+        k,
+        &format!("mirrors deleted in {consumer} and {service}"),
+        || async {
+            app_secrets
+                .get_opt("from-provider")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                && provider_secrets
+                    .get_opt("from-app")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+        },
+    )
+    .await;
+}
+
+/// Asserts that every Secret request `user` made went to one of `namespaces` (none
+/// cluster-wide) and that none was denied, and that the claims exercised each verb there.
+async fn assert_secrets_only_in(cluster: &Cluster, user: &str, namespaces: &[&str], stderr: &str) {
+    let denials = denied(cluster, user).await;
+    assert!(
+        denials.is_empty(),
+        "denied to {user}: {denials:#?}\n--- konnector stderr ---\n{}",
+        tail(stderr)
+    );
+    assert_exercised(
+        cluster,
+        user,
+        &[
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "secrets"),
+            ("patch", "secrets"),
+            ("update", "secrets"),
+            ("delete", "secrets"),
+        ],
+    )
+    .await;
+    let outside: BTreeSet<String> = requests_of(cluster, user)
+        .await
+        .into_iter()
+        .filter(|r| r.resource == "secrets" && !namespaces.contains(&r.namespace.as_str()))
+        .map(|r| format!("{} {}?{}", r.verb, r.path, r.query))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{user} asked for Secrets outside {namespaces:?}: {outside:#?}"
+    );
+}
+
+/// Default mode, claimed Secrets per consumer namespace (`ci/default-claims-namespaces-values.yaml`):
+/// in the app cluster the chart's ServiceAccount may touch Secrets only in the consumer
+/// namespaces it serves, `team-a` (listed in values, bound by the chart) and `team-b` (bound
+/// by its creator with the README's RoleBinding), and claims still sync both ways there.
+async fn default_mode_claims_only_in_served_namespaces(backend: Backend) {
+    let docs = rendered("default-claims-namespaces");
+    let (app, provider) = tokio::join!(
+        rbac_cluster(backend, "app", &[SA]),
+        Cluster::start_on(backend, "provider", &[])
+    );
+    let provider = provider.unwrap();
+    let app_admin = app.client().await.unwrap();
+    let provider_admin = provider.client().await.unwrap();
+
+    // The listed namespace exists before `helm install` (Helm does not create it).
+    for ns in [BIND_NS, LISTED, UNSERVED] {
+        create_namespace(&app_admin, ns).await;
+    }
+    load_chart_rbac(&app, &app_admin, &docs, labelled_bound_role(false)).await;
+    let sa = service_account(&app, BIND_NS, SA_NAME).await;
+    let provider_kubeconfig = kubeconfig_in(&provider, KONNECTOR_USER, P).unwrap();
+    provider_world(&provider_admin, P, "kubeconfig", &provider_kubeconfig).await;
+    Api::<Secret>::namespaced(app_admin.clone(), BIND_NS)
+        .create(
+            &PostParams::default(),
+            &kubeconfig_secret("kubeconfig", &provider_kubeconfig),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(app_admin.clone(), UNSERVED)
+        .create(&PostParams::default(), &opaque("private", "team-c"))
+        .await
+        .unwrap();
+    let provider_backend = tokio::spawn(map_namespaces(provider_admin.clone(), P));
+
+    // A user creates consumer namespace team-b and grants the konnector its claims there.
+    create_namespace(&app_admin, HOOKED).await;
+    let rb = claims_role_binding(&docs, LISTED, HOOKED);
+    create_dynamic(&app_admin, &rbac_resource("RoleBinding"), rb).await;
+    wait_allowed(backend, &app_admin, SA, HOOKED).await;
+
+    let dir = TempDir::new("konnector-claims-rbac").unwrap();
+    let kubeconfig = dir.write("app-sa.kubeconfig", &sa.kubeconfig).unwrap();
+    let port = free_port().unwrap();
+    let args = konnector_args(&docs, &kubeconfig, port);
+    let mut k = Konnector::spawn_with_env(
+        BIN,
+        &args,
+        &dir,
+        &[("POD_NAME", "konnector-0"), ("POD_NAMESPACE", BIND_NS)],
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!("konnector not ready under the chart's RBAC: {e}");
+    }
+    let bindings = bindings_api(&app_admin, BIND_NS);
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding_with_claims(BIND_NS, "kubeconfig"),
+        )
+        .await
+        .unwrap();
+    ready_and_connected(&k, &bindings).await;
+    for consumer in [LISTED, HOOKED] {
+        let service = format!("{P}-{consumer}");
+        claimed_secrets_both_ways(&k, &app_admin, &provider_admin, consumer, &service).await;
+    }
+    let stderr = k.stderr();
+    stop(k).await;
+    provider_backend.abort();
+
+    // Secrets only in the bindings' namespace and the served consumer namespaces, all allowed.
+    assert_secrets_only_in(&app, SA, &[BIND_NS, LISTED, HOOKED], &stderr).await;
+
+    // Nothing beyond: Secrets of an unserved namespace and every Secret of the cluster.
+    let sa = client_from(&sa.kubeconfig).await;
+    let unserved: Api<Secret> = Api::namespaced(sa.clone(), UNSERVED);
+    assert!(
+        is_forbidden(unserved.get("private").await),
+        "get in {UNSERVED}"
+    );
+    assert!(is_forbidden(unserved.list(&ListParams::default()).await));
+    assert!(is_forbidden(
+        unserved
+            .patch(
+                "private",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"value": "x"}}))
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        unserved.delete("private", &DeleteParams::default()).await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+    ));
+    // The served namespaces remain open to it.
+    assert!(
+        Api::<Secret>::namespaced(sa, HOOKED)
+            .list(&ListParams::default())
+            .await
+            .is_ok()
+    );
+}
+
+/// Control-plane mode, claimed Secrets per service namespace (the default there;
+/// `ci/control-plane-claims-values.yaml`), on a control plane shared with another tenant: the
+/// konnector of app cluster `team-a/app-1` syncs claimed Secrets both ways between its consumer
+/// namespaces and its service namespaces (`<root>-team-a` listed in values, `<root>-team-b`
+/// bound by the backend with the README's RoleBinding when it creates it), and with its own
+/// token it can neither read nor rewrite the other tenant's Secrets: its app cluster
+/// kubeconfig in `klutch-bind-team-b-app-2` or anything in that tenant's service namespaces.
+/// In the app cluster the kubeconfig's user holds the claimed rights only in the consumer
+/// namespaces, as the README shows.
+async fn control_plane_mode_claims_do_not_reach_other_tenants(backend: Backend) {
+    let docs = rendered("control-plane-claims");
+    let (cp, app) = tokio::join!(
+        rbac_cluster(backend, "control-plane", &[CP_SA]),
+        rbac_cluster(backend, "app", &[APP_USER])
+    );
+    let cp_admin = cp.client().await.unwrap();
+    let app_admin = app.client().await.unwrap();
+    let (app_user, subject) = app_identity(&app).await;
+    for o in app_user_rbac(subject.clone()) {
+        create_dynamic(&app_admin, &resource_of(&o), o).await;
+    }
+    // App cluster: the claimed rights of the kubeconfig's user only in the consumer namespaces.
+    create_dynamic(
+        &app_admin,
+        &rbac_resource("ClusterRole"),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "klutch-konnector-app-claimed"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]}),
+    )
+    .await;
+    for ns in [LISTED, HOOKED, UNSERVED] {
+        create_namespace(&app_admin, ns).await;
+    }
+    for ns in [LISTED, HOOKED] {
+        create_dynamic(
+            &app_admin,
+            &rbac_resource("RoleBinding"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "klutch-konnector-app-claimed", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "klutch-konnector-app-claimed"},
+                "subjects": [subject.clone()]}),
+        )
+        .await;
+        wait_allowed(backend, &app_admin, &app_user.user, ns).await;
+    }
+    Api::<Secret>::namespaced(app_admin.clone(), UNSERVED)
+        .create(&PostParams::default(), &opaque("private", "team-c"))
+        .await
+        .unwrap();
+
+    // The other tenant: its root namespace with its app kubeconfig Secret and one service
+    // namespace with a claimed Secret of its own.
+    let other_service = format!("{OTHER_ROOT}-team-a");
+    for ns in [OTHER_ROOT, other_service.as_str()] {
+        create_namespace(&cp_admin, ns).await;
+    }
+    Api::<Secret>::namespaced(cp_admin.clone(), OTHER_ROOT)
+        .create(
+            &PostParams::default(),
+            &kubeconfig_secret(OTHER_SECRET, "the other tenant's app cluster"),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(cp_admin.clone(), &other_service)
+        .create(&PostParams::default(), &opaque("creds", "team-b"))
+        .await
+        .unwrap();
+
+    // This tenant, as the backend leaves it; the listed service namespace exists before
+    // `helm install` (Helm does not create it).
+    provider_world(&cp_admin, ROOT, APP_SECRET, &app_user.kubeconfig).await;
+    install_crd(&cp_admin, konnector_api::crds::api_service_binding())
+        .await
+        .unwrap();
+    let listed_service = format!("{ROOT}-{LISTED}");
+    create_namespace(&cp_admin, &listed_service).await;
+    load_chart_rbac(&cp, &cp_admin, &docs, labelled_bound_role(true)).await;
+    let cp_sa = service_account(&cp, ROOT, SA_NAME).await;
+    // The hook as the README shows it, for this release, is the chart's own RoleBinding.
+    let readme_rb = readme_claims_role_binding(&listed_service);
+    let chart_rb = claims_role_binding(&docs, &listed_service, &listed_service);
+    assert_eq!(
+        (
+            &readme_rb["roleRef"],
+            &readme_rb["subjects"],
+            &readme_rb["metadata"]["name"]
+        ),
+        (
+            &chart_rb["roleRef"],
+            &chart_rb["subjects"],
+            &chart_rb["metadata"]["name"]
+        ),
+        "the README's RoleBinding is the chart's"
+    );
+    let cp_backend = tokio::spawn(map_namespaces_granting_claims(
+        backend,
+        cp_admin.clone(),
+        ROOT,
+        readme_rb,
+        CP_SA.to_string(),
+    ));
+
+    let dir = TempDir::new("konnector-claims-rbac-cp").unwrap();
+    let kubeconfig = dir.write("cp-sa.kubeconfig", &cp_sa.kubeconfig).unwrap();
+    let port = free_port().unwrap();
+    let args = konnector_args(&docs, &kubeconfig, port);
+    let mut k = Konnector::spawn_with_env(
+        BIN,
+        &args,
+        &dir,
+        &[("POD_NAME", "konnector-0"), ("POD_NAMESPACE", ROOT)],
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!("konnector not ready under the chart's RBAC: {e}");
+    }
+    let bindings = bindings_api(&cp_admin, ROOT);
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding_with_claims(ROOT, APP_SECRET),
+        )
+        .await
+        .unwrap();
+    ready_and_connected(&k, &bindings).await;
+    for consumer in [LISTED, HOOKED] {
+        let service = format!("{ROOT}-{consumer}");
+        claimed_secrets_both_ways(&k, &app_admin, &cp_admin, consumer, &service).await;
+    }
+    let stderr = k.stderr();
+    stop(k).await;
+    cp_backend.abort();
+
+    // Enough, and namespaced: on the control plane Secrets only in the root namespace (the app
+    // kubeconfig, by name) and the two service namespaces; in the app cluster only in the two
+    // consumer namespaces. Nothing was denied.
+    let hooked_service = format!("{ROOT}-{HOOKED}");
+    assert_secrets_only_in(
+        &cp,
+        CP_SA,
+        &[ROOT, listed_service.as_str(), hooked_service.as_str()],
+        &stderr,
+    )
+    .await;
+    assert_secrets_only_in(&app, &app_user.user, &[LISTED, HOOKED], &stderr).await;
+
+    // No reach into the other tenant, with the konnector's own token.
+    let sa = client_from(&cp_sa.kubeconfig).await;
+    let other_root: Api<Secret> = Api::namespaced(sa.clone(), OTHER_ROOT);
+    let theirs = Api::<Secret>::namespaced(cp_admin.clone(), OTHER_ROOT)
+        .get(OTHER_SECRET)
+        .await
+        .unwrap();
+    assert!(
+        is_forbidden(other_root.get(OTHER_SECRET).await),
+        "get of the other tenant's kubeconfig Secret"
+    );
+    assert!(is_forbidden(other_root.list(&ListParams::default()).await));
+    let mut rewritten = theirs.clone();
+    rewritten.string_data = Some([("kubeconfig".to_string(), "stolen".to_string())].into());
+    assert!(
+        is_forbidden(
+            other_root
+                .replace(OTHER_SECRET, &PostParams::default(), &rewritten)
+                .await
+        ),
+        "update of the other tenant's kubeconfig Secret"
+    );
+    assert!(is_forbidden(
+        other_root
+            .patch(
+                OTHER_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"kubeconfig": "stolen"}}))
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        other_root
+            .delete(OTHER_SECRET, &DeleteParams::default())
+            .await
+    ));
+    let other_claims: Api<Secret> = Api::namespaced(sa.clone(), &other_service);
+    assert!(is_forbidden(other_claims.get("creds").await));
+    assert!(is_forbidden(
+        other_claims.list(&ListParams::default()).await
+    ));
+    assert!(is_forbidden(
+        other_claims
+            .create(&PostParams::default(), &opaque("planted", "x"))
+            .await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+    ));
+    let after = Api::<Secret>::namespaced(cp_admin.clone(), OTHER_ROOT)
+        .get(OTHER_SECRET)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.metadata.resource_version, theirs.metadata.resource_version,
+        "the other tenant's kubeconfig Secret is untouched"
+    );
+    // Its own service namespaces remain open to it.
+    assert!(
+        Api::<Secret>::namespaced(sa, &hooked_service)
+            .list(&ListParams::default())
+            .await
+            .is_ok()
+    );
+
+    // In the app cluster: no Secrets outside the served consumer namespaces either.
+    let app_client = client_from(&app_user.kubeconfig).await;
+    let unserved: Api<Secret> = Api::namespaced(app_client.clone(), UNSERVED);
+    assert!(is_forbidden(unserved.get("private").await));
+    assert!(is_forbidden(unserved.list(&ListParams::default()).await));
+    assert!(is_forbidden(
+        Api::<Secret>::all(app_client)
+            .list(&ListParams::default())
+            .await
+    ));
+}
+
 e2e::on_both_backends!(
     default_mode_happy_path_under_the_charts_rbac,
     control_plane_mode_happy_path_under_the_charts_rbac,
+    default_mode_claims_only_in_served_namespaces,
+    control_plane_mode_claims_do_not_reach_other_tenants,
 );
