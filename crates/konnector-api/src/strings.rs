@@ -138,6 +138,9 @@ pub mod reasons {
     pub const KUBECONFIG_SECRET_NOT_FOUND: &str = "KubeconfigSecretNotFound";
     /// `SecretValid=False`: the binding's kubeconfig Secret lacks the key or does not parse.
     pub const KUBECONFIG_SECRET_INVALID: &str = "KubeconfigSecretInvalid";
+    /// `SecretValid=False`: the API server refuses the konnector the binding's kubeconfig Secret
+    /// (403, 401); the message is the server's. Not in the reference, which sets no condition.
+    pub const KUBECONFIG_SECRET_UNREADABLE: &str = "KubeconfigSecretUnreadable";
     /// `InformersSynced=False`: caches did not sync in time.
     pub const INFORMER_SYNC_TIMEOUT: &str = "InformerSyncTimeout";
     /// `Heartbeating=False`: the ClusterBinding status write failed.

@@ -4,6 +4,10 @@
 //! the provider session for that endpoint and namespace (one session per distinct endpoint,
 //! reference-counted by its bindings, rebuilt when credentials change), and releases the session
 //! when the binding goes. Only the Secrets bindings reference are watched, each by name.
+//!
+//! It also starts the Event recorders of the clusters it talks to (registered in
+//! [`WatchHub::events`]) and records on the bindings what it sees itself: a Secret that turns
+//! invalid or unreadable, and credential reloads and rejections.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -18,17 +22,20 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use konnector_api::conditions::{Condition, Severity};
-use konnector_api::strings::condition_types::CONNECTED;
+use konnector_api::events::{actions, reasons as event_reasons};
+use konnector_api::strings::condition_types::{CONNECTED, SECRET_VALID};
 use konnector_api::strings::controllers::KONNECTOR as KONNECTOR_CONTROLLER;
 use konnector_api::strings::reasons;
 
+use crate::plan::events::turned_false;
 use crate::plan::status::{SecretCheck, secret_valid};
 use crate::runtime::Cluster;
 use crate::runtime::contain::contain;
+use crate::runtime::events::{APP_CLUSTER, BINDING_CLUSTER, EventSink, EventType};
 use crate::runtime::queue::WorkQueue;
 use crate::runtime::session::{ProviderSession, SessionSpec};
 use crate::runtime::status_writer::{BindingKey, BindingStatusWriter};
-use crate::runtime::watch::{Change, Scope, SharedWatch, WatchHub};
+use crate::runtime::watch::{Change, Scope, SharedWatch, WatchError, WatchHub};
 
 /// Where bindings live and how provider sessions are found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +107,35 @@ fn app_kubeconfig_condition(
     }
 }
 
+/// The Event a credential event is worth on every binding: `(type, reason, note)`. Every
+/// binding is concerned, since they all use the rotated cluster (the app cluster, or the
+/// control plane that is binding cluster and provider at once).
+fn credential_event(
+    event: &cluster_topology::CredentialEvent,
+) -> (EventType, &'static str, String) {
+    use cluster_topology::CredentialEvent;
+    match event {
+        CredentialEvent::Reloaded { role, secret, .. } => (
+            EventType::Normal,
+            event_reasons::CREDENTIAL_RELOADED,
+            format!(
+                "The {role} cluster kubeconfig in secret {secret} changed; the konnector now uses the new credentials."
+            ),
+        ),
+        CredentialEvent::Rejected {
+            role,
+            secret,
+            reason,
+        } => (
+            EventType::Warning,
+            event_reasons::CREDENTIAL_REJECTED,
+            format!(
+                "The {role} cluster kubeconfig in secret {secret} was rejected ({reason}); the last good kubeconfig is still in use."
+            ),
+        ),
+    }
+}
+
 /// Whether the engine's root caches have synced (for `/healthz` and `/readyz`).
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -139,6 +175,11 @@ struct State {
     sessions: HashMap<SessionKey, SessionEntry>,
     binding_session: HashMap<BindingKey, SessionKey>,
     secret_watches: BTreeMap<(String, String), Arc<SharedWatch>>,
+    /// The `SecretValid=False` message last recorded as an Event per binding, so that a
+    /// re-reconcile before the status write lands does not record it twice.
+    secret_events: HashMap<BindingKey, String>,
+    /// Records Events about bindings (in the binding cluster).
+    events: EventSink,
 }
 
 impl Engine {
@@ -210,6 +251,8 @@ impl Engine {
             sessions: HashMap::new(),
             binding_session: HashMap::new(),
             secret_watches: BTreeMap::new(),
+            secret_events: HashMap::new(),
+            events: self.start_event_sinks(),
         };
         bindings.ready().await;
         self.readiness.0.store(true, Ordering::Relaxed);
@@ -239,6 +282,12 @@ impl Engine {
                                 binding.metadata.name.clone().unwrap_or_default(),
                             );
                             status.report(&key, vec![condition.clone()], None);
+                        }
+                    }
+                    if let Some(event) = &event {
+                        let (type_, reason, note) = credential_event(event);
+                        for binding in bindings.list_as::<APIServiceBinding>() {
+                            state.events.resource(&binding, type_, reason, actions::RELOAD_CREDENTIALS, note.clone());
                         }
                     }
                 }
@@ -277,6 +326,63 @@ impl Engine {
         }
     }
 
+    /// Starts the Event recorders of the binding and app clusters (one recorder when they are
+    /// the same cluster, in default mode) unless an embedder registered its own; the binding
+    /// cluster's.
+    fn start_event_sinks(&self) -> EventSink {
+        let sinks = self.hub.events();
+        let leadership = self.hub.leadership().clone();
+        let binding = sinks.get_or_register(BINDING_CLUSTER, || {
+            EventSink::start(self.binding.clone(), leadership.clone())
+        });
+        match &self.options.mode {
+            EngineMode::Default => {
+                sinks.get_or_register(APP_CLUSTER, || binding.clone());
+            }
+            EngineMode::ControlPlane { .. } => {
+                sinks.get_or_register(APP_CLUSTER, || {
+                    EventSink::start(self.app.clone(), leadership)
+                });
+            }
+        }
+        binding
+    }
+
+    /// Reports `SecretValid` and records a Warning Event (`reason`) when it turned False or its
+    /// message changed.
+    fn report_secret(
+        key: &BindingKey,
+        binding: &APIServiceBinding,
+        condition: Condition,
+        status: &BindingStatusWriter,
+        state: &mut State,
+        (reason, action): (&str, &str),
+    ) {
+        let stored = binding
+            .status
+            .as_ref()
+            .and_then(|s| konnector_api::conditions::get(&s.conditions, SECRET_VALID));
+        if condition.status == konnector_api::conditions::ConditionStatus::False {
+            if turned_false(stored, &condition)
+                && state.secret_events.get(key) != Some(&condition.message)
+            {
+                state.events.resource(
+                    binding,
+                    EventType::Warning,
+                    reason,
+                    action,
+                    condition.message.clone(),
+                );
+                state
+                    .secret_events
+                    .insert(key.clone(), condition.message.clone());
+            }
+        } else {
+            state.secret_events.remove(key);
+        }
+        status.report(key, vec![condition], None);
+    }
+
     fn secret_watch(
         &self,
         state: &mut State,
@@ -307,6 +413,18 @@ impl Engine {
                 }
             }
         });
+        // A failing list or watch (e.g. 403: the konnector may not read the Secret) is reported
+        // on the bindings, and so is its recovery.
+        let mut errors = watch.errors();
+        let notify_errors = notify.clone();
+        let errors_id = id.clone();
+        tokio::spawn(async move {
+            while errors.changed().await.is_ok() {
+                if notify_errors.send(errors_id.clone()).is_err() {
+                    break;
+                }
+            }
+        });
         // Tell the bindings once the first list arrived, so a missing Secret is reported.
         let ready = watch.clone();
         let notify_ready = notify.clone();
@@ -332,17 +450,40 @@ impl Engine {
             tracing::info!(cluster = "binding", kind = "APIServiceBinding", namespace = %key.0, name = %key.1, "binding deleted, releasing its provider session");
             self.release(key, state, true).await;
             status.forget(key);
+            state.secret_events.remove(key);
             self.prune_secret_watches(bindings, state);
             return;
         };
         let secret_ref = binding.spec.kubeconfig_secret_ref.clone();
         let watch = self.secret_watch(state, &secret_ref.namespace, &secret_ref.name, secret_tx);
+        if let Some(denied) = watch.last_error().filter(WatchError::is_denied) {
+            // The server refuses the Secret (403, 401): say so with its message. A running
+            // session keeps its last good credentials; the watch retries with backoff and its
+            // recovery re-enqueues the binding.
+            let condition = secret_valid(&secret_ref, &SecretCheck::Unreadable(denied.message));
+            Self::report_secret(
+                key,
+                &binding,
+                condition,
+                status,
+                state,
+                (event_reasons::WATCH_FORBIDDEN, actions::WATCH),
+            );
+            return;
+        }
         if !watch.is_ready() {
             return; // Re-enqueued when the Secret watch has listed.
         }
         let secret = watch.get_as::<Secret>(Some(&secret_ref.namespace), &secret_ref.name);
         let (check, endpoint) = self.check_secret(&secret_ref.key, secret.as_ref());
-        status.report(key, vec![secret_valid(&secret_ref, &check)], None);
+        Self::report_secret(
+            key,
+            &binding,
+            secret_valid(&secret_ref, &check),
+            status,
+            state,
+            (event_reasons::SECRET_INVALID, actions::READ_SECRET),
+        );
         let Some((endpoint, spec)) = endpoint else {
             // Invalid: keep any running session (last good credentials) until the Secret is fixed.
             return;
@@ -352,6 +493,19 @@ impl Engine {
                 entry.session.binding_changed(key);
             }
             return;
+        }
+        if state.binding_session.contains_key(key) {
+            // The Secret now holds other credentials (or another endpoint): a rotation.
+            state.events.resource(
+                &binding,
+                EventType::Normal,
+                event_reasons::CREDENTIAL_RELOADED,
+                actions::RELOAD_CREDENTIALS,
+                format!(
+                    "Kubeconfig secret {} changed; the binding now uses its new credentials.",
+                    secret_ref.namespaced_name()
+                ),
+            );
         }
         self.release(key, state, false).await;
         let entry = state.sessions.entry(endpoint.clone()).or_insert_with(|| {
@@ -406,36 +560,37 @@ impl Engine {
             return (SecretCheck::MissingKey, None);
         };
         match &self.options.mode {
-            EngineMode::Default => match parse_kubeconfig(&bytes.0, NamespaceRequirement::Required)
-            {
-                Err(e) => (SecretCheck::Invalid(e.to_string()), None),
-                Ok(parsed) => {
-                    let namespace = parsed.namespace.clone().unwrap_or_default();
-                    let endpoint = parsed.endpoint(&namespace);
-                    match cluster_topology::build_client(parsed.config) {
-                        Err(e) => (SecretCheck::Invalid(e.to_string()), None),
-                        Ok(client) => (
-                            SecretCheck::Valid,
-                            Some((
-                                SessionKey::Endpoint(endpoint.clone()),
-                                SessionSpec {
-                                    provider_id: format!("provider:{}", endpoint.as_str()),
-                                    provider: Cluster::Fixed(client),
-                                    provider_namespace: namespace,
-                                    mirror_kubeconfig_secret: true,
-                                },
-                            )),
-                        ),
+            EngineMode::Default => {
+                match load_kubeconfig(&bytes.0, NamespaceRequirement::Required) {
+                    Err(e) => (SecretCheck::Invalid(e), None),
+                    Ok(parsed) => {
+                        let namespace = parsed.namespace.clone().unwrap_or_default();
+                        let endpoint = parsed.endpoint(&namespace);
+                        match cluster_topology::build_client(parsed.config) {
+                            Err(e) => (SecretCheck::Invalid(e.to_string()), None),
+                            Ok(client) => (
+                                SecretCheck::Valid,
+                                Some((
+                                    SessionKey::Endpoint(endpoint.clone()),
+                                    SessionSpec {
+                                        provider_id: format!("provider:{}", endpoint.as_str()),
+                                        provider: Cluster::Fixed(client),
+                                        provider_namespace: namespace,
+                                        mirror_kubeconfig_secret: true,
+                                    },
+                                )),
+                            ),
+                        }
                     }
                 }
-            },
+            }
             EngineMode::ControlPlane {
                 binding_root_namespace,
             } => {
                 // The Secret only has to be a kubeconfig; the control plane itself is the provider,
                 // so every binding shares one session for the root namespace (K6).
-                match parse_kubeconfig(&bytes.0, NamespaceRequirement::Optional) {
-                    Err(e) => (SecretCheck::Invalid(e.to_string()), None),
+                match load_kubeconfig(&bytes.0, NamespaceRequirement::Optional) {
+                    Err(e) => (SecretCheck::Invalid(e), None),
                     Ok(_) => (
                         SecretCheck::Valid,
                         Some((
@@ -480,5 +635,152 @@ impl Engine {
             })
             .collect();
         state.secret_watches.retain(|id, _| referenced.contains(id));
+    }
+}
+
+/// A binding's kubeconfig, or what is wrong with it (never its contents).
+fn load_kubeconfig(
+    bytes: &[u8],
+    namespace: NamespaceRequirement,
+) -> Result<cluster_topology::ParsedKubeconfig, String> {
+    let parsed = parse_kubeconfig(bytes, namespace).map_err(|e| e.to_string())?;
+    match missing_user(bytes) {
+        Some(problem) => Err(problem),
+        None => Ok(parsed),
+    }
+}
+
+/// The problem of a kubeconfig whose current context names a user it does not define. The
+/// loader, like client-go, connects anonymously then; for a binding's kubeconfig that is a typo
+/// or a cut-off file, and anonymous requests fail at the provider with a less helpful error.
+fn missing_user(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text).ok()?;
+    let current = kubeconfig.current_context.as_deref()?;
+    let context = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == current)?
+        .context
+        .as_ref()?;
+    let user = context.user.as_deref().filter(|u| !u.is_empty())?;
+    (!kubeconfig.auth_infos.iter().any(|u| u.name == user))
+        .then(|| format!("user \"{user}\" of context \"{current}\" not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: p
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: c
+  context:
+    cluster: p
+    user: u
+    namespace: kube-bind-p
+current-context: c
+users:
+- name: u
+  user:
+    token: s3cr3t-t0ken
+";
+
+    fn problem(text: &str) -> String {
+        match load_kubeconfig(text.as_bytes(), NamespaceRequirement::Required) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_malformed_kubeconfig_says_what_is_wrong() {
+        assert!(load_kubeconfig(GOOD.as_bytes(), NamespaceRequirement::Required).is_ok());
+        let cases = [
+            ("not: [yaml".to_string(), "couldn't parse kubeconfig"),
+            (String::new(), "no configuration has been provided"),
+            (
+                GOOD.replace("- name: p\n  cluster:\n    server: https://127.0.0.1:6443\n", ""),
+                "cluster \"p\" of context \"c\" not found",
+            ),
+            (
+                GOOD.replace("current-context: c\n", ""),
+                "current context \"\" not found",
+            ),
+            (
+                GOOD.replace("    cluster: p\n", "    cluster: q\n"),
+                "cluster \"q\" of context \"c\" not found",
+            ),
+            (
+                GOOD.replace("    user: u\n", "    user: nobody\n"),
+                "user \"nobody\" of context \"c\" not found",
+            ),
+            (
+                GOOD.replace("    server: https://127.0.0.1:6443\n", "    insecure-skip-tls-verify: true\n"),
+                "cluster \"p\" has no server",
+            ),
+            (
+                GOOD.replace(
+                    "    server: https://127.0.0.1:6443\n",
+                    "    server: https://127.0.0.1:6443\n    certificate-authority-data: '%%%'\n",
+                ),
+                "certificate-authority-data of cluster \"p\" is not valid base64",
+            ),
+            (
+                GOOD.replace(
+                    "    server: https://127.0.0.1:6443\n",
+                    "    server: https://127.0.0.1:6443\n    certificate-authority-data: bm90IGEgY2VydGlmaWNhdGU=\n",
+                ),
+                "certificate authority of cluster \"p\" contains no PEM certificate",
+            ),
+            (
+                GOOD.replace("    namespace: kube-bind-p\n", ""),
+                "current context \"c\" has no namespace set",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = problem(&text);
+            assert!(
+                message.contains(expected),
+                "{message:?} does not say {expected:?}"
+            );
+            assert!(!message.contains("s3cr3t"), "{message:?}");
+        }
+        // Control-plane mode: the namespace is optional, a missing user is still wrong.
+        let no_ns = GOOD.replace("    namespace: kube-bind-p\n", "");
+        assert!(load_kubeconfig(no_ns.as_bytes(), NamespaceRequirement::Optional).is_ok());
+        let no_user = no_ns.replace("    user: u\n", "    user: nobody\n");
+        assert!(load_kubeconfig(no_user.as_bytes(), NamespaceRequirement::Optional).is_err());
+        // A context without a user is anonymous access, as in client-go.
+        let anonymous = GOOD.replace("    user: u\n", "");
+        assert!(load_kubeconfig(anonymous.as_bytes(), NamespaceRequirement::Required).is_ok());
+    }
+
+    #[test]
+    fn credential_events_say_which_secret_and_what_happens_now() {
+        use cluster_topology::{CredentialEvent, RejectReason, Role, SecretKeyRef};
+        let secret = SecretKeyRef::new("root", "app-kubeconfig", "kubeconfig");
+        let (type_, reason, note) = credential_event(&CredentialEvent::Rejected {
+            role: Role::App,
+            secret: secret.clone(),
+            reason: RejectReason::SecretNotFound,
+        });
+        assert_eq!((type_, reason), (EventType::Warning, "CredentialRejected"));
+        assert_eq!(
+            note,
+            "The app cluster kubeconfig in secret root/app-kubeconfig was rejected (secret not found); the last good kubeconfig is still in use."
+        );
+        let (type_, reason, _) = credential_event(&CredentialEvent::Reloaded {
+            role: Role::App,
+            secret,
+            generation: 2,
+            at: Default::default(),
+        });
+        assert_eq!((type_, reason), (EventType::Normal, "CredentialReloaded"));
     }
 }

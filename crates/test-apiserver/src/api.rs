@@ -220,6 +220,20 @@ impl Selectors {
         match (def.group.as_str(), def.kind.as_str()) {
             ("", "Secret") => supported.push("type"),
             ("", "Namespace") => supported.push("status.phase"),
+            // What `kubectl describe` selects an object's Events by (and `events.k8s.io`'s
+            // `regarding.*`, translated to these on the way in).
+            ("", "Event") => supported.extend([
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "type",
+            ]),
             _ => {}
         }
         let fields = FieldSelector::parse_with(

@@ -2,6 +2,8 @@
 //! stores them once and converts field names, so an Event recorded through either API shows up in
 //! both (e.g. kube-runtime's recorder writes `events.k8s.io`, `kubectl get events` reads core).
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 /// `(core v1 field, events.k8s.io/v1 field)`; every other field has the same name in both.
@@ -41,6 +43,29 @@ pub fn to_core(new: &Value) -> Value {
     convert(new, false)
 }
 
+/// The query of an `events.k8s.io/v1` list or watch with its field selector in core field
+/// names (`regarding.name` -> `involvedObject.name`, `reportingController` ->
+/// `reportingComponent`), as the real server's field label conversion does.
+pub fn query_to_core(query: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut query = query.clone();
+    if let Some(selector) = query.get_mut("fieldSelector") {
+        *selector = selector
+            .split(',')
+            .map(|term| {
+                if let Some(rest) = term.strip_prefix("regarding.") {
+                    format!("involvedObject.{rest}")
+                } else if let Some(rest) = term.strip_prefix("reportingController") {
+                    format!("reportingComponent{rest}")
+                } else {
+                    term.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    query
+}
+
 /// Converts a response (an Event, an EventList or a Status) to `events.k8s.io/v1`.
 pub fn response_to_new(value: Value) -> Value {
     match value.get("kind").and_then(Value::as_str) {
@@ -56,5 +81,22 @@ pub fn response_to_new(value: Value) -> Value {
             v
         }
         _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_selectors_are_converted_to_core_names() {
+        let query = HashMap::from([(
+            "fieldSelector".to_owned(),
+            "regarding.name=x,reportingController=c,type=Warning".to_owned(),
+        )]);
+        assert_eq!(
+            query_to_core(&query)["fieldSelector"],
+            "involvedObject.name=x,reportingComponent=c,type=Warning"
+        );
     }
 }

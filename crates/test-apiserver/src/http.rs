@@ -276,6 +276,13 @@ async fn serve(
     }
     // events.k8s.io/v1 Events are stored as core Events and converted on the way in and out.
     let alias = def.alias_of.is_some();
+    let core_query;
+    let query = if alias {
+        core_query = crate::events::query_to_core(query);
+        &core_query
+    } else {
+        query
+    };
     let (def, version) = match def.alias_of {
         Some(target) => {
             let store = shared

@@ -35,6 +35,8 @@ pub enum SecretCheck {
     MissingKey,
     /// The kubeconfig does not load; the text says why (never its contents).
     Invalid(String),
+    /// The API server refuses to let the konnector read the Secret; the server's message.
+    Unreadable(String),
     /// Usable.
     Valid,
 }
@@ -64,6 +66,12 @@ pub fn secret_valid(secret_ref: &ClusterSecretKeyRef, check: &SecretCheck) -> Co
         SecretCheck::Invalid(err) => invalid(format!(
             "Kubeconfig secret {id} has an invalid kubeconfig: {err}"
         )),
+        SecretCheck::Unreadable(err) => Condition::false_(
+            SECRET_VALID,
+            reasons::KUBECONFIG_SECRET_UNREADABLE,
+            Severity::Error,
+            format!("Kubeconfig secret {id} cannot be read: {err}"),
+        ),
         SecretCheck::Valid => Condition::true_(SECRET_VALID),
     }
 }
@@ -603,6 +611,17 @@ mod tests {
         assert_eq!(
             c.message,
             "Kubeconfig secret klutch-bind/kubeconfig has an invalid kubeconfig: current context \"x\" has no namespace set"
+        );
+        let c = secret_valid(
+            &r,
+            &SecretCheck::Unreadable("secrets \"kubeconfig\" is forbidden".into()),
+        );
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            (
+                "KubeconfigSecretUnreadable",
+                "Kubeconfig secret klutch-bind/kubeconfig cannot be read: secrets \"kubeconfig\" is forbidden"
+            )
         );
         assert_eq!(
             secret_valid(&r, &SecretCheck::Valid).status,
