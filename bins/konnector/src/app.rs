@@ -63,8 +63,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let topology = Topology::connect(TopologyOptions {
             kubeconfig: cli.kubeconfig_path(),
             mode: mode.clone(),
+            client: cli.client_options(),
         })
         .await?;
+        // Throttling, transport errors and reachability of the local clusters' clients (one
+        // label per cluster: `app` in default mode; `binding` and `app` in control-plane mode).
+        for health in [topology.binding().health(), topology.app().health()] {
+            metrics.register_client(health.label(), &health);
+        }
         match &mode {
             Mode::Default => {
                 crd::bootstrap(

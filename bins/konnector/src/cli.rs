@@ -2,13 +2,14 @@
 //!
 //! The names and defaults are the reference's so that a deployment of the Go konnector keeps
 //! working when its image is swapped. Only `--health-probe-bind-address` and
-//! `--metrics-bind-address` are new (decisions H1).
+//! `--metrics-bind-address` (decisions H1) and `--max-concurrent-requests` are new.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
-use cluster_topology::ModeFlags;
+use cluster_topology::{ClientOptions, ModeFlags};
 
 /// Log output format (`--logging-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +71,13 @@ pub struct Cli {
     #[arg(long, default_value = ":8081")]
     pub metrics_bind_address: String,
 
+    /// Most API requests in flight at once per cluster (the app cluster, each provider, the
+    /// control plane), not counting watches. When an API server throttles (429, e.g. API
+    /// Priority and Fairness), the konnector waits for its Retry-After, lowers its own limit
+    /// below this one and raises it again as requests succeed. At least 1.
+    #[arg(long, default_value = "32", value_parser = parse_max_concurrent_requests)]
+    pub max_concurrent_requests: NonZeroUsize,
+
     /// Log verbosity (klog style: 2 is the default, 4 debug, 6 and more trace).
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     pub verbosity: u8,
@@ -121,6 +129,12 @@ impl Cli {
         }
     }
 
+    /// How the konnector's clients treat each API server (`--max-concurrent-requests`); the
+    /// cluster label is set per cluster.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions::default().with_max_concurrent_requests(self.max_concurrent_requests)
+    }
+
     /// `--kubeconfig`, `None` when empty (standard loading rules).
     pub fn kubeconfig_path(&self) -> Option<PathBuf> {
         (!self.kubeconfig.is_empty()).then(|| PathBuf::from(&self.kubeconfig))
@@ -132,6 +146,17 @@ pub fn default_lease_namespace(pod_namespace: Option<String>) -> String {
     pod_namespace
         .filter(|ns| !ns.is_empty())
         .unwrap_or_else(|| "kube-system".to_owned())
+}
+
+/// `--max-concurrent-requests`: a positive whole number (0 would let no request through).
+fn parse_max_concurrent_requests(value: &str) -> Result<NonZeroUsize, String> {
+    let n: usize = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a positive whole number, got {value:?}"))?;
+    NonZeroUsize::new(n).ok_or_else(|| {
+        "must be at least 1: with 0 no request could ever be sent to an API server".to_owned()
+    })
 }
 
 /// Accepts `_` for `-` in long flag names (`--control_plane_mode`), as the reference's
@@ -227,6 +252,8 @@ mod tests {
         assert_eq!(cli.health_probe_bind_address, ":8080");
         assert_eq!(cli.metrics_bind_address, ":8081");
         assert_eq!(cli.verbosity, 2);
+        assert_eq!(cli.max_concurrent_requests.get(), 32);
+        assert_eq!(cli.client_options(), ClientOptions::default());
         assert_eq!(cli.logging_format, LogFormat::Text);
         assert!(!cli.version);
         assert_eq!(cli.kubeconfig_path(), None);
@@ -339,6 +366,33 @@ mod tests {
         assert_eq!(flags.app_cluster_kubeconfig_secret_key, "k");
         assert_eq!(flags.binding_root_namespace, "root");
         assert_eq!(cli.kubeconfig_path(), Some(PathBuf::from("/tmp/kc")));
+    }
+
+    #[test]
+    fn max_concurrent_requests_is_positive() {
+        let cli = parse(&["--max-concurrent-requests=5"]).unwrap();
+        assert_eq!(cli.client_options().max_concurrent_requests.get(), 5);
+        assert_eq!(
+            parse(&["--max_concurrent_requests", "7"])
+                .unwrap()
+                .max_concurrent_requests
+                .get(),
+            7
+        );
+        let e = parse(&["--max-concurrent-requests=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--max-concurrent-requests")
+                && e.contains("must be at least 1: with 0 no request could ever be sent"),
+            "{e}"
+        );
+        for bad in ["-1", "many", ""] {
+            let e = parse(&["--max-concurrent-requests", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--max-concurrent-requests"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub async fn run(
     )
     .with_metrics(metrics)
     .with_leadership(leadership)
-    .with_credential_events(topology.credential_events());
+    .with_credential_events(topology.credential_events())
+    .with_client_options(topology.client_options().clone());
     ready.set(Phase::Running(engine.readiness()));
     let result = engine.run(shutdown).await;
     ready.set(Phase::Following);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::client_layer::{ClientHealth, ClientOptions};
 use crate::identity::{ContentDigest, EndpointId};
 
 /// The part a cluster plays for the konnector (reference §0, §3).
@@ -68,6 +69,11 @@ impl ClusterConnection {
         self
     }
 
+    pub(crate) fn with_client(mut self, client: kube::Client) -> Self {
+        self.client = client;
+        self
+    }
+
     /// The client (cheap to clone).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
@@ -119,8 +125,13 @@ impl fmt::Debug for ClusterConnection {
 /// Holders call [`ClusterHandle::client`] for each unit of work (so they pick up a swapped client
 /// on the next one) and may await [`ClusterHandle::changed`] to restart watches when the
 /// credentials change. A clone starts out having seen the connection current at cloning time.
+///
+/// A handle owns one [`ClientHealth`] for its cluster: every client it serves, before and after
+/// a credential rotation, reports to it and shares its concurrency limit and `Retry-After` gate
+/// (the server's limits do not change with the credentials).
 pub struct ClusterHandle {
     role: Role,
+    health: ClientHealth,
     // The handle keeps the sender alive so that `changed` never sees a closed channel: a role
     // without rotation simply never changes.
     tx: Arc<watch::Sender<Arc<ClusterConnection>>>,
@@ -128,11 +139,22 @@ pub struct ClusterHandle {
 }
 
 impl ClusterHandle {
-    /// A handle serving `connection` for `role`.
+    /// A handle serving `connection` for `role`, with a health of its own that the
+    /// connection's client does not report to (it stays reachable with zero counters). Use
+    /// [`ClusterHandle::with_health`] for a client built with
+    /// [`build_client_with_health`](crate::build_client_with_health).
     pub fn new(role: Role, connection: ClusterConnection) -> Self {
+        let health = ClientHealth::new(ClientOptions::default().with_label(role.as_str()));
+        Self::with_health(role, connection, health)
+    }
+
+    /// A handle serving `connection` for `role`, whose client reports to `health`; clients
+    /// swapped in later must be built with the same health.
+    pub fn with_health(role: Role, connection: ClusterConnection, health: ClientHealth) -> Self {
         let (tx, rx) = watch::channel(Arc::new(connection));
         Self {
             role,
+            health,
             tx: Arc::new(tx),
             rx,
         }
@@ -142,6 +164,7 @@ impl ClusterHandle {
     pub fn for_role(&self, role: Role) -> Self {
         Self {
             role,
+            health: self.health.clone(),
             tx: self.tx.clone(),
             rx: self.tx.subscribe(),
         }
@@ -154,6 +177,12 @@ impl ClusterHandle {
     /// The role this handle serves.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Reachability, throttling and counters of this cluster's clients (the same for every
+    /// clone, role and credential generation of the handle).
+    pub fn health(&self) -> ClientHealth {
+        self.health.clone()
     }
 
     /// The current client.
@@ -199,6 +228,7 @@ impl Clone for ClusterHandle {
     fn clone(&self) -> Self {
         Self {
             role: self.role,
+            health: self.health.clone(),
             tx: self.tx.clone(),
             rx: self.tx.subscribe(),
         }
@@ -209,6 +239,7 @@ impl fmt::Debug for ClusterHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterHandle")
             .field("role", &self.role)
+            .field("health", &self.health)
             .field("current", &*self.tx.borrow())
             .finish()
     }

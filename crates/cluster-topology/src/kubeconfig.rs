@@ -11,6 +11,7 @@ use base64::Engine as _;
 use kube::config::{AuthInfo, Cluster, Kubeconfig, KubeconfigError as KubeError};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::client_layer::{ClientHealth, ClientLayer, ClientOptions};
 use crate::identity::{ContentDigest, EndpointId};
 
 /// Whether the current context of a kubeconfig must name a namespace.
@@ -585,9 +586,40 @@ fn from_kubeconfig(
 #[error("cannot build client: {0}")]
 pub struct ClientError(String);
 
-/// Builds a client. Must run inside a tokio runtime (the client spawns its connection pool).
+/// Builds a client through the [`ClientLayer`] with default [`ClientOptions`] and a health of
+/// its own (which nobody else sees). Must run inside a tokio runtime (the client spawns its
+/// connection pool).
 pub fn build_client(config: kube::Config) -> Result<kube::Client, ClientError> {
-    kube::Client::try_from(config).map_err(|e| ClientError(e.to_string()))
+    build_layered_client(config, &ClientOptions::default()).map(|(client, _)| client)
+}
+
+/// Builds a client through the [`ClientLayer`] and returns it with the [`ClientHealth`] it
+/// reports to (reachability, throttling, counters). For embedders and tests; the konnector's
+/// own handles share one health per cluster across credential rotations
+/// ([`build_client_with_health`]).
+pub fn build_layered_client(
+    config: kube::Config,
+    options: &ClientOptions,
+) -> Result<(kube::Client, ClientHealth), ClientError> {
+    let health = ClientHealth::new(options.clone());
+    let client = build_client_with_health(config, &health)?;
+    Ok((client, health))
+}
+
+/// Builds a client through the [`ClientLayer`] sharing `health` (its limit, `Retry-After` gate,
+/// reachability and counters) with every other client built with it.
+pub fn build_client_with_health(
+    mut config: kube::Config,
+    health: &ClientHealth,
+) -> Result<kube::Client, ClientError> {
+    // kube's own retry layer sits below ours: it would sleep out 429s while holding a
+    // concurrency slot and hide them from the adaptive limit. The layer retries instead.
+    config.default_retry = false;
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|e| ClientError(e.to_string()))?;
+    Ok(builder
+        .with_layer(&ClientLayer::new(health.clone()))
+        .build())
 }
 
 #[cfg(test)]

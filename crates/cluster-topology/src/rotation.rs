@@ -21,10 +21,13 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::client_layer::{ClientHealth, ClientOptions};
 use crate::flags::SecretKeyRef;
 use crate::handle::{ClusterConnection, ClusterHandle, Role};
 use crate::identity::ContentDigest;
-use crate::kubeconfig::{KubeconfigError, NamespaceRequirement, build_client, parse_kubeconfig};
+use crate::kubeconfig::{
+    KubeconfigError, NamespaceRequirement, build_client, build_client_with_health, parse_kubeconfig,
+};
 
 /// How long the reachability check of a new kubeconfig may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,14 +183,32 @@ fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         })
 }
 
-/// Parses kubeconfig bytes (a Secret's value) and builds a connection; no network access, but
-/// must run inside a tokio runtime (the client spawns its connection pool).
+/// Parses kubeconfig bytes (a Secret's value) and builds a connection whose client has a
+/// health of its own; no network access, but must run inside a tokio runtime (the client spawns
+/// its connection pool).
 pub fn connect_kubeconfig(
     bytes: &[u8],
     requirement: NamespaceRequirement,
 ) -> Result<ClusterConnection, SecretKubeconfigError> {
     let parsed = parse_kubeconfig(bytes, requirement).map_err(SecretKubeconfigError::Invalid)?;
     let client = build_client(parsed.config.clone())
+        .map_err(|e| SecretKubeconfigError::Client(e.to_string()))?;
+    Ok(ClusterConnection::new(
+        client,
+        parsed.config,
+        parsed.namespace,
+        parsed.digest,
+    ))
+}
+
+/// [`connect_kubeconfig`], with a client that reports to (and is throttled with) `health`.
+pub fn connect_kubeconfig_with_health(
+    bytes: &[u8],
+    requirement: NamespaceRequirement,
+    health: &ClientHealth,
+) -> Result<ClusterConnection, SecretKubeconfigError> {
+    let parsed = parse_kubeconfig(bytes, requirement).map_err(SecretKubeconfigError::Invalid)?;
+    let client = build_client_with_health(parsed.config.clone(), health)
         .map_err(|e| SecretKubeconfigError::Client(e.to_string()))?;
     Ok(ClusterConnection::new(
         client,
@@ -227,17 +248,20 @@ impl fmt::Debug for CredentialWatch {
 /// Reads the Secret once, builds the first connection and starts watching the Secret.
 ///
 /// This is the building block for every Secret-sourced kubeconfig: the app cluster kubeconfig in
-/// control-plane mode and provider kubeconfigs in default mode.
+/// control-plane mode and provider kubeconfigs in default mode. The handle's clients (the first
+/// and every rotated one) share one [`ClientHealth`] with `client` options.
 pub async fn watch_secret_kubeconfig(
     reader: kube::Client,
     secret: SecretKeyRef,
     role: Role,
     requirement: NamespaceRequirement,
     events: broadcast::Sender<CredentialEvent>,
+    client: &ClientOptions,
 ) -> Result<(ClusterHandle, CredentialWatch), SecretKubeconfigError> {
     let bytes = fetch_secret_kubeconfig(&reader, &secret).await?;
-    let connection = connect_kubeconfig(&bytes, requirement)?;
-    let handle = ClusterHandle::new(role, connection);
+    let health = ClientHealth::new(client.clone());
+    let connection = connect_kubeconfig_with_health(&bytes, requirement, &health)?;
+    let handle = ClusterHandle::with_health(role, connection, health);
     let watch = spawn_watch(reader, &handle, secret, requirement, events);
     Ok((handle, watch))
 }
@@ -283,6 +307,8 @@ pub struct CredentialUpdater {
     role: Role,
     requirement: NamespaceRequirement,
     tx: Arc<watch::Sender<Arc<ClusterConnection>>>,
+    /// The handle's health, which the client swapped in must report to.
+    health: ClientHealth,
     events: broadcast::Sender<CredentialEvent>,
     last: Option<Observed>,
     pending: Option<Pending>,
@@ -304,6 +330,7 @@ impl CredentialUpdater {
             role: handle.role(),
             requirement,
             tx,
+            health: handle.health(),
             events,
             last,
             pending: None,
@@ -337,6 +364,8 @@ impl CredentialUpdater {
             // Back to the content already in use (e.g. a bad edit was reverted).
             return None;
         }
+        // Verified with a client of its own: a new kubeconfig that cannot reach its server
+        // must not mark the cluster unreachable while the current client works.
         let connection = match connect_kubeconfig(&bytes, self.requirement) {
             Ok(c) => c,
             Err(SecretKubeconfigError::Invalid(e)) => {
@@ -396,6 +425,16 @@ impl CredentialUpdater {
 
     fn swap(&self, connection: ClusterConnection) -> CredentialEvent {
         let generation = self.tx.borrow().generation() + 1;
+        // The verified client becomes one that shares the handle's health (limit, gate,
+        // reachability). Building from a configuration that built once does not fail; if it
+        // did, the verified client still works, only outside the shared limit.
+        let connection = match build_client_with_health(connection.config().clone(), &self.health) {
+            Ok(client) => connection.with_client(client),
+            Err(e) => {
+                tracing::warn!(role = %self.role, secret = %self.secret, error = %e, "cannot attach the new client to the cluster's shared limits; using it without");
+                connection
+            }
+        };
         let connection = connection.with_generation(generation);
         tracing::info!(
             role = %self.role,

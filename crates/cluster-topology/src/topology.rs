@@ -5,15 +5,16 @@ use std::path::PathBuf;
 
 use tokio::sync::broadcast;
 
+use crate::client_layer::{ClientHealth, ClientOptions};
 use crate::flags::{Mode, SecretKeyRef};
 use crate::handle::{ClusterConnection, ClusterHandle, Role};
 use crate::identity::EndpointId;
 use crate::kubeconfig::{
-    KubeconfigError, LocalConfigError, NamespaceRequirement, build_client, load_local,
+    KubeconfigError, LocalConfigError, NamespaceRequirement, build_client_with_health, load_local,
     parse_kubeconfig,
 };
 use crate::rotation::{
-    CredentialEvent, CredentialWatch, SecretKubeconfigError, connect_kubeconfig,
+    CredentialEvent, CredentialWatch, SecretKubeconfigError, connect_kubeconfig_with_health,
     fetch_secret_kubeconfig, spawn_watch, watch_secret_kubeconfig,
 };
 
@@ -27,6 +28,9 @@ pub struct TopologyOptions {
     pub kubeconfig: Option<PathBuf>,
     /// The validated mode.
     pub mode: Mode,
+    /// How every client behaves towards its API server (`--max-concurrent-requests`, ...), per
+    /// cluster; the label is set per cluster (`app`, `binding`, `provider`).
+    pub client: ClientOptions,
 }
 
 /// A startup failure; the Display texts are what the konnector prints before exiting non-zero.
@@ -94,6 +98,7 @@ pub struct Topology {
     binding: ClusterHandle,
     app: ClusterHandle,
     events: broadcast::Sender<CredentialEvent>,
+    client: ClientOptions,
     _app_watch: Option<CredentialWatch>,
 }
 
@@ -106,14 +111,19 @@ impl Topology {
         match &options.mode {
             Mode::Default => {
                 let local = local.map_err(StartupError::LoadLocal)?;
+                // One cluster in both roles: one health, labelled as the app cluster it is.
+                let health = ClientHealth::new(options.client.clone().with_label("app"));
                 let client =
-                    build_client(local.config.clone()).map_err(|e| StartupError::LocalClient {
-                        role: Role::Binding,
-                        reason: e.to_string(),
+                    build_client_with_health(local.config.clone(), &health).map_err(|e| {
+                        StartupError::LocalClient {
+                            role: Role::Binding,
+                            reason: e.to_string(),
+                        }
                     })?;
-                let binding = ClusterHandle::new(
+                let binding = ClusterHandle::with_health(
                     Role::Binding,
                     ClusterConnection::new(client, local.config, local.namespace, None),
+                    health,
                 );
                 let app = binding.for_role(Role::App);
                 tracing::info!(
@@ -126,6 +136,7 @@ impl Topology {
                     binding,
                     app,
                     events,
+                    client: options.client,
                     _app_watch: None,
                 })
             }
@@ -134,22 +145,33 @@ impl Topology {
                 ..
             } => {
                 let local = local.map_err(StartupError::LoadControlPlane)?;
+                // The control plane serves the binding role and (as `binding` in the engine)
+                // the provider role.
+                let health = ClientHealth::new(options.client.clone().with_label("binding"));
                 let client =
-                    build_client(local.config.clone()).map_err(|e| StartupError::LocalClient {
-                        role: Role::Binding,
-                        reason: e.to_string(),
+                    build_client_with_health(local.config.clone(), &health).map_err(|e| {
+                        StartupError::LocalClient {
+                            role: Role::Binding,
+                            reason: e.to_string(),
+                        }
                     })?;
-                let binding = ClusterHandle::new(
+                let binding = ClusterHandle::with_health(
                     Role::Binding,
                     ClusterConnection::new(client.clone(), local.config, local.namespace, None),
+                    health,
                 );
                 let secret = app_kubeconfig_secret.clone();
                 let bytes = fetch_secret_kubeconfig(&client, &secret)
                     .await
                     .map_err(|e| startup_secret_error(&secret, e))?;
-                let connection = connect_kubeconfig(&bytes, NamespaceRequirement::Optional)
-                    .map_err(|e| startup_secret_error(&secret, e))?;
-                let app = ClusterHandle::new(Role::App, connection);
+                let app_health = ClientHealth::new(options.client.clone().with_label("app"));
+                let connection = connect_kubeconfig_with_health(
+                    &bytes,
+                    NamespaceRequirement::Optional,
+                    &app_health,
+                )
+                .map_err(|e| startup_secret_error(&secret, e))?;
+                let app = ClusterHandle::with_health(Role::App, connection, app_health);
                 tracing::info!(
                     control_plane = %binding.current().server(),
                     app = %app.current().server(),
@@ -168,6 +190,7 @@ impl Topology {
                     binding,
                     app,
                     events,
+                    client: options.client,
                     _app_watch: Some(watch),
                 })
             }
@@ -177,6 +200,12 @@ impl Topology {
     /// The mode.
     pub fn mode(&self) -> &Mode {
         &self.mode
+    }
+
+    /// The client options every cluster's clients follow (without a label), for clients built
+    /// later (e.g. the engine's provider clients in default mode).
+    pub fn client_options(&self) -> &ClientOptions {
+        &self.client
     }
 
     /// The binding cluster (default mode: the app cluster; control-plane mode: the control
@@ -268,6 +297,7 @@ impl Topology {
                     Role::Provider,
                     NamespaceRequirement::Required,
                     self.events.clone(),
+                    &self.client.clone().with_label(format!("provider:{secret}")),
                 )
                 .await?;
                 Ok(ProviderConnection {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cluster_topology::{
-    ClusterHandle, CredentialEvent, Mode, ModeFlags, NamespaceScope, RejectReason, Role,
-    SecretKeyRef, StartupError, Topology, TopologyOptions, build_client, parse_kubeconfig,
+    ClientOptions, ClusterHandle, CredentialEvent, Mode, ModeFlags, NamespaceScope, RejectReason,
+    Role, SecretKeyRef, StartupError, Topology, TopologyOptions, build_client, parse_kubeconfig,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -117,6 +117,7 @@ fn cp_options(control_plane: &TestApiServer) -> TopologyOptions {
     TopologyOptions {
         kubeconfig: Some(write_temp(&kubeconfig(control_plane, KONNECTOR))),
         mode: cp_mode(),
+        client: ClientOptions::default(),
     }
 }
 
@@ -306,6 +307,7 @@ async fn control_plane_startup_fails_on_an_unreadable_kubeconfig_path() {
     let options = TopologyOptions {
         kubeconfig: Some(PathBuf::from("/nonexistent/konnector/kubeconfig")),
         mode: cp_mode(),
+        client: ClientOptions::default(),
     };
     assert_eq!(
         connect_err(options).await.to_string(),
@@ -320,6 +322,7 @@ async fn default_mode_uses_the_local_config_for_binding_and_app() {
     let topology = Topology::connect(TopologyOptions {
         kubeconfig: Some(write_temp(&kubeconfig(&app, KONNECTOR))),
         mode: Mode::Default,
+        client: ClientOptions::default(),
     })
     .await
     .unwrap();
@@ -347,6 +350,7 @@ async fn default_mode_uses_the_local_config_for_binding_and_app() {
     let e = connect_err(TopologyOptions {
         kubeconfig: Some(PathBuf::from("/nonexistent/kc")),
         mode: Mode::Default,
+        client: ClientOptions::default(),
     })
     .await;
     assert_eq!(
@@ -626,6 +630,7 @@ async fn default_mode_provider_from_a_secret_follows_rotation() {
     let topology = Topology::connect(TopologyOptions {
         kubeconfig: Some(write_temp(&kubeconfig(&app, KONNECTOR))),
         mode: Mode::Default,
+        client: ClientOptions::default(),
     })
     .await
     .unwrap();
@@ -918,4 +923,49 @@ async fn credential_updater_judges_each_observed_state_once() {
     assert_eq!(handle.generation(), 1);
     assert_eq!(updater.next_retry(), None);
     assert!(handle.client().apiserver_version().await.is_ok());
+}
+
+/// A handle's clients share one health across credential rotations: the rotated client reports
+/// to the health the handle had from the start.
+#[tokio::test]
+async fn rotated_clients_report_to_the_handles_one_health() {
+    use cluster_topology::{
+        ClientHealth, ClusterHandle, CredentialUpdater, connect_kubeconfig_with_health,
+    };
+    let app1 = server().await;
+    let app2 = server().await;
+    let health = ClientHealth::new(ClientOptions::default().with_label("app"));
+    let first = connect_kubeconfig_with_health(
+        kubeconfig(&app1, ADMIN).as_bytes(),
+        cluster_topology::NamespaceRequirement::Optional,
+        &health,
+    )
+    .unwrap();
+    let handle = ClusterHandle::with_health(Role::App, first, health.clone());
+    assert!(handle.health().same(&health));
+    assert!(handle.for_role(Role::Binding).health().same(&health));
+    namespaces(&handle).await;
+    let before = health.stats().requests;
+    assert!(before >= 1);
+
+    let (events, _rx) = broadcast::channel(16);
+    let mut updater = CredentialUpdater::new(
+        &handle,
+        SecretKeyRef::new("ns", "s", "kubeconfig"),
+        cluster_topology::NamespaceRequirement::Optional,
+        events,
+    );
+    let e = updater
+        .observe(Some(&secret(
+            "s",
+            &[("kubeconfig", kubeconfig(&app2, ADMIN).as_bytes())],
+        )))
+        .await;
+    assert!(matches!(e, Some(CredentialEvent::Reloaded { .. })), "{e:?}");
+    // The verification request went through a client of its own ...
+    assert_eq!(health.stats().requests, before);
+    // ... the swapped-in client through the shared one.
+    namespaces(&handle).await;
+    assert_eq!(health.stats().requests, before + 1);
+    assert!(handle.health().same(&health));
 }

@@ -156,6 +156,8 @@ pub struct Engine {
     options: EngineOptions,
     readiness: Readiness,
     hub: Arc<WatchHub>,
+    /// How provider clients built from binding Secrets (default mode) treat their servers.
+    client_options: cluster_topology::ClientOptions,
 }
 
 /// Identity of a provider session: a provider endpoint with its namespace (default mode), or
@@ -192,7 +194,15 @@ impl Engine {
             options,
             readiness: Readiness::default(),
             hub: Arc::new(WatchHub::new()),
+            client_options: cluster_topology::ClientOptions::default(),
         }
+    }
+
+    /// Provider clients built from binding Secrets (default mode) follow `options`
+    /// (`--max-concurrent-requests`, ...); their health is reported in the metrics.
+    pub fn with_client_options(mut self, options: cluster_topology::ClientOptions) -> Self {
+        self.client_options = options;
+        self
     }
 
     /// Reports to `metrics` (register them with [`Metrics::register`](crate::metrics::Metrics::register)).
@@ -566,20 +576,27 @@ impl Engine {
                     Ok(parsed) => {
                         let namespace = parsed.namespace.clone().unwrap_or_default();
                         let endpoint = parsed.endpoint(&namespace);
-                        match cluster_topology::build_client(parsed.config) {
+                        let id = format!("provider:{}", endpoint.as_str());
+                        let options = self.client_options.clone().with_label(id.clone());
+                        match cluster_topology::build_layered_client(parsed.config, &options) {
                             Err(e) => (SecretCheck::Invalid(e.to_string()), None),
-                            Ok(client) => (
-                                SecretCheck::Valid,
-                                Some((
-                                    SessionKey::Endpoint(endpoint.clone()),
-                                    SessionSpec {
-                                        provider_id: format!("provider:{}", endpoint.as_str()),
-                                        provider: Cluster::Fixed(client),
-                                        provider_namespace: namespace,
-                                        mirror_kubeconfig_secret: true,
-                                    },
-                                )),
-                            ),
+                            Ok((client, health)) => {
+                                // Weakly held: a client built for a check that starts no
+                                // session drops out of the metrics with it.
+                                self.hub.metrics().register_client(&id, &health);
+                                (
+                                    SecretCheck::Valid,
+                                    Some((
+                                        SessionKey::Endpoint(endpoint.clone()),
+                                        SessionSpec {
+                                            provider_id: id,
+                                            provider: Cluster::fixed_with_health(client, health),
+                                            provider_namespace: namespace,
+                                            mirror_kubeconfig_secret: true,
+                                        },
+                                    )),
+                                )
+                            }
                         }
                     }
                 }

@@ -1,12 +1,15 @@
 //! The engine's metrics (decisions: "Metrics"), in a `prometheus-client` registry the host
 //! serves (the binary at `/metrics`; an embedding operator wherever it likes).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use cluster_topology::{ClientHealth, ClientStats, WeakClientHealth};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -62,6 +65,138 @@ pub struct RetryLabels {
     pub class: String,
 }
 
+/// Labels of a cluster's clients.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    /// `app`, `binding` (control-plane mode: the control plane) or `provider:<endpoint>`.
+    pub cluster: String,
+}
+
+/// The clients whose [`ClientHealth`] is reported, read at each scrape (the layer keeps its
+/// counters itself; copying them into families would need a timer and lag behind).
+///
+/// Entries are weak: a client nobody uses any more (a provider session that ended, a client
+/// built for a check and thrown away) drops out of the metrics by itself. Per label the most
+/// recently registered client that is still alive is reported.
+#[derive(Clone, Debug, Default)]
+pub struct ClientHealthCollector {
+    clients: Arc<Mutex<Vec<(String, WeakClientHealth)>>>,
+}
+
+impl ClientHealthCollector {
+    fn add(&self, label: &str, health: &ClientHealth) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|(_, h)| h.upgrade().is_some_and(|h| !h.same(health)));
+        clients.push((label.to_owned(), health.downgrade()));
+    }
+
+    /// The live clients, one per label (the newest), in label order.
+    fn live(&self) -> Vec<(ClientLabels, ClientStats, bool)> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|(_, h)| h.upgrade().is_some());
+        let mut newest = std::collections::BTreeMap::new();
+        for (label, h) in clients.iter() {
+            if let Some(health) = h.upgrade() {
+                newest.insert(label.clone(), health);
+            }
+        }
+        newest
+            .into_iter()
+            .map(|(label, health)| {
+                (
+                    ClientLabels { cluster: label },
+                    health.stats(),
+                    health.is_reachable(),
+                )
+            })
+            .collect()
+    }
+}
+
+type ReadStat = fn(&ClientStats, bool) -> u64;
+
+const CLIENT_COUNTERS: [(&str, &str, ReadStat); 4] = [
+    (
+        "client_throttled",
+        "Responses that throttled the client (429, or 503 with Retry-After), per cluster",
+        |s, _| s.throttled,
+    ),
+    (
+        "client_transport_errors",
+        "Requests that failed below HTTP (refused, reset, TLS, timeout), per cluster",
+        |s, _| s.transport_errors,
+    ),
+    (
+        "client_requests",
+        "Requests sent to the API server (throttled ones sent again included), per cluster",
+        |s, _| s.requests,
+    ),
+    (
+        "client_throttle_retries",
+        "Throttled requests sent again after Retry-After, per cluster",
+        |s, _| s.retries,
+    ),
+];
+
+const CLIENT_GAUGES: [(&str, &str, ReadStat); 4] = [
+    (
+        "client_inflight_requests",
+        "Requests holding a concurrency slot (watches not counted), per cluster",
+        |s, _| s.in_flight as u64,
+    ),
+    (
+        "client_concurrency_limit",
+        "Current adaptive limit of concurrent requests, per cluster",
+        |s, _| s.concurrency_limit as u64,
+    ),
+    (
+        "client_long_running_requests",
+        "Open long-running requests (watches), per cluster",
+        |s, _| s.long_running as u64,
+    ),
+    (
+        "cluster_reachable",
+        "1 while the cluster's API server answers, 0 after a transport error",
+        |_, reachable| u64::from(reachable),
+    ),
+];
+
+impl Collector for ClientHealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clients = self.live();
+        if clients.is_empty() {
+            return Ok(());
+        }
+        for (name, help, read) in CLIENT_COUNTERS {
+            let kind = ConstCounter::new(0u64).metric_type();
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for (labels, stats, reachable) in &clients {
+                ConstCounter::new(read(stats, *reachable)).encode(metric.encode_family(labels)?)?;
+            }
+        }
+        for (name, help, read) in CLIENT_GAUGES {
+            let kind = ConstGauge::new(0i64).metric_type();
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for (labels, stats, reachable) in &clients {
+                let value = i64::try_from(read(stats, *reachable)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(labels)?)?;
+            }
+        }
+        let kind = ConstCounter::new(0f64).metric_type();
+        let mut metric = encoder.encode_descriptor(
+            "client_gate_wait_seconds",
+            "Time requests waited for a server's Retry-After, summed over requests, per cluster",
+            None,
+            kind,
+        )?;
+        for (labels, stats, _) in &clients {
+            ConstCounter::new(stats.gate_wait.as_secs_f64())
+                .encode(metric.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -92,6 +227,8 @@ pub struct Metrics {
     pub watch_relists: Family<RelistLabels, Counter>,
     /// Failed reconciles queued for a retry, by controller and why they failed.
     pub retries: Family<RetryLabels, Counter>,
+    /// The clients whose health is reported (see [`Metrics::register_client`]).
+    pub clients: ClientHealthCollector,
 }
 
 impl Default for Metrics {
@@ -108,6 +245,7 @@ impl Default for Metrics {
             credential_reloads: Family::default(),
             watch_relists: Family::default(),
             retries: Family::default(),
+            clients: ClientHealthCollector::default(),
         }
     }
 }
@@ -171,6 +309,14 @@ impl Metrics {
             "Failed reconciles queued for a retry, by controller and failure class",
             self.retries.clone(),
         );
+        r.register_collector(Box::new(self.clients.clone()));
+    }
+
+    /// Reports the clients of the cluster `label` (throttling, transport errors, in-flight
+    /// requests, concurrency limit, reachability) from now on, replacing an earlier registration
+    /// of that label; works before and after [`Metrics::register`].
+    pub fn register_client(&self, label: &str, health: &ClientHealth) {
+        self.clients.add(label, health);
     }
 
     /// Counts a retry of a failed reconcile.
@@ -265,5 +411,66 @@ mod tests {
         assert!(text.contains(r#"konnector_sync_latency_seconds_count{direction="spec"} 1"#));
         assert!(text.contains("konnector_leader 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn client_health_is_reported_per_cluster_while_the_client_lives() {
+        use cluster_topology::ClientOptions;
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        // Nothing registered: no client families at all.
+        assert!(!encode(&registry).contains("konnector_client_"));
+
+        let app = ClientHealth::new(ClientOptions::default().with_label("app"));
+        m.register_client("app", &app);
+        let provider = ClientHealth::new(ClientOptions::default());
+        m.register_client("provider:abc", &provider);
+        let text = encode(&registry);
+        for line in [
+            r#"konnector_client_throttled_total{cluster="app"} 0"#,
+            r#"konnector_client_transport_errors_total{cluster="provider:abc"} 0"#,
+            r#"konnector_client_inflight_requests{cluster="app"} 0"#,
+            r#"konnector_client_concurrency_limit{cluster="app"} 32"#,
+            r#"konnector_cluster_reachable{cluster="provider:abc"} 1"#,
+            r#"konnector_client_gate_wait_seconds_total{cluster="app"} 0.0"#,
+            "# TYPE konnector_client_throttled counter",
+            "# TYPE konnector_cluster_reachable gauge",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+
+        // A re-registered label reports the newest live client; a dropped client disappears
+        // and the one registered before it is reported again.
+        let replacement = ClientHealth::new(
+            ClientOptions::default()
+                .with_max_concurrent_requests(std::num::NonZeroUsize::new(5).unwrap()),
+        );
+        m.register_client("app", &replacement);
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"konnector_client_concurrency_limit{cluster="app"} 5"#),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches(r#"konnector_cluster_reachable{cluster="app"}"#)
+                .count(),
+            1,
+            "{text}"
+        );
+        drop(replacement);
+        drop(provider);
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"konnector_client_concurrency_limit{cluster="app"} 32"#),
+            "{text}"
+        );
+        assert!(!text.contains("provider:abc"), "{text}");
     }
 }
