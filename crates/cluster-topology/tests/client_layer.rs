@@ -239,7 +239,8 @@ async fn a_stopped_server_is_unreachable_until_it_answers_again() {
     assert!(health.last_error().is_some());
 }
 
-/// One raw request (no layer, no kube retry): status, `Retry-After`, body; or the error.
+/// One raw request (no layer, no kube retry): status, `Retry-After`, `(content type) body`; or
+/// the error.
 async fn raw_send(
     raw: &kube::Client,
     request: http::Request<Vec<u8>>,
@@ -249,11 +250,15 @@ async fn raw_send(
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let retry_after = header("retry-after");
+    let content_type = header("content-type").unwrap_or_default();
     let body = response
         .into_body()
         .collect_bytes()
@@ -262,7 +267,7 @@ async fn raw_send(
     Ok((
         status,
         retry_after,
-        String::from_utf8_lossy(&body).into_owned(),
+        format!("({content_type}) {:?}", String::from_utf8_lossy(&body)),
     ))
 }
 
@@ -389,7 +394,7 @@ async fn real_apiserver_under_priority_and_fairness_gets_every_create_through() 
         start.elapsed()
     );
     if let Some((status, retry_after, body)) = rejected.first() {
-        println!("an APF rejection: status {status}, Retry-After {retry_after:?}, body {body:?}");
+        println!("an APF rejection: status {status}, Retry-After {retry_after:?}, body {body}");
     }
 
     // The burst with the konnector's defaults.
