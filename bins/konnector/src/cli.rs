@@ -388,10 +388,13 @@ mod tests {
             "{e}"
         );
         for bad in ["-1", "many", ""] {
-            let e = parse(&["--max-concurrent-requests", bad])
+            let e = parse(&[&format!("--max-concurrent-requests={bad}")])
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("--max-concurrent-requests"), "{bad}: {e}");
+            assert!(
+                e.contains("--max-concurrent-requests") && e.contains("positive whole number"),
+                "{bad}: {e}"
+            );
         }
     }
 
