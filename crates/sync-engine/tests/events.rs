@@ -6,23 +6,28 @@
 //! by the object's uid) and through `kubectl describe` itself when `/usr/bin/kubectl` exists; a
 //! note carrying a token is stored redacted. The real server validates every Event the
 //! recorder writes (required fields, name, namespace, note size, series).
+//!
+//! And what a `WatchForbidden` Event reports: a shared watch the server refuses (403) exposes
+//! the server's error, counts it, backs off by seconds and recovers once RBAC allows it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{client, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use kube::Resource;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube_control_plane::{Binaries, ControlPlane};
-use sync_engine::runtime::Cluster;
+use serde_json::json;
+use sync_engine::metrics::RelistLabels;
 use sync_engine::runtime::events::{EventSink, EventType};
 use sync_engine::runtime::leadership::Leadership;
-use test_apiserver::{ADMIN, Options, TestApiServer};
+use sync_engine::runtime::{Cluster, Scope, WatchHub};
+use test_apiserver::{ADMIN, Options, TestApiServer, User};
 
 const NS: &str = "events-test";
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -253,4 +258,130 @@ async fn events_on_a_real_kube_apiserver() {
     )
     .await
     .unwrap();
+}
+
+async fn grant_config_maps(admin: &kube::Client, user: &str) {
+    let rbac = |kind: &str| ApiResource {
+        group: "rbac.authorization.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    };
+    for (kind, obj) in [
+        (
+            "Role",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "read-config-maps"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]}),
+        ),
+        (
+            "RoleBinding",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "read-config-maps"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config-maps"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+        ),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NS, &rbac(kind));
+        api.patch(
+            "read-config-maps",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_watch_exposes_the_servers_error_backs_off_and_recovers() {
+    let server = TestApiServer::start(
+        Options::default()
+            .http()
+            .rbac()
+            .user(User::new("nobody", &[])),
+    )
+    .await
+    .unwrap();
+    let admin = client(&server, ADMIN).await;
+    let nobody = client(&server, "nobody").await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+
+    let hub = WatchHub::new();
+    let started = Instant::now();
+    let watch = hub.watch(
+        "app",
+        &Cluster::Fixed(nobody),
+        &ApiResource::erase::<ConfigMap>(&()),
+        Scope::Namespace(NS.into()),
+        None,
+    );
+    // Three refused attempts: exposed with the server's answer, seconds apart.
+    let mut errors = watch.errors();
+    let error = tokio::time::timeout(
+        Duration::from_secs(20),
+        errors.wait_for(|e| e.as_ref().is_some_and(|e| e.attempts >= 3)),
+    )
+    .await
+    .expect("three refused attempts")
+    .unwrap()
+    .clone()
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert!(error.is_denied());
+    assert_eq!(
+        (error.code, error.reason.as_str()),
+        (Some(403), "Forbidden")
+    );
+    assert!(
+        error.message.contains(&format!(
+            "User \"nobody\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"{NS}\""
+        )),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.request, "list");
+    // 1 s, then 2 s (each at least three quarters of that): not the 200 ms of a transient
+    // failure.
+    assert!(
+        elapsed >= Duration::from_millis(2200),
+        "three attempts within {elapsed:?}"
+    );
+    assert!(!watch.is_ready());
+    assert_eq!(watch.last_error().map(|e| e.code), Some(Some(403)));
+    let forbidden = hub
+        .metrics()
+        .watch_relists
+        .get_or_create(&RelistLabels {
+            cluster: "app".into(),
+            resource: "/v1/configmaps".into(),
+            reason: "forbidden".into(),
+        })
+        .get();
+    assert!(forbidden >= 3, "{forbidden} forbidden relists counted");
+    let lists = server
+        .requests()
+        .iter()
+        .filter(|r| r.user == "nobody" && r.resource == "configmaps")
+        .count();
+    assert!((3..=4).contains(&lists), "{lists} requests");
+
+    // Allowed now: the next attempt lists, the error is gone.
+    grant_config_maps(&admin, "nobody").await;
+    tokio::time::timeout(Duration::from_secs(20), watch.ready())
+        .await
+        .expect("the watch lists once allowed");
+    assert_eq!(watch.last_error(), None);
 }

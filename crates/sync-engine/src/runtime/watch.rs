@@ -666,6 +666,9 @@ impl WatchTask {
         // No subscriber is fine: the cache is still kept. Sent before the first list is
         // announced, so that whoever subscribes once the watch is ready sees only what follows.
         let _ = self.events.send(Change::Resync);
+        // The failure is over before the list is announced: whoever sees the watch ready sees
+        // no stale error.
+        self.errors.send_if_modified(|e| e.take().is_some());
         self.listed.send_replace(true);
         Ok(version)
     }
