@@ -85,6 +85,9 @@ pub struct WorldOptions {
     pub extra_users: Vec<String>,
     /// How the app cluster is started.
     pub app: ClusterOptions,
+    /// Serves the app cluster with this backend instead of the world's (for example an
+    /// in-memory app cluster that takes objects a real provider's etcd refuses).
+    pub app_backend: Option<Backend>,
     /// How the provider is started; `Some` gives the world a provider of its own.
     pub provider: Option<ClusterOptions>,
     /// The konnector reaches its remote cluster (the provider in default mode, the app cluster
@@ -186,7 +189,7 @@ impl World {
                 extra_users: extra_users.iter().map(|u| u.to_string()).collect(),
                 app: app_options,
                 provider: Some(ClusterOptions::default()),
-                proxy_remote: false,
+                ..WorldOptions::default()
             },
         )
         .await
@@ -203,6 +206,7 @@ impl World {
             app: app_options,
             provider: provider_options,
             proxy_remote,
+            app_backend,
         } = options;
         let extra_users: Vec<&str> = extra_users.iter().map(String::as_str).collect();
         let extra_users: &[&str] = &extra_users;
@@ -227,7 +231,12 @@ impl World {
         };
         // Two real control planes start side by side in about the time of one.
         let (app, provider) = tokio::join!(
-            Cluster::start_with(backend, "app", extra_users, app_options),
+            Cluster::start_with(
+                app_backend.unwrap_or(backend),
+                "app",
+                extra_users,
+                app_options
+            ),
             provider
         );
         let (app, provider) = (app?, provider?);

@@ -79,8 +79,8 @@ impl Options {
         self
     }
 
-    /// Appends a flag to the etcd command line, e.g. `--max-request-bytes=524288` to make the
-    /// server refuse large objects the way a production etcd does at 1.5 MiB.
+    /// Appends a flag to the etcd command line (the etcd here takes only the flags its
+    /// `-help` lists; its request size limit is fixed at the default 1.5 MiB).
     pub fn extra_etcd_flag(mut self, flag: impl Into<String>) -> Self {
         self.extra_etcd_flags.push(flag.into());
         self

@@ -399,6 +399,9 @@ impl Inner {
                     let delay = self.queue.retry(key.clone(), class, None);
                     self.hub.metrics().retried(CLUSTER_SPEC, class.as_str());
                     let attempt = self.queue.failures(&key);
+                    if class == RetryClass::Rejected {
+                        self.report_on_object(&key, &err);
+                    }
                     // Rate-limited: a failure streak logs at attempts 1, 2, 4, 8, ... (an
                     // outage of minutes is a handful of lines per object, not thousands).
                     if attempt.is_power_of_two() {
@@ -428,6 +431,34 @@ impl Inner {
             }
             self.queue.done(&key);
         }
+    }
+
+    /// An object the provider refuses (too large, an invalid name) is the user's to fix: say so
+    /// where they look, on the object (`kubectl describe`), with the server's message. The
+    /// recorder folds repeats into one Event's series and rate-limits each object.
+    fn report_on_object(&self, key: &PairKey, err: &SyncError) {
+        let Some(obj) = self.consumer.get(key.0.as_deref(), &key.1) else {
+            return;
+        };
+        let note = match err {
+            SyncError::Exec(e) => format!(
+                "Cannot be synced to the service provider: {} rejected it: {}",
+                e.side,
+                match &e.source {
+                    kube::Error::Api(s) => s.message.clone(),
+                    other => other.to_string(),
+                }
+            ),
+            other => format!("Cannot be synced to the service provider: {other}"),
+        };
+        self.hub.events().app().object(
+            &self.config.resource,
+            &obj,
+            super::events::EventType::Warning,
+            konnector_api::events::reasons::SYNC_FAILED,
+            konnector_api::events::actions::SYNC,
+            note,
+        );
     }
 
     async fn reconcile(&self, key: &PairKey) -> Result<(), SyncError> {

@@ -396,6 +396,23 @@ impl Inner {
     /// outages into binding conditions; when a cluster is back, everything that failed on it
     /// is retried at once instead of waiting out its backoff.
     async fn probe_loop(&self) {
+        async fn changed(
+            health: &mut Option<tokio::sync::watch::Receiver<cluster_topology::Reachability>>,
+        ) {
+            let alive = match health.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => false,
+            };
+            if !alive {
+                *health = None;
+                std::future::pending::<()>().await
+            }
+        }
+        let cluster = match self.remotes() {
+            [Remote::App] => &self.app,
+            _ => &self.spec.provider,
+        };
+        let mut health = cluster.health().map(|h| h.subscribe());
         loop {
             for &remote in self.remotes() {
                 let result = self.probe(remote).await;
@@ -416,9 +433,12 @@ impl Inner {
                     }
                 }
             }
+            // A request of any part of the konnector that failed to connect (or a first answer
+            // after that) is seen by the client's health: probe at once instead of waiting.
             tokio::select! {
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
                 () = self.probe_now.notified() => {}
+                () = changed(&mut health) => {}
             }
         }
     }

@@ -1,0 +1,140 @@
+//! End to end: objects the provider cannot take are reported on the object (a Kubernetes
+//! Event with the API server's message), retried with backoff instead of in a loop, and the
+//! other objects keep syncing; once the user fixes the object it syncs (issue 9, bad input).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use e2e::steps::{exists, mango, step, tail};
+use e2e::world::{Mode, World, WorldOptions};
+use e2e::{Backend, ClusterOptions};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_konnector");
+
+/// etcd's default request limit, which the real provider's etcd has (and `test-apiserver`
+/// is given); the in-memory app cluster takes larger objects.
+const LIMIT: usize = 1536 * 1024;
+
+/// Events about `name` in namespace `ns` of the app cluster, as `kubectl describe` shows them.
+async fn events_about(client: &kube::Client, ns: &str, name: &str) -> Vec<serde_json::Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::core::ApiResource {
+            group: "events.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "events.k8s.io/v1".into(),
+            kind: "Event".into(),
+            plural: "events".into(),
+        },
+    );
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|e| e.data)
+                .filter(|e| e["regarding"]["name"] == name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn object_too_large(backend: Backend) {
+    let options = WorldOptions {
+        provider: Some(ClusterOptions {
+            max_object_bytes: Some(LIMIT),
+            ..ClusterOptions::default()
+        }),
+        app_backend: Some(Backend::Memory),
+        ..WorldOptions::default()
+    };
+    let w = World::build(backend, Mode::Default, options).await.unwrap();
+    let mut k = e2e::steps::start(BIN, &w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let (down, up) = (w.downstream("default"), w.upstream("default"));
+
+    let big = DynamicObject::new("big", &e2e::world::mangodb())
+        .data(json!({"spec": {"blob": "x".repeat(LIMIT + 64 * 1024)}}));
+    down.create(&PostParams::default(), &big).await.unwrap();
+    let created = Instant::now();
+    // Reported on the object, with the server's message.
+    step(&k, "a SyncFailed event on the object", || async {
+        events_about(&w.app_admin, "default", "big")
+            .await
+            .iter()
+            .any(|e| {
+                e["reason"] == "SyncFailed"
+                    && e["type"] == "Warning"
+                    && e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("request is too large"))
+            })
+    })
+    .await;
+    // The others keep syncing meanwhile.
+    for i in 0..5 {
+        down.create(&PostParams::default(), &mango(&format!("small-{i}"), None))
+            .await
+            .unwrap();
+    }
+    step(&k, "small objects upstream", || async {
+        let mut all = true;
+        for i in 0..5 {
+            all &= exists(&up, &format!("small-{i}")).await;
+        }
+        all
+    })
+    .await;
+    // Backoff, not a loop: over about 20 s, a handful of attempts.
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(created.elapsed())).await;
+    let attempts = w
+        .provider
+        .konnector_requests()
+        .await
+        .iter()
+        .filter(|r| r.name == "big" && r.is_write())
+        .count();
+    let events = events_about(&w.app_admin, "default", "big").await;
+    let count: u64 = events
+        .iter()
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum();
+    println!(
+        "bad input: object over the provider's limit: {attempts} write attempts in {:?}, {} Event objects ({count} occurrences)",
+        created.elapsed(),
+        events.len()
+    );
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} attempts in 20 s: expected a few retries with backoff\n{}",
+        tail(&k.stderr())
+    );
+    assert!(
+        events.len() <= 2,
+        "one aggregated event, not one per attempt: {events:?}"
+    );
+    assert!(!exists(&up, "big").await);
+
+    // The user fixes the object: it syncs without waiting out its backoff.
+    down.patch(
+        "big",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"blob": "small now"}})),
+    )
+    .await
+    .unwrap();
+    step(&k, "fixed object upstream", || async {
+        exists(&up, "big").await
+    })
+    .await;
+    assert!(k.is_running());
+}
+
+e2e::on_both_backends!(object_too_large);
