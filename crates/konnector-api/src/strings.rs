@@ -189,6 +189,8 @@ pub mod reasons {
     pub const PROVIDER_UNREACHABLE: &str = "ProviderUnreachable";
     /// `Connected=False`: the app cluster's API server cannot be reached (control-plane mode).
     pub const APP_CLUSTER_UNREACHABLE: &str = "AppClusterUnreachable";
+    /// `InformersSynced=False`: a watch of a claimed resource is refused (401/403).
+    pub const CLAIM_WATCH_FORBIDDEN: &str = "ClaimWatchForbidden";
 }
 
 /// Reasons for stopping an export's syncers (log field `reason`).

@@ -756,6 +756,129 @@ pub fn turned_false(stored: Option<&Condition>, new: &Condition) -> bool {
         })
 }
 
+/// An event a binding's condition change calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// One of [`konnector_api::events::reasons`].
+    pub reason: &'static str,
+    /// One of [`konnector_api::events::actions`].
+    pub action: &'static str,
+    /// What happened.
+    pub note: String,
+}
+
+/// The events a binding gets when its conditions go from `stored` to `new` (only the types in
+/// `new` are compared): `Connected` turning True or False, `SchemaInSync` turning False because
+/// the schema differs. Comparing with the stored status keeps a restart over a steady world
+/// silent.
+pub fn binding_events(stored: &[Condition], new: &[Condition]) -> Vec<BindingEvent> {
+    use konnector_api::events::{actions, reasons};
+    use konnector_api::strings::condition_types::{CONNECTED, INFORMERS_SYNCED, SCHEMA_IN_SYNC};
+    use konnector_api::strings::reasons as condition_reasons;
+    let get = |t: &str| stored.iter().find(|c| c.type_ == t);
+    let mut out = Vec::new();
+    for c in new {
+        let old = get(&c.type_);
+        if c.type_ == CONNECTED {
+            if c.status == ConditionStatus::True
+                && old.is_none_or(|o| o.status != ConditionStatus::True)
+            {
+                out.push(BindingEvent {
+                    type_: EventType::Normal,
+                    reason: reasons::CONNECTED,
+                    action: actions::CONNECT,
+                    note: "Connected to the service provider; the export's CustomResourceDefinition is installed.".into(),
+                });
+            } else if turned_false(old, c) && c.reason != condition_reasons::PENDING {
+                out.push(BindingEvent {
+                    type_: EventType::Warning,
+                    reason: reasons::DISCONNECTED,
+                    action: actions::CONNECT,
+                    note: format!("{}: {}", c.reason, c.message),
+                });
+            }
+        } else if c.type_ == INFORMERS_SYNCED
+            && c.reason == condition_reasons::CLAIM_WATCH_FORBIDDEN
+            && turned_false(old, c)
+        {
+            out.push(BindingEvent {
+                type_: EventType::Warning,
+                reason: reasons::WATCH_FORBIDDEN,
+                action: actions::WATCH,
+                note: c.message.clone(),
+            });
+        } else if c.type_ == SCHEMA_IN_SYNC
+            && c.reason == condition_reasons::SCHEMA_OUT_OF_SYNC
+            && turned_false(old, c)
+        {
+            out.push(BindingEvent {
+                type_: EventType::Warning,
+                reason: reasons::SCHEMA_OUT_OF_SYNC,
+                action: actions::INSTALL_CRD,
+                note: c.message.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod binding_event_tests {
+    use super::*;
+    use konnector_api::conditions::Severity;
+    use konnector_api::strings::condition_types::{CONNECTED, SCHEMA_IN_SYNC};
+
+    fn reasons_of(events: &[BindingEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.reason).collect()
+    }
+
+    #[test]
+    fn connection_changes_make_events_and_steady_states_none() {
+        let up = Condition::true_(CONNECTED);
+        let down = Condition::false_(CONNECTED, "ProviderUnreachable", Severity::Error, "refused");
+        let pending = Condition::false_(CONNECTED, "Pending", Severity::Info, "waiting");
+        assert_eq!(
+            reasons_of(&binding_events(&[], &[up.clone()])),
+            ["Connected"]
+        );
+        assert_eq!(
+            reasons_of(&binding_events(&[pending.clone()], &[up.clone()])),
+            ["Connected"]
+        );
+        assert!(binding_events(&[up.clone()], &[up.clone()]).is_empty());
+        let lost = binding_events(&[up.clone()], &[down.clone()]);
+        assert_eq!(reasons_of(&lost), ["Disconnected"]);
+        assert_eq!(lost[0].type_, EventType::Warning);
+        assert!(lost[0].note.contains("ProviderUnreachable: refused"));
+        assert!(binding_events(&[down.clone()], &[down]).is_empty());
+        assert!(binding_events(&[], &[pending]).is_empty());
+    }
+
+    #[test]
+    fn schema_out_of_sync_is_a_warning_once() {
+        let out = Condition::false_(
+            SCHEMA_IN_SYNC,
+            "SchemaOutOfSync",
+            Severity::Warning,
+            "differs",
+        );
+        let not_established = Condition::false_(
+            SCHEMA_IN_SYNC,
+            "CustomResourceDefinitionNotEstablished",
+            Severity::Info,
+            "soon",
+        );
+        assert_eq!(
+            reasons_of(&binding_events(&[], &[out.clone()])),
+            ["SchemaOutOfSync"]
+        );
+        assert!(binding_events(&[out.clone()], &[out]).is_empty());
+        assert!(binding_events(&[], &[not_established]).is_empty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

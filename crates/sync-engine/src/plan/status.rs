@@ -172,6 +172,23 @@ pub fn informers_synced(synced: bool, timeout: Duration) -> Condition {
     }
 }
 
+/// `InformersSynced` of a binding whose caches synced, unless watches of its accepted claims
+/// are refused: nothing of that claim syncs in those namespaces until someone grants access.
+pub fn claims_watchable(denied: &[String]) -> Condition {
+    match denied {
+        [] => Condition::true_(INFORMERS_SYNCED),
+        [first, rest @ ..] => Condition::false_(
+            INFORMERS_SYNCED,
+            reasons::CLAIM_WATCH_FORBIDDEN,
+            Severity::Error,
+            match rest.len() {
+                0 => format!("Watching claimed {first} is forbidden."),
+                n => format!("Watching claimed {first} is forbidden (and {n} more)."),
+            },
+        ),
+    }
+}
+
 /// `AppKubeconfigValid` (control-plane mode): whether the app cluster kubeconfig Secret's
 /// current content is in use. A rejected rotation keeps syncing with the last good kubeconfig,
 /// hence a warning, not an error.

@@ -24,7 +24,7 @@ use super::contain::contain;
 use super::exec::execute;
 use super::expectations::Expectations;
 use super::export_sync::Clusters;
-use super::queue::WorkQueue;
+use super::queue::{RetryClass, WorkQueue};
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{NamespaceMap, NamespaceState};
 use crate::plan::Side;
@@ -128,6 +128,35 @@ impl ClaimSyncer {
     }
 }
 
+impl ClaimSyncer {
+    /// Retries at once the objects waiting out a transient failure (their cluster is back).
+    pub fn retry_transient_now(&self) -> usize {
+        self.inner.queue.retry_transient_now()
+    }
+
+    /// Why watches of this claim are refused (401/403), one line per refused watch: the
+    /// binding shows it, since nothing syncs in that namespace until someone grants access.
+    pub fn denied_watches(&self) -> Vec<String> {
+        let watched = self.inner.watched.lock().unwrap_or_else(|e| e.into_inner());
+        let resource = &self.inner.resource.plural;
+        let mut out = Vec::new();
+        for (consumer_ns, (service_ns, w)) in watched.iter() {
+            for (side, ns, watch) in [
+                ("app cluster", consumer_ns, &w.consumer),
+                ("provider", service_ns, &w.provider),
+            ] {
+                if let Some(e) = watch.last_error().filter(|e| e.is_denied()) {
+                    out.push(format!(
+                        "{resource} in namespace {ns} of the {side}: {}",
+                        e.message
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Inner {
     fn namespace_map(&self) -> NamespaceMap {
         NamespaceMap::new(&self.namespaces.list_as::<APIServiceNamespace>())
@@ -216,20 +245,28 @@ impl Inner {
         while let Some(key) = self.queue.next().await {
             // Followers keep their caches warm but plan nothing until they lead.
             self.hub.leadership().leading().await;
-            let result = contain(self.reconcile(&key))
-                .await
-                .map_err(|p| p.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let result = match contain(self.reconcile(&key)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err((e.retry_class(), e.to_string())),
+                Err(p) => Err((RetryClass::Other, p.to_string())),
+            };
             self.hub
                 .metrics()
                 .reconciled(CLAIMED_OBJECT, result.is_ok());
             self.hub.metrics().queue(CLAIMED_OBJECT, self.queue.len());
             match result {
                 Ok(()) => self.queue.forget(&key),
-                Err(err) => {
-                    let delay = self.queue.add_rate_limited(key.clone());
-                    tracing::warn!(cluster = "app", kind = %self.resource.kind, namespace = %key.0, name = %key.1,
-                        error = %err, retry_in = ?delay, "claimed object sync failed");
+                Err((class, err)) => {
+                    let delay = self.queue.retry(key.clone(), class, None);
+                    self.hub.metrics().retried(CLAIMED_OBJECT, class.as_str());
+                    let attempt = self.queue.failures(&key);
+                    if attempt.is_power_of_two() {
+                        tracing::warn!(cluster = "app", kind = %self.resource.kind, namespace = %key.0, name = %key.1,
+                            error = %err, attempt, retry_in = ?delay, "claimed object sync failed");
+                    } else {
+                        tracing::debug!(kind = %self.resource.kind, namespace = %key.0, name = %key.1,
+                            error = %err, attempt, retry_in = ?delay, "claimed object sync failed again");
+                    }
                 }
             }
             self.queue.done(&key);

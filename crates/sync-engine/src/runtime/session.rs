@@ -105,6 +105,8 @@ struct Inner {
     reach: Mutex<Reachability>,
     /// Wakes the prober early (a request just failed at the transport level).
     probe_now: tokio::sync::Notify,
+    /// The refused claim watches last reported, per export.
+    claim_denials: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// A named watch of the provider-side kubeconfig Secret; its changes trigger the mirror.
@@ -214,6 +216,7 @@ impl ProviderSession {
             queue: WorkQueue::new(),
             reach: Mutex::new(Reachability::default()),
             probe_now: tokio::sync::Notify::new(),
+            claim_denials: Mutex::new(HashMap::new()),
         });
         let mut tasks = Vec::new();
         type Mapper = fn(&Inner, Change);
@@ -414,6 +417,7 @@ impl Inner {
         };
         let mut health = cluster.health().map(|h| h.subscribe());
         loop {
+            self.recheck_claim_watches();
             for &remote in self.remotes() {
                 let result = self.probe(remote).await;
                 let transition = self.reach().observe(remote, result);
@@ -423,6 +427,7 @@ impl Inner {
                         tracing::warn!(provider_namespace = %self.p(), cluster = ?remote, %error, "cluster unreachable");
                         let conditions = self.reach().conditions();
                         for key in self.binding_keys() {
+                            self.record_condition_events(&key, &conditions);
                             self.status.report(&key, conditions.clone(), None);
                         }
                     }
@@ -479,7 +484,94 @@ impl Inner {
         {
             n += s.syncer.retry_transient_now();
         }
+        for (_, claims) in self
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            n += claims
+                .iter()
+                .map(ClaimSyncer::retry_transient_now)
+                .sum::<usize>();
+        }
         tracing::debug!(provider_namespace = %self.p(), retried = n, "retrying after reconnect");
+    }
+
+    /// Events for the condition changes a report is about to make (compared with the binding's
+    /// stored status, so a restart over a steady world records none).
+    fn record_condition_events(
+        &self,
+        key: &BindingKey,
+        conditions: &[konnector_api::conditions::Condition],
+    ) {
+        let stored = self
+            .binding(key)
+            .and_then(|b| b.status)
+            .map(|s| s.conditions)
+            .unwrap_or_default();
+        for e in crate::plan::events::binding_events(&stored, conditions) {
+            self.binding_event(key, e.type_, e.reason, e.action, e.note);
+        }
+    }
+
+    fn binding_event(
+        &self,
+        key: &BindingKey,
+        type_: crate::plan::events::EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.hub
+            .events()
+            .binding()
+            .binding(&self.bindings_watch, key, type_, reason, action, note);
+    }
+
+    /// Why the claim watches of export `name` are refused (empty when they are not).
+    fn denied_claim_watches(&self, name: &str) -> Vec<String> {
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        claims
+            .get(name)
+            .map(|(_, syncers)| {
+                syncers
+                    .iter()
+                    .flat_map(ClaimSyncer::denied_watches)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-reconciles the bindings whose claim watches became refused or allowed since the
+    /// last look (watch errors come and go without an object change to trigger anything).
+    fn recheck_claim_watches(&self) {
+        let names: Vec<String> = {
+            let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            claims.keys().cloned().collect()
+        };
+        let mut seen = self.claim_denials.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            let denied = self.denied_claim_watches(&name);
+            if seen.get(&name) != Some(&denied) {
+                seen.insert(name.clone(), denied);
+                self.queue.add(Key::Binding(name));
+            }
+        }
+    }
+
+    /// The same event on every binding of export `name`.
+    fn export_event(
+        &self,
+        name: &str,
+        type_: crate::plan::events::EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        for key in self.binding_keys().into_iter().filter(|(_, n)| n == name) {
+            self.binding_event(&key, type_, reason, action, note.to_string());
+        }
     }
 
     fn binding_keys(&self) -> Vec<BindingKey> {
@@ -795,9 +887,12 @@ impl Inner {
             .cluster_binding()
             .map(|cb| cb.spec.provider_pretty_name);
         let mut conditions = export_conditions(name, &check);
-        conditions.push(informers_synced(true, INFORMER_SYNC_TIMEOUT));
+        conditions.push(crate::plan::status::claims_watchable(
+            &self.denied_claim_watches(name),
+        ));
         self.reach().apply(&mut conditions);
         for key in &keys {
+            self.record_condition_events(key, &conditions);
             self.status.report(key, conditions.clone(), pretty.clone());
         }
         match (&check, &export) {
@@ -920,6 +1015,13 @@ impl Inner {
             return match created {
                 Ok(_) => {
                     tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "installed CRD");
+                    self.export_event(
+                        &name,
+                        crate::plan::events::EventType::Normal,
+                        konnector_api::events::reasons::CRD_INSTALLED,
+                        konnector_api::events::actions::INSTALL_CRD,
+                        &format!("CustomResourceDefinition {name} installed in the app cluster from the APIServiceExport."),
+                    );
                     Ok(ExportCheck::Installed(SchemaState::NotEstablished))
                 }
                 Err(kube::Error::Api(s)) if s.code == 422 => {
@@ -946,6 +1048,13 @@ impl Inner {
                             self.hub.schema_changed(&self.spec.provider_id, &resource);
                         }
                         tracing::info!(cluster = "app", kind = "CustomResourceDefinition", name = %name, "updated CRD");
+                        self.export_event(
+                            &name,
+                            crate::plan::events::EventType::Normal,
+                            konnector_api::events::reasons::CRD_UPDATED,
+                            konnector_api::events::actions::INSTALL_CRD,
+                            &format!("CustomResourceDefinition {name} updated to the APIServiceExport's schema."),
+                        );
                         Ok(ExportCheck::Installed(SchemaState::OutOfSync))
                     }
                     Err(kube::Error::Api(s)) if s.code == 422 => {
