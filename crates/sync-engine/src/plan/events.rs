@@ -840,19 +840,22 @@ mod binding_event_tests {
         let down = Condition::false_(CONNECTED, "ProviderUnreachable", Severity::Error, "refused");
         let pending = Condition::false_(CONNECTED, "Pending", Severity::Info, "waiting");
         assert_eq!(
-            reasons_of(&binding_events(&[], &[up.clone()])),
+            reasons_of(&binding_events(&[], std::slice::from_ref(&up))),
             ["Connected"]
         );
         assert_eq!(
-            reasons_of(&binding_events(&[pending.clone()], &[up.clone()])),
+            reasons_of(&binding_events(
+                std::slice::from_ref(&pending),
+                std::slice::from_ref(&up)
+            )),
             ["Connected"]
         );
-        assert!(binding_events(&[up.clone()], &[up.clone()]).is_empty());
-        let lost = binding_events(&[up.clone()], &[down.clone()]);
+        assert!(binding_events(std::slice::from_ref(&up), std::slice::from_ref(&up)).is_empty());
+        let lost = binding_events(std::slice::from_ref(&up), std::slice::from_ref(&down));
         assert_eq!(reasons_of(&lost), ["Disconnected"]);
         assert_eq!(lost[0].type_, EventType::Warning);
         assert!(lost[0].note.contains("ProviderUnreachable: refused"));
-        assert!(binding_events(&[down.clone()], &[down]).is_empty());
+        assert!(binding_events(std::slice::from_ref(&down), &[down]).is_empty());
         assert!(binding_events(&[], &[pending]).is_empty());
     }
 
@@ -871,10 +874,10 @@ mod binding_event_tests {
             "soon",
         );
         assert_eq!(
-            reasons_of(&binding_events(&[], &[out.clone()])),
+            reasons_of(&binding_events(&[], std::slice::from_ref(&out))),
             ["SchemaOutOfSync"]
         );
-        assert!(binding_events(&[out.clone()], &[out]).is_empty());
+        assert!(binding_events(std::slice::from_ref(&out), &[out]).is_empty());
         assert!(binding_events(&[], &[not_established]).is_empty());
     }
 }
