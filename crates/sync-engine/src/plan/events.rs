@@ -855,7 +855,9 @@ mod binding_event_tests {
         assert_eq!(reasons_of(&lost), ["Disconnected"]);
         assert_eq!(lost[0].type_, EventType::Warning);
         assert!(lost[0].note.contains("ProviderUnreachable: refused"));
-        assert!(binding_events(std::slice::from_ref(&down), &[down]).is_empty());
+        assert!(
+            binding_events(std::slice::from_ref(&down), std::slice::from_ref(&down)).is_empty()
+        );
         assert!(binding_events(&[], &[pending]).is_empty());
     }
 
@@ -877,7 +879,7 @@ mod binding_event_tests {
             reasons_of(&binding_events(&[], std::slice::from_ref(&out))),
             ["SchemaOutOfSync"]
         );
-        assert!(binding_events(std::slice::from_ref(&out), &[out]).is_empty());
+        assert!(binding_events(std::slice::from_ref(&out), std::slice::from_ref(&out)).is_empty());
         assert!(binding_events(&[], &[not_established]).is_empty());
     }
 }
