@@ -116,7 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Only the lease holder runs the engine (and so writes); losing the lease stops it at once.
     let identity = leader::identity(std::env::var("POD_NAME").ok());
     let leases: Api<Lease> = Api::namespaced(topology.binding().client(), &cli.lease_namespace);
-    let (leading_tx, leading) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(None);
     tracing::info!(lease = %cli.lease_name, namespace = %cli.lease_namespace, %identity, "trying to acquire the lock");
     let election = tokio::spawn(leader::run(
         leases,
@@ -129,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let gauge = metrics.leader.clone();
     tokio::spawn(async move {
         loop {
-            gauge.set(i64::from(*leader_gauge.borrow_and_update()));
+            gauge.set(i64::from(leader_gauge.borrow_and_update().is_some()));
             if leader_gauge.changed().await.is_err() {
                 break;
             }
@@ -141,7 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         &topology,
         &ready,
         metrics.clone(),
-        sync_engine::runtime::leadership::Leadership::from_receiver(leading),
+        sync_engine::runtime::leadership::Leadership::from_deadlines(leading),
         shutdown.requested(),
     )
     .await?;

@@ -14,6 +14,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
+use sync_engine::runtime::leadership::LeaseDeadline;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -100,43 +101,48 @@ fn held_by(me: &str, previous: Option<&LeaseSpec>) -> LeaseSpec {
     }
 }
 
-/// Runs the election until `stop` resolves, publishing whether this replica leads on `leading`.
-/// On `stop` while leading, the lease is released.
+/// Runs the election until `stop` resolves, publishing until when this replica may write on
+/// `leading` (see [`LeaseDeadline`]). On `stop` while leading, the lease is released.
 pub async fn run(
     api: Api<Lease>,
     name: String,
     me: String,
-    leading: watch::Sender<bool>,
+    leading: watch::Sender<LeaseDeadline>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut observed: Option<(Option<LeaseSpec>, Instant)> = None;
     let mut last_renew: Option<Instant> = None;
     loop {
+        // The deadline counts from before the request: the server's renewTime is no earlier.
+        let started = Instant::now();
         let attempt = try_once(&api, &name, &me, &mut observed).await;
         let now = Instant::now();
+        let was_leading = leading
+            .borrow()
+            .is_some_and(|t| std::time::Instant::now() < t);
         match attempt {
             Ok(true) => {
-                last_renew = Some(now);
-                if !*leading.borrow() {
+                last_renew = Some(started);
+                if !was_leading {
                     tracing::info!(lease = %name, identity = %me, "started leading");
-                    let _ = leading.send(true);
                 }
+                leading.send_replace(Some(started.into_std() + RENEW_DEADLINE));
             }
             Ok(false) => {
                 last_renew = None;
-                if *leading.borrow() {
+                if leading.borrow().is_some() {
                     tracing::warn!(lease = %name, "lease taken by another replica, stopping all writers");
-                    let _ = leading.send(false);
+                    leading.send_replace(None);
                 }
             }
             Err(e) => {
                 tracing::warn!(lease = %name, error = %e, "lease update failed");
-                if *leading.borrow()
+                if leading.borrow().is_some()
                     && last_renew.is_none_or(|t| now.duration_since(t) >= RENEW_DEADLINE)
                 {
                     tracing::warn!(lease = %name, "could not renew the lease in time, stopping all writers");
-                    let _ = leading.send(false);
+                    leading.send_replace(None);
                 }
             }
         }
@@ -146,8 +152,8 @@ pub async fn run(
             _ = &mut stop => break,
         }
     }
-    if *leading.borrow() {
-        let _ = leading.send(false);
+    if leading.borrow().is_some() {
+        leading.send_replace(None);
         release(&api, &name, &me).await;
     }
 }
