@@ -32,6 +32,11 @@ pub fn filter_directives(v: u8) -> String {
         _ => "debug",
     };
     let mut directives = vec![deps.to_owned()];
+    if v <= 6 {
+        // kube's trace layer logs every failed response at ERROR: thousands of lines during an
+        // outage, each one also reported (rate-limited) by the request's owner.
+        directives.push("kube_client::client::builder=off".to_owned());
+    }
     directives.extend(OWN_CRATES.iter().map(|c| format!("{c}={own}")));
     directives.join(",")
 }
@@ -68,6 +73,8 @@ mod tests {
     #[test]
     fn higher_verbosity_raises_levels_but_dependencies_never_trace() {
         assert!(filter_directives(4).contains("sync_engine=debug"));
+        assert!(filter_directives(2).contains("kube_client::client::builder=off"));
+        assert!(!filter_directives(7).contains("kube_client::client::builder=off"));
         assert!(filter_directives(4).starts_with("warn,"));
         assert!(filter_directives(6).contains("konnector=trace"));
         assert!(filter_directives(6).starts_with("info,"));

@@ -404,7 +404,10 @@ impl Inner {
                     }
                     // Rate-limited: a failure streak logs at attempts 1, 2, 4, 8, ... (an
                     // outage of minutes is a handful of lines per object, not thousands).
-                    if attempt.is_power_of_two() {
+                    // During an outage the client layer and the session say so once; each
+                    // object's failure is expected then and is only worth a debug line.
+                    let outage = class == RetryClass::Transient && self.remote_down(&err);
+                    if attempt.is_power_of_two() && !outage {
                         tracing::warn!(
                             cluster = "app",
                             kind = %self.config.resource.kind,
@@ -431,6 +434,19 @@ impl Inner {
             }
             self.queue.done(&key);
         }
+    }
+
+    /// Whether the cluster a failed write went to is known to be unreachable.
+    fn remote_down(&self, err: &SyncError) -> bool {
+        let SyncError::Exec(e) = err else {
+            return false;
+        };
+        let cluster = if e.side == Side::Consumer.as_str() {
+            &self.clusters.consumer
+        } else {
+            &self.clusters.provider
+        };
+        cluster.health().is_some_and(|h| !h.is_reachable())
     }
 
     /// An object the provider refuses (too large, an invalid name) is the user's to fix: say so

@@ -85,6 +85,8 @@ struct RunningSyncer {
 struct Inner {
     spec: SessionSpec,
     app: Cluster,
+    /// The hub's id of the app cluster.
+    app_id: String,
     binding_cluster: Cluster,
     status: BindingStatusWriter,
     bindings_watch: Arc<SharedWatch>,
@@ -199,6 +201,7 @@ impl ProviderSession {
         );
         let inner = Arc::new(Inner {
             spec,
+            app_id: app.0.clone(),
             app: app.1,
             binding_cluster,
             status,
@@ -433,6 +436,10 @@ impl Inner {
                     }
                     Transition::Regained => {
                         tracing::info!(provider_namespace = %self.p(), cluster = ?remote, "cluster reachable again");
+                        self.hub.cluster_reachable(match remote {
+                            Remote::App => &self.app_id,
+                            Remote::Provider => &self.spec.provider_id,
+                        });
                         self.retry_transient_now();
                         self.enqueue_all();
                     }
