@@ -138,3 +138,88 @@ async fn object_too_large(backend: Backend) {
 }
 
 e2e::on_both_backends!(object_too_large);
+
+/// An export whose new schema the app cluster refuses (here: it drops a version that objects
+/// are stored in) leaves `SchemaInSync=False` with the server's message and a Warning Event on
+/// the binding, syncing of that resource pauses, and the binding recovers when the export is
+/// fixed.
+async fn export_schema_rejected(backend: Backend) {
+    let w = World::new(backend, Mode::Default, &[]).await.unwrap();
+    let mut k = e2e::steps::start(BIN, &w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    let exports: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        w.p,
+        &kube::core::ApiResource::erase::<konnector_api::v1alpha1::APIServiceExport>(&()),
+    );
+    let export = exports.get(e2e::world::EXPORT).await.unwrap();
+    let mut versions = export.data["spec"]["versions"].clone();
+    versions[0]["name"] = json!("v2");
+    exports
+        .patch(
+            e2e::world::EXPORT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"versions": versions}})),
+        )
+        .await
+        .unwrap();
+    step(
+        &k,
+        "SchemaInSync=False with the server's message",
+        || async {
+            w.binding_condition("SchemaInSync").await.is_some_and(|c| {
+                c["status"] == "False"
+                    && c["reason"] == "SchemaOutOfSync"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("storedVersions") && m.contains("v1"))
+            })
+        },
+    )
+    .await;
+    let connected = w.binding_condition("Connected").await.unwrap();
+    assert_eq!(
+        connected["reason"], "CustomResourceDefinitionUpdateFailed",
+        "{connected}"
+    );
+    let binding_ns = e2e::world::BIND_NS;
+    step(&k, "a Warning Event on the binding", || async {
+        events_about(&w.app_admin, binding_ns, e2e::world::EXPORT)
+            .await
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "SchemaOutOfSync")
+    })
+    .await;
+    let events = events_about(&w.app_admin, binding_ns, e2e::world::EXPORT).await;
+    println!(
+        "bad input: rejected export schema: SchemaInSync {:?}; events {:?}",
+        w.binding_condition("SchemaInSync")
+            .await
+            .map(|c| c["message"].clone()),
+        events
+            .iter()
+            .map(|e| format!("{} {}", e["type"], e["reason"]))
+            .collect::<Vec<_>>()
+    );
+    // Fixed: back to Ready.
+    versions[0]["name"] = json!("v1");
+    exports
+        .patch(
+            e2e::world::EXPORT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"versions": versions}})),
+        )
+        .await
+        .unwrap();
+    step(&k, "binding Ready again", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
+    assert!(k.is_running());
+}
+
+e2e::on_both_backends!(export_schema_rejected);

@@ -876,6 +876,35 @@ fn prepare_crd(store: &Store, old: Option<&Value>, obj: &mut Value) -> ApiResult
         ));
     }
     let storage_version = s(storage[0], "/name").to_owned();
+    // As the real server: a version that was ever stored must stay in spec.versions until a
+    // storage migration removed it from status.storedVersions.
+    if let Some(old) = old {
+        let served: Vec<&str> = obj
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|v| s(v, "/name")).collect())
+            .unwrap_or_default();
+        let stored_before = old
+            .pointer("/status/storedVersions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, v) in stored_before.iter().enumerate() {
+            let v = v.as_str().unwrap_or_default();
+            if !served.contains(&v) {
+                return Err(ApiError::invalid_field(
+                    "CustomResourceDefinition",
+                    "apiextensions.k8s.io",
+                    &name,
+                    "FieldValueInvalid",
+                    &format!("status.storedVersions[{i}]"),
+                    format!(
+                        "Invalid value: \"{v}\": missing from spec.versions; {v} was previously a storage version, and must remain in spec.versions until a storage migration ensures no data remains persisted in {v} and removes {v} from status.storedVersions"
+                    ),
+                ));
+            }
+        }
+    }
     // A plural already served by a built-in kind cannot be taken over.
     if old.is_none()
         && store

@@ -136,16 +136,31 @@ pub fn export_conditions(binding_name: &str, check: &ExportCheck) -> Vec<Conditi
                 "CustomResourceDefinition {binding_name} is not established with the APIServiceExport's schema yet."
             ),
         ),
-        ExportCheck::Installed(SchemaState::OutOfSync) | ExportCheck::UpdateFailed(_) => {
-            Condition::false_(
-                SCHEMA_IN_SYNC,
-                reasons::SCHEMA_OUT_OF_SYNC,
-                Severity::Warning,
-                format!(
-                    "CustomResourceDefinition {binding_name} does not match the APIServiceExport's schema."
-                ),
-            )
-        }
+        ExportCheck::Installed(SchemaState::OutOfSync) => Condition::false_(
+            SCHEMA_IN_SYNC,
+            reasons::SCHEMA_OUT_OF_SYNC,
+            Severity::Warning,
+            format!(
+                "CustomResourceDefinition {binding_name} does not match the APIServiceExport's schema."
+            ),
+        ),
+        // The server's own words: which field of the new schema it refuses.
+        ExportCheck::UpdateFailed(err) => Condition::false_(
+            SCHEMA_IN_SYNC,
+            reasons::SCHEMA_OUT_OF_SYNC,
+            Severity::Warning,
+            format!(
+                "CustomResourceDefinition {binding_name} does not match the APIServiceExport's schema: the app cluster rejected the update: {err}"
+            ),
+        ),
+        ExportCheck::CreateFailed(err) => Condition::false_(
+            SCHEMA_IN_SYNC,
+            reasons::SCHEMA_OUT_OF_SYNC,
+            Severity::Warning,
+            format!(
+                "CustomResourceDefinition {binding_name} is not installed from the APIServiceExport: the app cluster rejected it: {err}"
+            ),
+        ),
         _ => Condition::false_(
             SCHEMA_IN_SYNC,
             reasons::SCHEMA_OUT_OF_SYNC,
