@@ -1059,7 +1059,23 @@ async fn assert_secrets_only_in(cluster: &Cluster, user: &str, namespaces: &[&st
 /// in the app cluster the chart's ServiceAccount may touch Secrets only in the consumer
 /// namespaces it serves, `team-a` (listed in values, bound by the chart) and `team-b` (bound
 /// by its creator with the README's RoleBinding), and claims still sync both ways there.
-async fn default_mode_claims_only_in_served_namespaces(backend: Backend) {
+/// Default mode with claims granted per namespace, up to a ready konnector under the chart's
+/// RBAC: `team-a` listed in values, `team-b` hooked by its creator, `team-c` not served (it holds
+/// a private Secret).
+struct ClaimsWorld {
+    docs: Vec<Value>,
+    app: Cluster,
+    app_admin: kube::Client,
+    provider_admin: kube::Client,
+    sa: Identity,
+    provider_backend: tokio::task::JoinHandle<()>,
+    k: Konnector,
+    // Kept for the konnector's HOME and kubeconfig.
+    _dir: TempDir,
+    _provider: Cluster,
+}
+
+async fn claims_world(backend: Backend) -> ClaimsWorld {
     let docs = rendered("default-claims-namespaces");
     let (app, provider) = tokio::join!(
         rbac_cluster(backend, "app", &[SA]),
@@ -1111,6 +1127,32 @@ async fn default_mode_claims_only_in_served_namespaces(backend: Backend) {
     if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
         panic!("konnector not ready under the chart's RBAC: {e}");
     }
+    ClaimsWorld {
+        docs,
+        app,
+        app_admin,
+        provider_admin,
+        sa,
+        provider_backend,
+        k,
+        _dir: dir,
+        _provider: provider,
+    }
+}
+
+async fn default_mode_claims_only_in_served_namespaces(backend: Backend) {
+    let ClaimsWorld {
+        app,
+        app_admin,
+        provider_admin,
+        sa,
+        provider_backend,
+        k,
+        // Bound, not `..`: the provider's server and the konnector's HOME live until the end.
+        _dir: _keep_dir,
+        _provider: _keep_provider,
+        docs: _,
+    } = claims_world(backend).await;
     let bindings = bindings_api(&app_admin, BIND_NS);
     bindings
         .create(
@@ -1393,7 +1435,109 @@ async fn control_plane_mode_claims_do_not_reach_other_tenants(backend: Backend) 
     ));
 }
 
+/// A claim whose watch the konnector may not open (a consumer namespace that got an instance
+/// but nobody granted the claim there) shows on the binding (`InformersSynced=False`,
+/// `ClaimWatchForbidden`, with the server's message) and as a Warning Event, is retried with
+/// backoff instead of every second, and heals once the RoleBinding is added.
+async fn default_mode_forbidden_claim_watch_shows_on_the_binding(backend: Backend) {
+    let w = claims_world(backend).await;
+    let k = &w.k;
+    let bindings = bindings_api(&w.app_admin, BIND_NS);
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding_with_claims(BIND_NS, "kubeconfig"),
+        )
+        .await
+        .unwrap();
+    ready_and_connected(k, &bindings).await;
+    // An instance in team-c maps it, so the claim syncer watches Secrets there: refused.
+    let down: Api<DynamicObject> = Api::namespaced_with(w.app_admin.clone(), UNSERVED, &mangodb());
+    let db: DynamicObject = serde_json::from_value(json!({"apiVersion": "mangodb.com/v1",
+        "kind": "MangoDB", "metadata": {"name": "db"}, "spec": {"tier": "Dedicated"}}))
+    .unwrap();
+    down.create(&PostParams::default(), &db).await.unwrap();
+    let condition = || async {
+        bindings.get(EXPORT).await.ok().and_then(|b| {
+            b.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "InformersSynced")
+                .cloned()
+        })
+    };
+    step(k, "InformersSynced=False ClaimWatchForbidden", || async {
+        condition().await.is_some_and(|c| {
+            c["status"] == "False"
+                && c["reason"] == "ClaimWatchForbidden"
+                && c["message"].as_str().is_some_and(|m| {
+                    m.contains(UNSERVED) && m.contains("forbidden") && m.contains("secrets")
+                })
+        })
+    })
+    .await;
+    let events: Api<DynamicObject> = Api::namespaced_with(
+        w.app_admin.clone(),
+        BIND_NS,
+        &ApiResource {
+            group: "events.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "events.k8s.io/v1".into(),
+            kind: "Event".into(),
+            plural: "events".into(),
+        },
+    );
+    step(k, "a WatchForbidden Event on the binding", || async {
+        events.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|e| {
+                e.data["regarding"]["name"] == EXPORT && e.data["reason"] == "WatchForbidden"
+            })
+        })
+    })
+    .await;
+    // Backoff: over about 10 s a handful of refused lists, not one a second per watch.
+    let since = Instant::now();
+    w.app.clear_requests().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let refused = requests_of(&w.app, SA)
+        .await
+        .into_iter()
+        .filter(|r| r.resource == "secrets" && r.namespace == UNSERVED && r.code == 403)
+        .count();
+    println!(
+        "claims: forbidden claim watch: {refused} refused requests in {:?}; condition {:?}",
+        since.elapsed(),
+        condition().await.map(|c| c["message"].clone())
+    );
+    assert!(
+        refused <= 5,
+        "{refused} refused requests in 10 s: no backoff"
+    );
+
+    // The namespace's creator adds the RoleBinding: the binding heals.
+    let rb = claims_role_binding(&w.docs, LISTED, UNSERVED);
+    create_dynamic(&w.app_admin, &rbac_resource("RoleBinding"), rb).await;
+    wait_allowed(backend, &w.app_admin, SA, UNSERVED).await;
+    let healed = Instant::now();
+    if let Err(e) = e2e::wait_until(
+        "InformersSynced=True again",
+        Duration::from_secs(120),
+        || async { condition().await.is_some_and(|c| c["status"] == "True") },
+    )
+    .await
+    {
+        panic!("{e}\n{}", tail(&k.stderr()));
+    }
+    println!(
+        "claims: healed {:?} after the RoleBinding",
+        healed.elapsed()
+    );
+    w.provider_backend.abort();
+    let _ = &w.provider_admin;
+}
+
 e2e::on_both_backends!(
+    default_mode_forbidden_claim_watch_shows_on_the_binding,
     default_mode_happy_path_under_the_charts_rbac,
     control_plane_mode_happy_path_under_the_charts_rbac,
     default_mode_claims_only_in_served_namespaces,

@@ -197,8 +197,8 @@ pub fn claims_watchable(denied: &[String]) -> Condition {
             reasons::CLAIM_WATCH_FORBIDDEN,
             Severity::Error,
             match rest.len() {
-                0 => format!("Watching claimed {first} is forbidden."),
-                n => format!("Watching claimed {first} is forbidden (and {n} more)."),
+                0 => format!("Claimed objects cannot be watched: {first}"),
+                n => format!("Claimed objects cannot be watched ({} places): {first}", n + 1),
             },
         ),
     }
