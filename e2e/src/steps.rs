@@ -30,6 +30,46 @@ pub async fn start(bin: impl AsRef<Path>, w: &World) -> Konnector {
     k
 }
 
+/// Like [`start`], with `/metrics` served; returns its address too.
+pub async fn start_with_metrics(bin: impl AsRef<Path>, w: &World) -> (Konnector, SocketAddr) {
+    let port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+    let metrics_port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+    let args: Vec<String> = w
+        .konnector_args(port)
+        .unwrap_or_else(|e| panic!("konnector arguments: {e:#}"))
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--metrics-bind-address=") {
+                format!("--metrics-bind-address=127.0.0.1:{metrics_port}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut k = Konnector::spawn(bin, &args, &w.dir).unwrap_or_else(|e| panic!("{e:#}"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!(
+            "konnector not ready: {e}\n--- stderr ---\n{}",
+            tail(&k.stderr())
+        );
+    }
+    (k, SocketAddr::from(([127, 0, 0, 1], metrics_port)))
+}
+
+/// The lines of the konnector's `/metrics` at `addr` whose name starts with one of `prefixes`
+/// (without `# HELP`/`# TYPE` lines), for a scenario to print.
+pub async fn metric_lines(addr: SocketAddr, prefixes: &[&str]) -> Vec<String> {
+    match crate::http_get(addr, "/metrics").await {
+        Ok((200, body)) => body
+            .lines()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .map(str::to_owned)
+            .collect(),
+        other => vec![format!("/metrics: {other:?}")],
+    }
+}
+
 /// The last 40 lines of `s`.
 pub fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();

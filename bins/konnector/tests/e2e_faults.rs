@@ -315,7 +315,15 @@ e2e::on_both_backends!(provider_apiserver_killed, app_apiserver_killed);
 /// the world converges, and the konnector retries with backoff instead of a hot loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_storms_back_off_and_converge() {
-    let (w, mut k) = bound(WorldOptions::default(), Backend::Memory, Mode::Default).await;
+    let w = World::build(Backend::Memory, Mode::Default, WorldOptions::default())
+        .await
+        .unwrap();
+    let (mut k, metrics) = e2e::steps::start_with_metrics(BIN, &w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
     let (down, _up) = (w.downstream("default"), w.upstream("default"));
     let provider = w.provider.memory().unwrap();
     let objects = names("storm", 100);
@@ -360,6 +368,21 @@ async fn write_storms_back_off_and_converge() {
     );
     // Per object, exponential backoff from 200 ms allows about 5 attempts in 5 s; a hot loop
     // would make hundreds.
+    for line in e2e::steps::metric_lines(
+        metrics,
+        &[
+            "konnector_retries_total",
+            "konnector_api_writes_total",
+            "konnector_client_throttled_total",
+            "konnector_client_throttle_retries_total",
+            "konnector_client_gate_wait_seconds_total",
+            "konnector_client_concurrency_limit",
+        ],
+    )
+    .await
+    {
+        println!("fault: metric {line}");
+    }
     // Retry-After holds every request for a second after each 429.
     assert!(writes_429 <= 200, "{writes_429} writes in a 5 s 429 storm");
     assert!(

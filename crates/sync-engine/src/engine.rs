@@ -350,11 +350,15 @@ impl Engine {
                 sinks.get_or_register(APP_CLUSTER, || binding.clone());
             }
             EngineMode::ControlPlane { .. } => {
-                sinks.get_or_register(APP_CLUSTER, || {
+                let app = sinks.get_or_register(APP_CLUSTER, || {
                     EventSink::start(self.app.clone(), leadership)
                 });
+                self.hub.metrics().register_events(APP_CLUSTER, &app);
             }
         }
+        self.hub
+            .metrics()
+            .register_events(BINDING_CLUSTER, &binding);
         binding
     }
 

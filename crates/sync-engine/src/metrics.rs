@@ -197,6 +197,55 @@ impl Collector for ClientHealthCollector {
     }
 }
 
+/// Reports what the Event recorders did, per cluster, read from their counters at each scrape.
+#[derive(Clone, Debug, Default)]
+pub struct EventStatsCollector {
+    sinks: Arc<Mutex<Vec<(String, crate::runtime::events::EventSink)>>>,
+}
+
+impl EventStatsCollector {
+    fn add(&self, cluster: &str, sink: &crate::runtime::events::EventSink) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|(c, _)| c != cluster);
+        sinks.push((cluster.to_string(), sink.clone()));
+    }
+}
+
+impl Collector for EventStatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let kind = ConstCounter::new(0u64).metric_type();
+        let mut metric = encoder.encode_descriptor(
+            "events",
+            "Kubernetes Events by cluster and outcome: created, patched (a series grew), dropped_spam (an object used up its writes), dropped_full, dropped_not_leading, failed",
+            None,
+            kind,
+        )?;
+        for (cluster, sink) in &sinks {
+            let s = sink.stats();
+            for (outcome, n) in [
+                ("created", s.created),
+                ("patched", s.patched),
+                ("dropped_spam", s.dropped_spam),
+                ("dropped_full", s.dropped_full),
+                ("dropped_not_leading", s.dropped_not_leading),
+                ("failed", s.failed),
+            ] {
+                let labels = [("cluster", cluster.as_str()), ("outcome", outcome)];
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -229,6 +278,8 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     /// The clients whose health is reported (see [`Metrics::register_client`]).
     pub clients: ClientHealthCollector,
+    /// The Event recorders whose counters are reported (see [`Metrics::register_events`]).
+    pub events: EventStatsCollector,
 }
 
 impl Default for Metrics {
@@ -246,6 +297,7 @@ impl Default for Metrics {
             watch_relists: Family::default(),
             retries: Family::default(),
             clients: ClientHealthCollector::default(),
+            events: EventStatsCollector::default(),
         }
     }
 }
@@ -310,6 +362,12 @@ impl Metrics {
             self.retries.clone(),
         );
         r.register_collector(Box::new(self.clients.clone()));
+        r.register_collector(Box::new(self.events.clone()));
+    }
+
+    /// Reports the Event recorder of `cluster` as `konnector_events_total`.
+    pub fn register_events(&self, cluster: &str, sink: &crate::runtime::events::EventSink) {
+        self.events.add(cluster, sink);
     }
 
     /// Reports the clients of the cluster `label` (throttling, transport errors, in-flight
@@ -472,5 +530,27 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("provider:abc"), "{text}");
+    }
+
+    #[test]
+    fn event_recorders_are_reported_per_cluster_and_outcome() {
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        assert!(!encode(&registry).contains("konnector_events_total"));
+        let sink = crate::runtime::events::EventSink::disabled();
+        m.register_events("binding", &sink);
+        m.register_events("binding", &sink); // re-registering replaces
+        let text = encode(&registry);
+        for outcome in ["created", "patched", "dropped_spam", "failed"] {
+            let line =
+                format!(r#"konnector_events_total{{cluster="binding",outcome="{outcome}"}} 0"#);
+            assert_eq!(text.matches(&line).count(), 1, "{line} in\n{text}");
+        }
     }
 }
