@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::json;
 
 use crate::world::{STEP, World};
@@ -15,35 +15,27 @@ use crate::{Konnector, STARTUP_TIMEOUT, free_port, wait_until};
 
 /// Starts the konnector binary `bin` for `w` and waits until `/readyz` answers 200.
 pub async fn start(bin: impl AsRef<Path>, w: &World) -> Konnector {
-    let port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
-    let args = w
-        .konnector_args(port)
-        .unwrap_or_else(|e| panic!("konnector arguments: {e:#}"));
-    let mut k = Konnector::spawn(bin, &args, &w.dir).unwrap_or_else(|e| panic!("{e:#}"));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
-        panic!(
-            "konnector not ready: {e}\n--- stderr ---\n{}",
-            tail(&k.stderr())
-        );
-    }
-    k
+    spawn_ready(bin, w, None).await
 }
 
 /// Like [`start`], with `/metrics` served; returns its address too.
 pub async fn start_with_metrics(bin: impl AsRef<Path>, w: &World) -> (Konnector, SocketAddr) {
-    let port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
     let metrics_port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+    let k = spawn_ready(bin, w, Some(metrics_port)).await;
+    (k, SocketAddr::from(([127, 0, 0, 1], metrics_port)))
+}
+
+async fn spawn_ready(bin: impl AsRef<Path>, w: &World, metrics_port: Option<u16>) -> Konnector {
+    let port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
     let args: Vec<String> = w
         .konnector_args(port)
         .unwrap_or_else(|e| panic!("konnector arguments: {e:#}"))
         .into_iter()
-        .map(|a| {
-            if a.starts_with("--metrics-bind-address=") {
-                format!("--metrics-bind-address=127.0.0.1:{metrics_port}")
-            } else {
-                a
+        .map(|a| match metrics_port {
+            Some(m) if a.starts_with("--metrics-bind-address=") => {
+                format!("--metrics-bind-address=127.0.0.1:{m}")
             }
+            _ => a,
         })
         .collect();
     let mut k = Konnector::spawn(bin, &args, &w.dir).unwrap_or_else(|e| panic!("{e:#}"));
@@ -54,7 +46,7 @@ pub async fn start_with_metrics(bin: impl AsRef<Path>, w: &World) -> (Konnector,
             tail(&k.stderr())
         );
     }
-    (k, SocketAddr::from(([127, 0, 0, 1], metrics_port)))
+    k
 }
 
 /// The lines of the konnector's `/metrics` at `addr` whose name starts with one of `prefixes`
@@ -68,6 +60,32 @@ pub async fn metric_lines(addr: SocketAddr, prefixes: &[&str]) -> Vec<String> {
             .collect(),
         other => vec![format!("/metrics: {other:?}")],
     }
+}
+
+/// The `events.k8s.io/v1` Events about the object `name` in namespace `ns`, as `kubectl describe`
+/// shows them (empty when they cannot be listed).
+pub async fn events_about(client: &kube::Client, ns: &str, name: &str) -> Vec<serde_json::Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::core::ApiResource {
+            group: "events.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "events.k8s.io/v1".into(),
+            kind: "Event".into(),
+            plural: "events".into(),
+        },
+    );
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|e| e.data)
+                .filter(|e| e["regarding"]["name"] == name)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The last 40 lines of `s`.

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::steps::{exists, mango, step, tail};
+use e2e::steps::{events_about, exists, mango, step, tail};
 use e2e::world::{Mode, World, WorldOptions};
 use e2e::{Backend, ClusterOptions};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_konnector");
@@ -16,31 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_konnector");
 /// etcd's default request limit, which the real provider's etcd has (and `test-apiserver`
 /// is given); the in-memory app cluster takes larger objects.
 const LIMIT: usize = 1536 * 1024;
-
-/// Events about `name` in namespace `ns` of the app cluster, as `kubectl describe` shows them.
-async fn events_about(client: &kube::Client, ns: &str, name: &str) -> Vec<serde_json::Value> {
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        ns,
-        &kube::core::ApiResource {
-            group: "events.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "events.k8s.io/v1".into(),
-            kind: "Event".into(),
-            plural: "events".into(),
-        },
-    );
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .map(|e| e.data)
-                .filter(|e| e["regarding"]["name"] == name)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 async fn object_too_large(backend: Backend) {
     let options = WorldOptions {
@@ -143,6 +118,23 @@ e2e::on_both_backends!(object_too_large);
 /// are stored in) leaves `SchemaInSync=False` with the server's message and a Warning Event on
 /// the binding, syncing of that resource pauses, and the binding recovers when the export is
 /// fixed.
+/// Sets the name of the export's first version (the stored one is `v1`).
+async fn set_export_version(
+    exports: &Api<DynamicObject>,
+    versions: &mut serde_json::Value,
+    name: &str,
+) {
+    versions[0]["name"] = json!(name);
+    exports
+        .patch(
+            e2e::world::EXPORT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"versions": versions}})),
+        )
+        .await
+        .unwrap();
+}
+
 async fn export_schema_rejected(backend: Backend) {
     let w = World::new(backend, Mode::Default, &[]).await.unwrap();
     let mut k = e2e::steps::start(BIN, &w).await;
@@ -158,15 +150,7 @@ async fn export_schema_rejected(backend: Backend) {
     );
     let export = exports.get(e2e::world::EXPORT).await.unwrap();
     let mut versions = export.data["spec"]["versions"].clone();
-    versions[0]["name"] = json!("v2");
-    exports
-        .patch(
-            e2e::world::EXPORT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"versions": versions}})),
-        )
-        .await
-        .unwrap();
+    set_export_version(&exports, &mut versions, "v2").await;
     step(
         &k,
         "SchemaInSync=False with the server's message",
@@ -206,15 +190,7 @@ async fn export_schema_rejected(backend: Backend) {
             .collect::<Vec<_>>()
     );
     // Fixed: back to Ready.
-    versions[0]["name"] = json!("v1");
-    exports
-        .patch(
-            e2e::world::EXPORT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"versions": versions}})),
-        )
-        .await
-        .unwrap();
+    set_export_version(&exports, &mut versions, "v1").await;
     step(&k, "binding Ready again", || async {
         w.wait_bound().await.is_ok()
     })

@@ -1477,23 +1477,11 @@ async fn default_mode_forbidden_claim_watch_shows_on_the_binding(backend: Backen
         })
     })
     .await;
-    let events: Api<DynamicObject> = Api::namespaced_with(
-        w.app_admin.clone(),
-        BIND_NS,
-        &ApiResource {
-            group: "events.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "events.k8s.io/v1".into(),
-            kind: "Event".into(),
-            plural: "events".into(),
-        },
-    );
     step(k, "a WatchForbidden Event on the binding", || async {
-        events.list(&ListParams::default()).await.is_ok_and(|l| {
-            l.items.iter().any(|e| {
-                e.data["regarding"]["name"] == EXPORT && e.data["reason"] == "WatchForbidden"
-            })
-        })
+        e2e::steps::events_about(&w.app_admin, BIND_NS, EXPORT)
+            .await
+            .iter()
+            .any(|e| e["reason"] == "WatchForbidden")
     })
     .await;
     // Backoff: over about 10 s a handful of refused lists, not one a second per watch.

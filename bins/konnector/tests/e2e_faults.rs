@@ -65,6 +65,33 @@ async fn patch_all(
     }
 }
 
+/// Changes both sides while the konnector cannot act: `new` created in the app cluster, the
+/// spec of the first half of `existing` changed there, the status of the other half set on the
+/// provider.
+async fn change_both_sides(
+    down: &Api<DynamicObject>,
+    up: &Api<DynamicObject>,
+    new: Vec<String>,
+    existing: &[String],
+) {
+    create_all(down, new).await;
+    let half = existing.len() / 2;
+    patch_all(
+        down,
+        &existing[..half],
+        json!({"spec": {"tier": "Dedicated"}}),
+        false,
+    )
+    .await;
+    patch_all(
+        up,
+        &existing[half..],
+        json!({"status": {"phase": "Ready"}}),
+        true,
+    )
+    .await;
+}
+
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -131,22 +158,7 @@ async fn remote_unreachable(backend: Backend, mode: Mode, how: ProxyMode) {
     assert_eq!(ready["status"], "False", "{ready}");
 
     // Both sides change during the outage.
-    let during = names("during", 10);
-    create_all(&down, during.clone()).await;
-    patch_all(
-        &down,
-        &before[..10],
-        json!({"spec": {"tier": "Dedicated"}}),
-        false,
-    )
-    .await;
-    patch_all(
-        &up,
-        &before[10..],
-        json!({"status": {"phase": "Ready"}}),
-        true,
-    )
-    .await;
+    change_both_sides(&down, &up, names("during", 10), &before).await;
     let outage = Duration::from_secs(30);
     tokio::time::sleep(outage.saturating_sub(cut.elapsed())).await;
 
@@ -478,21 +490,7 @@ async fn stopped_past_its_lease(backend: Backend) {
     // watches resume from resourceVersions etcd has compacted.
     let proxy = w.proxy.as_ref().unwrap();
     proxy.set(ProxyMode::Refuse);
-    create_all(&down, names("while-paused", 10)).await;
-    patch_all(
-        &down,
-        &before[..10],
-        json!({"spec": {"tier": "Dedicated"}}),
-        false,
-    )
-    .await;
-    patch_all(
-        &up,
-        &before[10..],
-        json!({"status": {"phase": "Ready"}}),
-        true,
-    )
-    .await;
+    change_both_sides(&down, &up, names("while-paused", 10), &before).await;
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(paused.elapsed())).await;
     w.provider.clear_requests().await.unwrap();
     proxy.set(ProxyMode::Pass);
