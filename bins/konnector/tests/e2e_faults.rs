@@ -546,7 +546,13 @@ async fn throttled_by_apf(backend: Backend) {
         provider: Some(provider),
         ..WorldOptions::default()
     };
-    let (w, mut k) = bound(options, backend, Mode::Default).await;
+    let w = World::build(backend, Mode::Default, options).await.unwrap();
+    let (mut k, metrics) = e2e::steps::start_with_metrics(BIN, &w).await;
+    w.bind().await.unwrap();
+    step(&k, "binding Ready", || async {
+        w.wait_bound().await.is_ok()
+    })
+    .await;
     let down = w.downstream("default");
     w.provider.clear_requests().await.unwrap();
     let start = Instant::now();
@@ -556,11 +562,25 @@ async fn throttled_by_apf(backend: Backend) {
     let throttled = requests.iter().filter(|r| r.code == 429).count();
     let watches = requests.iter().filter(|r| r.verb == "watch").count();
     println!(
-        "fault: 300 objects against a provider with --max-requests-inflight=5 --max-mutating-requests-inflight=1: converged in {:?} ({took:?} after the last create), {} konnector requests, {throttled} answered 429, {watches} watch requests",
+        "fault: 300 objects against a provider with --max-requests-inflight=5 --max-mutating-requests-inflight=1: converged in {:?} ({took:?} after the last create), {} konnector requests, {throttled} audited as 429 (the throttled requests seen by the client are in the metrics below), {watches} watches ended",
         start.elapsed(),
         requests.len()
     );
-    // A watch restarted about once a second (the behaviour before) would be hundreds.
+    for line in e2e::steps::metric_lines(
+        metrics,
+        &[
+            "konnector_client_throttled_total",
+            "konnector_client_concurrency_limit",
+            "konnector_client_requests_total",
+            "konnector_watch_relists_total",
+        ],
+    )
+    .await
+    {
+        println!("fault: metric {line}");
+    }
+    // The audit log records a watch when it ends: one restarted about once a second (the
+    // behaviour before) would be hundreds; a healthy one has not ended yet.
     assert!(
         watches <= 60,
         "{watches} watch requests: watches restart in a loop"
