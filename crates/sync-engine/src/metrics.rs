@@ -50,8 +50,9 @@ pub struct RelistLabels {
     pub cluster: String,
     /// `group/version/plural`.
     pub resource: String,
-    /// `gone` (410), `ended_early` (the server ended the watch before its timeout) or
-    /// `schema_changed` (the last list may predate a CRD schema switch).
+    /// `gone` (410), `ended_early` (the server ended the watch before its timeout),
+    /// `schema_changed` (the last list may predate a CRD schema switch), or `forbidden` /
+    /// `unauthorized` (a refused list or watch, retried with backoff up to 5 minutes).
     pub reason: String,
 }
 
