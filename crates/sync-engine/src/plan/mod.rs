@@ -194,6 +194,40 @@ pub(crate) fn check_name_lengths(namespace: Option<&str>, name: &str) -> Result<
 }
 
 #[cfg(test)]
+mod name_length_tests {
+    use super::*;
+
+    #[test]
+    fn names_over_253_and_namespaces_over_63_characters_are_refused() {
+        assert!(check_name_lengths(Some(&"n".repeat(63)), &"x".repeat(253)).is_ok());
+        let err = check_name_lengths(Some(&"n".repeat(64)), "x").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PlanError::NameTooLong {
+                    len: 64,
+                    limit: 63,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = check_name_lengths(None, &"x".repeat(254)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PlanError::NameTooLong {
+                    len: 254,
+                    limit: 253,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod test_support {
     use kube::core::{ApiResource, DynamicObject};
     use serde_json::{Value, json};

@@ -198,7 +198,10 @@ pub fn claims_watchable(denied: &[String]) -> Condition {
             Severity::Error,
             match rest.len() {
                 0 => format!("Claimed objects cannot be watched: {first}"),
-                n => format!("Claimed objects cannot be watched ({} places): {first}", n + 1),
+                n => format!(
+                    "Claimed objects cannot be watched ({} places): {first}",
+                    n + 1
+                ),
             },
         ),
     }
