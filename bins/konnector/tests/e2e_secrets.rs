@@ -171,6 +171,36 @@ async fn default_mode_binding_secret_deleted_or_malformed_is_reported_and_recove
         w.wait_bound().await.is_ok()
     })
     .await;
+    // In default mode every heartbeat reconcile mirrors the provider-side kubeconfig Secret into
+    // the binding's, recreating or repairing it (as the Go konnector does). The provider-side
+    // copy goes first, so that what the test does to the binding's Secret stays until it fixes
+    // it itself.
+    let provider_secrets: Api<Secret> = Api::namespaced(w.provider_admin.clone(), w.p);
+    provider_secrets
+        .delete(KUBECONFIG_SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    let cluster_bindings: Api<DynamicObject> = Api::namespaced_with(
+        w.provider_admin.clone(),
+        w.p,
+        &ApiResource::erase::<konnector_api::v1alpha1::ClusterBinding>(&()),
+    );
+    step(
+        &k,
+        "the konnector saw the provider-side Secret go",
+        || async {
+            cluster_bindings.get("cluster").await.is_ok_and(|cb| {
+                cb.data["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c["type"] == "SecretValid" && c["reason"] == "ProviderSecretNotFound"
+                        })
+                    })
+            })
+        },
+    )
+    .await;
     let secrets: Api<Secret> = Api::namespaced(w.app_admin.clone(), BIND_NS);
     let good = secrets.get(KUBECONFIG_SECRET).await.unwrap().data.unwrap()[KUBECONFIG_SECRET]
         .0

@@ -238,6 +238,48 @@ async fn events_on_test_apiserver() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What the engine reports before this replica holds the lease (its first observations come
+/// a moment before the lease is taken, and each is reported once) is written when it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_before_leading_are_written_once_leading() {
+    let server = TestApiServer::start(Options::default()).await.unwrap();
+    let admin = client(&server, ADMIN).await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let target = config_map(&admin, "early").await;
+    let (leading, rx) = tokio::sync::watch::channel(None);
+    let sink = EventSink::start(
+        Cluster::Fixed(admin.clone()),
+        Leadership::from_deadlines(rx),
+    );
+    sink.resource(
+        &target,
+        EventType::Warning,
+        "SecretInvalid",
+        "ReadSecret",
+        "early",
+    );
+    // Not leading: nothing is written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events(&admin, &target).await.is_empty());
+    leading.send_replace(Some(Instant::now() + Duration::from_secs(60)));
+    wait_for("the held event written once leading", || async {
+        (events(&admin, &target).await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sink.stats().created, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_on_a_real_kube_apiserver() {
     if let Err(e) = Binaries::find() {

@@ -52,7 +52,7 @@
 //! (the chart grants them). Without them the recorder logs a warning at most once a minute and
 //! carries on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -393,6 +393,11 @@ impl FailureLog {
     }
 }
 
+/// At most this many events are held while not leading.
+const HOLD_MAX: usize = 256;
+/// Held events older than this when leadership comes are dropped.
+const HOLD_FOR: Duration = Duration::from_secs(60);
+
 /// The background task of one recorder.
 struct Writer {
     cluster: Cluster,
@@ -408,12 +413,41 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Published>) {
-        while let Some(p) = rx.recv().await {
-            if !self.leadership.is_leading() {
-                inc(&self.counters.dropped_not_leading);
-                continue;
+        // Events published while this replica does not lead (yet): the engine reports what it
+        // sees from the start, while the lease is often taken a moment later, and it reports a
+        // change only once. Kept for a while, written if leadership comes in time.
+        let mut held: VecDeque<Published> = VecDeque::new();
+        let leadership = self.leadership.clone();
+        loop {
+            tokio::select! {
+                p = rx.recv() => match p {
+                    None => break,
+                    Some(p) if self.leadership.is_leading() => {
+                        self.flush(&mut held).await;
+                        self.record(p).await;
+                    }
+                    Some(p) => {
+                        if held.len() >= HOLD_MAX {
+                            held.pop_front();
+                            inc(&self.counters.dropped_not_leading);
+                        }
+                        held.push_back(p);
+                    }
+                },
+                () = leadership.leading(), if !held.is_empty() => self.flush(&mut held).await,
             }
-            self.record(p).await;
+        }
+    }
+
+    /// Writes the held events that are recent enough; older ones are dropped (a follower that
+    /// takes over much later does not replay what it saw long ago).
+    async fn flush(&mut self, held: &mut VecDeque<Published>) {
+        while let Some(p) = held.pop_front() {
+            if p.at.elapsed() <= HOLD_FOR {
+                self.record(p).await;
+            } else {
+                inc(&self.counters.dropped_not_leading);
+            }
         }
     }
 
