@@ -402,10 +402,9 @@ impl Inner {
                     if class == RetryClass::Rejected {
                         self.report_on_object(&key, &err);
                     }
-                    // Rate-limited: a failure streak logs at attempts 1, 2, 4, 8, ... (an
-                    // outage of minutes is a handful of lines per object, not thousands).
-                    // During an outage the client layer and the session say so once; each
-                    // object's failure is expected then and is only worth a debug line.
+                    // A failure streak logs at attempts 1, 2, 4, 8, ...; while the cluster is
+                    // known to be down (the client layer and the session say so once), an
+                    // object's failure is expected and only a debug line.
                     let outage = class == RetryClass::Transient && self.remote_down(&err);
                     if attempt.is_power_of_two() && !outage {
                         tracing::warn!(
