@@ -612,6 +612,11 @@ impl Konnector {
         Self::spawn_with_env(bin, args, home, &[])
     }
 
+    /// The process id while it runs (for reading its `/proc` figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Like [`Konnector::spawn`], with extra environment variables (e.g. `POD_NAME`).
     pub fn spawn_with_env(
         bin: impl AsRef<Path>,

@@ -41,6 +41,11 @@ const INSTANCE: &str = "my-db";
 /// Width of the step text (padded with dots) before the timing.
 const WIDTH: usize = 66;
 
+/// Builds the release konnector (for the benchmark) and returns the binary's path.
+pub fn build_release(repo: &Path) -> Result<std::path::PathBuf> {
+    konnector::build_profile(repo, true)
+}
+
 /// Runs the demo; `--keep` keeps the last mode running until Ctrl-C.
 pub fn run(repo: &Path, args: &[String]) -> Result<()> {
     let keep = match args {

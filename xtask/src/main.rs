@@ -4,7 +4,10 @@
 //!   `charts/konnector/crds/`; with `--check`, fails if the committed files differ.
 //! - `demo [--keep]`: runs the konnector binary against in-memory clusters in both modes and
 //!   shows an example API being bound and synced (see `demo.rs`).
+//! - `bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]`: measures the
+//!   release konnector end to end (see `bench.rs`).
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -13,13 +16,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]";
+const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen-crds") => gen_crds(args.iter().any(|a| a == "--check")),
         Some("demo") => demo::run(&repo_root(), &args[1..]),
+        Some("bench") => bench::run(&repo_root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -19,11 +19,20 @@ const KEPT_LINES: usize = 200;
 /// Builds the konnector (debug profile) with the cargo that runs this xtask and returns the
 /// binary's path. Cargo's own progress goes to the terminal, so a first build is not silent.
 pub fn build(repo: &Path) -> Result<PathBuf> {
+    build_profile(repo, false)
+}
+
+/// Like [`build`], with the release profile when `release` (what users run, and what a
+/// benchmark must measure).
+pub fn build_profile(repo: &Path, release: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(&cargo);
     command
         .args(["build", "--package", "konnector", "--bin", "konnector"])
         .current_dir(repo);
+    if release {
+        command.arg("--release");
+    }
     // `cargo run` gave this process xtask's package variables (CARGO_PKG_NAME,
     // CARGO_MANIFEST_DIR, ...). Build scripts such as ring's rerun when those change, so passing
     // them on would rebuild half the dependency tree here and again in every other build that
@@ -60,7 +69,7 @@ pub fn build(repo: &Path) -> Result<PathBuf> {
         })
         .unwrap_or_else(|| repo.join("target"));
     let bin = target
-        .join("debug")
+        .join(if release { "release" } else { "debug" })
         .join(format!("konnector{}", std::env::consts::EXE_SUFFIX));
     if !bin.is_file() {
         bail!(

@@ -31,6 +31,15 @@ use crate::plan::{
     plan_downstream, plan_upstream, upstream_key,
 };
 
+/// Reconciles of one export syncer that run at once. Each waits on one or two API round
+/// trips, so one worker made a burst of 1,000 objects take 1,000 round trips back to back;
+/// the client layer bounds what reaches a server (`--max-concurrent-requests`).
+pub const WORKERS: usize = 16;
+
+/// How long an APIServiceNamespace create is remembered, so that the other objects of its
+/// namespace do not create it again before the cache shows it.
+const NAMESPACE_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What one export syncer syncs, and where.
 #[derive(Debug, Clone)]
 pub struct ExportSyncConfig {
@@ -212,6 +221,17 @@ impl ExportSyncer {
             starter.enqueue_all();
             starter.work().await;
         }));
+        // More workers: a reconcile mostly waits for its round trips, and the queue never
+        // hands one pair to two workers. They start once the first has enqueued everything.
+        for _ in 1..WORKERS {
+            let worker = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                worker.consumer.ready().await;
+                worker.provider.ready().await;
+                worker.namespaces.ready().await;
+                worker.work().await;
+            }));
+        }
         for (side, mut sub) in subs {
             let inner = inner.clone();
             tasks.push(tokio::spawn(async move {
@@ -549,9 +569,16 @@ impl Inner {
         let started = std::time::Instant::now();
         for write in &writes {
             if !self.hub.leadership().is_leading() {
+                self.release_namespace_claims(&writes);
                 return Err(SyncError::NotLeader(super::leadership::NotLeader));
             }
-            let outcome = self.execute(write).await?;
+            let outcome = match self.execute(write).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.release_namespace_claims(std::slice::from_ref(write));
+                    return Err(e.into());
+                }
+            };
             self.remember_namespace_created(write);
             if write.target == Target::Synced {
                 let planned_on = match write.side {
@@ -575,8 +602,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Drops creates of APIServiceNamespaces that this syncer created moments ago; the
-    /// namespace's watch event re-enqueues every object of it once the cache shows it.
+    /// Drops creates of APIServiceNamespaces that this syncer created moments ago or another of
+    /// its workers is creating now (the first to plan one claims it); the namespace's watch
+    /// event re-enqueues every object of it once the cache shows it.
     fn skip_namespaces_being_created(&self, writes: &mut Vec<Write>) {
         let mut created = self
             .created_namespaces
@@ -585,8 +613,30 @@ impl Inner {
         let now = tokio::time::Instant::now();
         created.retain(|_, until| *until > now);
         writes.retain(|w| {
-            !(w.target == Target::ServiceNamespace && created.contains_key(&w.object_key()))
+            if w.target != Target::ServiceNamespace {
+                return true;
+            }
+            match created.entry(w.object_key()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(now + NAMESPACE_CLAIM);
+                    true
+                }
+            }
         });
+    }
+
+    /// A claimed APIServiceNamespace create failed: another reconcile may try.
+    fn release_namespace_claims(&self, writes: &[Write]) {
+        let mut created = self
+            .created_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for w in writes {
+            if w.target == Target::ServiceNamespace {
+                created.remove(&w.object_key());
+            }
+        }
     }
 
     fn remember_namespace_created(&self, write: &Write) {
@@ -597,7 +647,7 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner());
             created.insert(
                 write.object_key(),
-                tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+                tokio::time::Instant::now() + NAMESPACE_CLAIM,
             );
         }
     }
