@@ -382,6 +382,31 @@ fn latencies(sent: &HashMap<String, Instant>, seen: &Seen) -> Vec<Duration> {
         .collect()
 }
 
+/// Closes a phase started at `start` with the konnector's figures `before` it: wall time,
+/// latencies of `sent` as `seen`, CPU, RSS and the writes the servers recorded.
+async fn phase(
+    name: &'static str,
+    w: &World,
+    pid: u32,
+    (start, before): (Instant, ProcStats),
+    sent: &HashMap<String, Instant>,
+    seen: &Seen,
+) -> Result<Phase> {
+    let wall = start.elapsed();
+    let after = proc_stats(pid)?;
+    let (p50, p99) = percentiles(latencies(sent, seen));
+    Ok(Phase {
+        name,
+        objects: sent.len(),
+        wall,
+        p50,
+        p99,
+        cpu: after.cpu.saturating_sub(before.cpu),
+        writes: konnector_writes(w).await,
+        rss_after_kib: after.rss_kib,
+    })
+}
+
 async fn konnector_writes(w: &World) -> usize {
     w.app.konnector_writes().await.len() + w.provider.konnector_writes().await.len()
 }
@@ -517,29 +542,15 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     let names: Vec<(String, String)> = (0..n)
         .map(|i| (namespaces[i % NAMESPACES].clone(), format!("burst-{i}")))
         .collect();
-    let before = proc_stats(pid)?;
-    let start = Instant::now();
+    let started = (Instant::now(), proc_stats(pid)?);
     let sent = create_all(&w.app_admin, &names).await?;
     wait_seen(&up_seen, "burst-", n, "burst upstream").await?;
-    let wall = start.elapsed();
-    let after = proc_stats(pid)?;
-    let (p50, p99) = percentiles(latencies(&sent, &up_seen));
-    phases.push(Phase {
-        name: "burst (spec up)",
-        objects: n,
-        wall,
-        p50,
-        p99,
-        cpu: after.cpu.saturating_sub(before.cpu),
-        writes: konnector_writes(&w).await,
-        rss_after_kib: after.rss_kib,
-    });
+    phases.push(phase("burst (spec up)", &w, pid, started, &sent, &up_seen).await?);
 
     // Status back.
     eprintln!("status: {n} provider status changes");
     clear(&w).await?;
-    let before = proc_stats(pid)?;
-    let start = Instant::now();
+    let started = (Instant::now(), proc_stats(pid)?);
     let status_sent = Arc::new(Mutex::new(HashMap::new()));
     futures::stream::iter(names.iter().cloned())
         .map(|(ns, name)| {
@@ -565,26 +576,13 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
         .try_collect::<Vec<()>>()
         .await?;
     wait_seen(&down_status, "burst-", n, "status downstream").await?;
-    let wall = start.elapsed();
-    let after = proc_stats(pid)?;
     let status_sent = status_sent.lock().map(|s| s.clone()).unwrap_or_default();
-    let (p50, p99) = percentiles(latencies(&status_sent, &down_status));
-    phases.push(Phase {
-        name: "status back",
-        objects: n,
-        wall,
-        p50,
-        p99,
-        cpu: after.cpu.saturating_sub(before.cpu),
-        writes: konnector_writes(&w).await,
-        rss_after_kib: after.rss_kib,
-    });
+    phases.push(phase("status back", &w, pid, started, &status_sent, &down_status).await?);
 
     // Trickle: 20 per second for 10 s.
     eprintln!("trickle: 20 creates per second for 10 s");
     clear(&w).await?;
-    let before = proc_stats(pid)?;
-    let start = Instant::now();
+    let started = (Instant::now(), proc_stats(pid)?);
     let mut trickle_sent = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     for i in 0..200 {
@@ -593,19 +591,7 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
         trickle_sent.extend(create_all(&w.app_admin, &one).await?);
     }
     wait_seen(&up_seen, "trickle-", 200, "trickle upstream").await?;
-    let wall = start.elapsed();
-    let after = proc_stats(pid)?;
-    let (p50, p99) = percentiles(latencies(&trickle_sent, &up_seen));
-    phases.push(Phase {
-        name: "trickle 20/s",
-        objects: 200,
-        wall,
-        p50,
-        p99,
-        cpu: after.cpu.saturating_sub(before.cpu),
-        writes: konnector_writes(&w).await,
-        rss_after_kib: after.rss_kib,
-    });
+    phases.push(phase("trickle 20/s", &w, pid, started, &trickle_sent, &up_seen).await?);
     let peak_kib = proc_stats(pid)?.peak_kib;
 
     // Restart over the synced world: writes other than a marker's sync, the Lease and a due

@@ -32,6 +32,20 @@ use test_apiserver::{ADMIN, Options, TestApiServer, User};
 const NS: &str = "events-test";
 const KUBECTL: &str = "/usr/bin/kubectl";
 
+async fn create_namespace(client: &kube::Client) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
 async fn config_map(client: &kube::Client, name: &str) -> ConfigMap {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let cm = ConfigMap {
@@ -77,18 +91,7 @@ fn series_count(e: &Event) -> i32 {
 }
 
 async fn scenario(client: kube::Client, kubeconfig: &Path) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(NS.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&client).await;
     let target = config_map(&client, "target").await;
     let flood = config_map(&client, "flood").await;
     let sink = EventSink::start(Cluster::Fixed(client.clone()), Leadership::always());
@@ -244,18 +247,7 @@ async fn events_on_test_apiserver() {
 async fn events_published_before_leading_are_written_once_leading() {
     let server = TestApiServer::start(Options::default()).await.unwrap();
     let admin = client(&server, ADMIN).await;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(NS.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&admin).await;
     let target = config_map(&admin, "early").await;
     let (leading, rx) = tokio::sync::watch::channel(None);
     let sink = EventSink::start(
@@ -348,18 +340,7 @@ async fn a_forbidden_watch_exposes_the_servers_error_backs_off_and_recovers() {
     .unwrap();
     let admin = client(&server, ADMIN).await;
     let nobody = client(&server, "nobody").await;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(NS.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&admin).await;
 
     let hub = WatchHub::new();
     let started = Instant::now();
