@@ -142,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         &ready,
         metrics.clone(),
         sync_engine::runtime::leadership::Leadership::from_deadlines(leading),
+        cli.sync_workers,
         shutdown.requested(),
     )
     .await?;

@@ -78,6 +78,12 @@ pub struct Cli {
     #[arg(long, default_value = "32", value_parser = parse_max_concurrent_requests)]
     pub max_concurrent_requests: NonZeroUsize,
 
+    /// Objects of one bound resource reconciled at once. A reconcile mostly waits for its one or
+    /// two API round trips, so a burst of objects needs several; what reaches each server stays
+    /// bounded by --max-concurrent-requests. At least 1.
+    #[arg(long, default_value = "16", value_parser = parse_sync_workers)]
+    pub sync_workers: NonZeroUsize,
+
     /// Log verbosity (klog style: 2 is the default, 4 debug, 6 and more trace).
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     pub verbosity: u8,
@@ -148,15 +154,25 @@ pub fn default_lease_namespace(pod_namespace: Option<String>) -> String {
         .unwrap_or_else(|| "kube-system".to_owned())
 }
 
+/// `--sync-workers`: a positive whole number (0 would reconcile nothing).
+fn parse_sync_workers(value: &str) -> Result<NonZeroUsize, String> {
+    positive(value, "with 0 no object would ever be synced")
+}
+
 /// `--max-concurrent-requests`: a positive whole number (0 would let no request through).
 fn parse_max_concurrent_requests(value: &str) -> Result<NonZeroUsize, String> {
+    positive(
+        value,
+        "with 0 no request could ever be sent to an API server",
+    )
+}
+
+fn positive(value: &str, why_not_zero: &str) -> Result<NonZeroUsize, String> {
     let n: usize = value
         .trim()
         .parse()
         .map_err(|_| format!("expected a positive whole number, got {value:?}"))?;
-    NonZeroUsize::new(n).ok_or_else(|| {
-        "must be at least 1: with 0 no request could ever be sent to an API server".to_owned()
-    })
+    NonZeroUsize::new(n).ok_or_else(|| format!("must be at least 1: {why_not_zero}"))
 }
 
 /// Accepts `_` for `-` in long flag names (`--control_plane_mode`), as the reference's
@@ -385,6 +401,16 @@ mod tests {
         assert!(
             e.contains("--max-concurrent-requests")
                 && e.contains("must be at least 1: with 0 no request could ever be sent"),
+            "{e}"
+        );
+        assert_eq!(parse(&[]).unwrap().sync_workers.get(), 16);
+        assert_eq!(
+            parse(&["--sync-workers=64"]).unwrap().sync_workers.get(),
+            64
+        );
+        let e = parse(&["--sync-workers=0"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--sync-workers") && e.contains("no object would ever be synced"),
             "{e}"
         );
         for bad in ["-1", "many", ""] {

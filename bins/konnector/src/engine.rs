@@ -50,6 +50,7 @@ pub async fn run(
     ready: &ReadyCell,
     metrics: sync_engine::metrics::Metrics,
     leadership: sync_engine::runtime::leadership::Leadership,
+    sync_workers: std::num::NonZeroUsize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), sync_engine::engine::EngineError> {
     let mode = match topology.binding_root_namespace() {
@@ -66,7 +67,8 @@ pub async fn run(
     .with_metrics(metrics)
     .with_leadership(leadership)
     .with_credential_events(topology.credential_events())
-    .with_client_options(topology.client_options().clone());
+    .with_client_options(topology.client_options().clone())
+    .with_sync_workers(sync_workers);
     ready.set(Phase::Running(engine.readiness()));
     let result = engine.run(shutdown).await;
     ready.set(Phase::Following);

@@ -208,6 +208,7 @@ async fn run_export(args: &[String]) -> Result<(), BoxError> {
         cluster_scoped: None,
         // `true` watches the provider per service namespace instead of in all namespaces.
         per_namespace_provider_watches: false,
+        workers: sync_engine::runtime::export_sync::WORKERS,
     };
 
     // Every syncer started on this hub shares its watches (one per cluster, resource, scope).

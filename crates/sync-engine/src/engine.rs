@@ -158,6 +158,8 @@ pub struct Engine {
     hub: Arc<WatchHub>,
     /// How provider clients built from binding Secrets (default mode) treat their servers.
     client_options: cluster_topology::ClientOptions,
+    /// Reconciles each export syncer runs at once (`--sync-workers`).
+    sync_workers: std::num::NonZeroUsize,
 }
 
 /// Identity of a provider session: a provider endpoint with its namespace (default mode), or
@@ -195,6 +197,7 @@ impl Engine {
             readiness: Readiness::default(),
             hub: Arc::new(WatchHub::new()),
             client_options: cluster_topology::ClientOptions::default(),
+            sync_workers: crate::runtime::export_sync::WORKERS,
         }
     }
 
@@ -202,6 +205,14 @@ impl Engine {
     /// (`--max-concurrent-requests`, ...); their health is reported in the metrics.
     pub fn with_client_options(mut self, options: cluster_topology::ClientOptions) -> Self {
         self.client_options = options;
+        self
+    }
+
+    /// Reconciles each export syncer runs at once (default [`WORKERS`](crate::runtime::export_sync::WORKERS)).
+    /// More help a burst while the servers have room; the client layer still bounds what reaches
+    /// each server.
+    pub fn with_sync_workers(mut self, workers: std::num::NonZeroUsize) -> Self {
+        self.sync_workers = workers;
         self
     }
 
@@ -597,6 +608,7 @@ impl Engine {
                                             provider: Cluster::fixed_with_health(client, health),
                                             provider_namespace: namespace,
                                             mirror_kubeconfig_secret: true,
+                                            sync_workers: self.sync_workers,
                                         },
                                     )),
                                 )
@@ -621,6 +633,7 @@ impl Engine {
                                 provider: self.binding.clone(),
                                 provider_namespace: binding_root_namespace.clone(),
                                 mirror_kubeconfig_secret: false,
+                                sync_workers: self.sync_workers,
                             },
                         )),
                     ),

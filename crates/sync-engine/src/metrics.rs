@@ -247,6 +247,84 @@ impl Collector for EventStatsCollector {
     }
 }
 
+/// Cluster id, resource and the cache.
+type CacheEntry = (
+    String,
+    String,
+    std::sync::Weak<crate::runtime::cache::Cache>,
+);
+
+/// The caches of the shared watches, read at each scrape: how many objects the konnector holds
+/// and what they cost. Entries are weak: a watch nobody uses any more drops out by itself.
+#[derive(Clone, Debug, Default)]
+pub struct WatchCacheCollector {
+    caches: Arc<Mutex<Vec<CacheEntry>>>,
+}
+
+impl WatchCacheCollector {
+    /// Reports `cache` under the watch's cluster id and `group/version/plural`.
+    pub fn add(&self, cluster: &str, resource: &str, cache: &Arc<crate::runtime::cache::Cache>) {
+        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.retain(|(_, _, c)| c.strong_count() > 0);
+        caches.push((
+            cluster.to_owned(),
+            resource.to_owned(),
+            Arc::downgrade(cache),
+        ));
+    }
+
+    /// Objects and bytes per (cluster, resource), summed over the live caches (per-namespace
+    /// watches of one resource add up).
+    fn totals(&self) -> std::collections::BTreeMap<(String, String), (usize, usize)> {
+        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.retain(|(_, _, c)| c.strong_count() > 0);
+        let mut out = std::collections::BTreeMap::<_, (usize, usize)>::new();
+        for (cluster, resource, cache) in caches.iter() {
+            if let Some(cache) = cache.upgrade() {
+                let t = out.entry((cluster.clone(), resource.clone())).or_default();
+                t.0 += cache.len();
+                t.1 += cache.text_bytes();
+            }
+        }
+        out
+    }
+}
+
+impl Collector for WatchCacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let totals = self.totals();
+        if totals.is_empty() {
+            return Ok(());
+        }
+        type Read = fn(&(usize, usize)) -> usize;
+        let gauges: [(&str, &str, Read); 2] = [
+            (
+                "watch_cache_objects",
+                "Objects held in the shared watches' caches, per cluster and resource",
+                |t| t.0,
+            ),
+            (
+                "watch_cache_bytes",
+                "Bytes of object text held in the shared watches' caches (trimmed JSON; the maps add about 100 bytes per object), per cluster and resource",
+                |t| t.1,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let kind = ConstGauge::new(0i64).metric_type();
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for ((cluster, resource), t) in &totals {
+                let labels = [
+                    ("cluster", cluster.as_str()),
+                    ("resource", resource.as_str()),
+                ];
+                let value = i64::try_from(read(t)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -281,6 +359,8 @@ pub struct Metrics {
     pub clients: ClientHealthCollector,
     /// The Event recorders whose counters are reported (see [`Metrics::register_events`]).
     pub events: EventStatsCollector,
+    /// The watch caches whose size is reported.
+    pub caches: WatchCacheCollector,
 }
 
 impl Default for Metrics {
@@ -299,6 +379,7 @@ impl Default for Metrics {
             retries: Family::default(),
             clients: ClientHealthCollector::default(),
             events: EventStatsCollector::default(),
+            caches: WatchCacheCollector::default(),
         }
     }
 }
@@ -364,6 +445,7 @@ impl Metrics {
         );
         r.register_collector(Box::new(self.clients.clone()));
         r.register_collector(Box::new(self.events.clone()));
+        r.register_collector(Box::new(self.caches.clone()));
     }
 
     /// Reports the Event recorder of `cluster` as `konnector_events_total`.
@@ -553,5 +635,44 @@ mod tests {
                 format!(r#"konnector_events_total{{cluster="binding",outcome="{outcome}"}} 0"#);
             assert_eq!(text.matches(&line).count(), 1, "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn watch_caches_are_summed_per_cluster_and_resource_while_they_live() {
+        use crate::runtime::cache::Cache;
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        assert!(!encode(&registry).contains("konnector_watch_cache_objects"));
+        let object = |ns: &str, name: &str| -> kube::api::DynamicObject {
+            serde_json::from_value(serde_json::json!({"metadata": {"namespace": ns, "name": name}}))
+                .unwrap()
+        };
+        // Two per-namespace watches of one resource add up.
+        let (a, b) = (Arc::new(Cache::default()), Arc::new(Cache::default()));
+        a.apply(object("a", "x"));
+        b.apply(object("b", "y"));
+        b.apply(object("b", "z"));
+        m.caches.add("provider", "mangodb.com/v1/mangodbs", &a);
+        m.caches.add("provider", "mangodb.com/v1/mangodbs", &b);
+        let text = encode(&registry);
+        let objects = r#"konnector_watch_cache_objects{cluster="provider",resource="mangodb.com/v1/mangodbs"} 3"#;
+        assert!(text.contains(objects), "{text}");
+        let bytes = a.text_bytes() + b.text_bytes();
+        assert!(
+            text.contains(&format!(
+                r#"konnector_watch_cache_bytes{{cluster="provider",resource="mangodb.com/v1/mangodbs"}} {bytes}"#
+            )),
+            "{text}"
+        );
+        drop(b);
+        assert!(encode(&registry).contains(
+            r#"konnector_watch_cache_objects{cluster="provider",resource="mangodb.com/v1/mangodbs"} 1"#
+        ));
     }
 }

@@ -89,6 +89,7 @@ fn config() -> ExportSyncConfig {
         resource: mangodb(),
         cluster_scoped: None,
         per_namespace_provider_watches: true,
+        workers: sync_engine::runtime::export_sync::WORKERS,
     }
 }
 
@@ -429,6 +430,7 @@ async fn cluster_scoped(isolation: konnector_api::v1alpha1::Isolation) {
                 isolation,
             }),
             per_namespace_provider_watches: false,
+            workers: sync_engine::runtime::export_sync::WORKERS,
         },
     );
     let down: Api<DynamicObject> = Api::all_with(app_admin.clone(), &foos());

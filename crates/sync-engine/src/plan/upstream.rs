@@ -71,6 +71,9 @@ pub fn plan_upstream(
         return Ok(Vec::new());
     }
     let mut updated = down.clone();
+    // The server keeps the managed fields of an update that sends none; a cached object's are
+    // trimmed (runtime::cache) and must not replace the live ones.
+    updated.metadata.managed_fields = None;
     if let Some(data) = updated.data.as_object_mut() {
         match status(upstream) {
             Some(s) => {

@@ -165,12 +165,7 @@ impl Inner {
     /// Starts watches for newly mapped namespaces and stops those of unmapped ones.
     fn refresh_namespaces(self: &Arc<Self>) {
         let map = self.namespace_map();
-        let names: Vec<String> = self
-            .namespaces
-            .list()
-            .iter()
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
+        let names: Vec<String> = self.namespaces.keys().into_iter().map(|(_, n)| n).collect();
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = BTreeMap::new();
         for consumer_ns in names {
@@ -233,10 +228,8 @@ impl Inner {
     fn enqueue_namespace(&self, consumer_ns: &str) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, w)) = watched.get(consumer_ns) {
-            for o in w.consumer.list().iter().chain(w.provider.list().iter()) {
-                if let Some(name) = &o.metadata.name {
-                    self.queue.add((consumer_ns.to_string(), name.clone()));
-                }
+            for (_, name) in w.consumer.keys().into_iter().chain(w.provider.keys()) {
+                self.queue.add((consumer_ns.to_string(), name));
             }
         }
     }

@@ -34,7 +34,10 @@ use crate::plan::{
 /// Reconciles of one export syncer that run at once. Each waits on one or two API round
 /// trips, so one worker made a burst of 1,000 objects take 1,000 round trips back to back;
 /// the client layer bounds what reaches a server (`--max-concurrent-requests`).
-pub const WORKERS: usize = 16;
+pub const WORKERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(16) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// How long an APIServiceNamespace create is remembered, so that the other objects of its
 /// namespace do not create it again before the cache shows it.
@@ -54,6 +57,8 @@ pub struct ExportSyncConfig {
     /// Watch namespaced provider objects per service namespace (informer scope `Namespaced`)
     /// instead of in all namespaces (informer scope `Cluster`).
     pub per_namespace_provider_watches: bool,
+    /// Reconciles that run at once ([`WORKERS`] unless configured, `--sync-workers`).
+    pub workers: std::num::NonZeroUsize,
 }
 
 /// The two clusters and how the hub names them.
@@ -147,6 +152,9 @@ struct Inner {
     /// APIServiceNamespaces this syncer created that its cache may not show yet, so that the
     /// other objects of the same consumer namespace do not create them again.
     created_namespaces: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+    /// The namespace map with the version of the APIServiceNamespace cache it was built from:
+    /// every reconcile needs it, and it changes only when a namespace is mapped.
+    namespace_map: std::sync::Mutex<Option<(u64, Arc<NamespaceMap>)>>,
 }
 
 impl ExportSyncer {
@@ -191,6 +199,7 @@ impl ExportSyncer {
             None,
         );
         let queue = WorkQueue::new();
+        let config_workers = config.workers.get();
         let inner = Arc::new(Inner {
             hub: hub.clone(),
             config,
@@ -204,6 +213,7 @@ impl ExportSyncer {
             failures: AtomicU64::new(0),
             expectations: Expectations::default(),
             created_namespaces: std::sync::Mutex::default(),
+            namespace_map: std::sync::Mutex::default(),
         });
         let mut tasks = Vec::new();
         // Subscribe before waiting for the caches, so no change between list and start is lost.
@@ -223,7 +233,7 @@ impl ExportSyncer {
         }));
         // More workers: a reconcile mostly waits for its round trips, and the queue never
         // hands one pair to two workers. They start once the first has enqueued everything.
-        for _ in 1..WORKERS {
+        for _ in 1..config_workers {
             let worker = inner.clone();
             tasks.push(tokio::spawn(async move {
                 worker.consumer.ready().await;
@@ -310,8 +320,20 @@ impl ExportSyncer {
 }
 
 impl Inner {
-    fn namespace_map(&self) -> NamespaceMap {
-        NamespaceMap::new(&self.namespaces.list_as::<APIServiceNamespace>())
+    fn namespace_map(&self) -> Arc<NamespaceMap> {
+        // The version is read first: a change while building makes the next call build again.
+        let version = self.namespaces.version();
+        let mut memo = self.namespace_map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, map)) = memo.as_ref()
+            && *v == version
+        {
+            return map.clone();
+        }
+        let map = Arc::new(NamespaceMap::new(
+            &self.namespaces.list_as::<APIServiceNamespace>(),
+        ));
+        *memo = Some((version, map.clone()));
+        map
     }
 
     /// Per-namespace provider watches follow the mapped service namespaces.
@@ -331,11 +353,8 @@ impl Inner {
     }
 
     fn enqueue_all(&self) {
-        for o in self.consumer.list() {
-            self.queue.add((
-                o.metadata.namespace.clone(),
-                o.metadata.name.clone().unwrap_or_default(),
-            ));
+        for key in self.consumer.keys() {
+            self.queue.add(key);
         }
         let map = self.namespace_map();
         let ctx = self.ctx(&map);
@@ -347,12 +366,9 @@ impl Inner {
     }
 
     fn enqueue_consumer_namespace(&self, consumer_ns: &str) {
-        for o in self.consumer.list() {
-            if o.metadata.namespace.as_deref() == Some(consumer_ns) {
-                self.queue.add((
-                    o.metadata.namespace.clone(),
-                    o.metadata.name.clone().unwrap_or_default(),
-                ));
+        for key in self.consumer.keys() {
+            if key.0.as_deref() == Some(consumer_ns) {
+                self.queue.add(key);
             }
         }
         let map = self.namespace_map();

@@ -1,6 +1,7 @@
 //! The code that talks to clusters: shared watches, work queues, the executor of planned
 //! writes, and the syncers that tie them to the planning functions.
 
+pub mod cache;
 pub mod claim_sync;
 pub mod cluster;
 pub mod contain;

@@ -64,6 +64,8 @@ pub struct SessionSpec {
     pub provider_namespace: String,
     /// Default mode mirrors the provider-side kubeconfig Secret into the binding's Secret.
     pub mirror_kubeconfig_secret: bool,
+    /// Reconciles each export syncer runs at once.
+    pub sync_workers: std::num::NonZeroUsize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1117,6 +1119,7 @@ impl Inner {
             resource,
             cluster_scoped,
             per_namespace_provider_watches: export.spec.informer_scope == ExportScope::Namespaced,
+            workers: self.spec.sync_workers,
         };
         let clusters = Clusters {
             consumer: self.app.clone(),

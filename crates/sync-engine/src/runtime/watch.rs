@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::core::ApiResource;
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::runtime::watcher::Event;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use super::cache::Cache;
 use super::cluster::Cluster;
 use super::events::EventSinks;
 
@@ -106,7 +105,7 @@ pub struct WatchKey {
 pub struct SharedWatch {
     key: WatchKey,
     resource: ApiResource,
-    store: Store<DynamicObject>,
+    cache: Arc<Cache>,
     events: broadcast::Sender<Change>,
     /// Set once the first list completed. Our own flag, because the store's readiness future
     /// keeps only the last waker: a second waiter (or an `is_ready` poll) would steal the
@@ -143,8 +142,8 @@ impl SharedWatch {
         fields: Option<String>,
         hub: HubContext,
     ) -> Arc<Self> {
-        let writer = Writer::new(resource.clone());
-        let store = writer.as_reader();
+        let cache = Arc::new(Cache::default());
+        hub.metrics.caches.add(&key.cluster, &key.resource, &cache);
         let (events, _) = broadcast::channel(CHANGE_BUFFER);
         let (listed_tx, listed) = tokio::sync::watch::channel(false);
         let (errors_tx, errors) = tokio::sync::watch::channel(None);
@@ -154,7 +153,7 @@ impl SharedWatch {
                 resource: resource.clone(),
                 scope,
                 fields,
-                writer,
+                cache: cache.clone(),
                 events: events.clone(),
                 listed: listed_tx,
                 errors: errors_tx,
@@ -167,7 +166,7 @@ impl SharedWatch {
         Arc::new(SharedWatch {
             key,
             resource,
-            store,
+            cache,
             events,
             listed,
             errors,
@@ -193,8 +192,8 @@ impl SharedWatch {
     }
 
     /// The cache.
-    pub fn store(&self) -> &Store<DynamicObject> {
-        &self.store
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// Changes from now on.
@@ -216,16 +215,22 @@ impl SharedWatch {
 
     /// The cached object `namespace/name`.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
-        let mut r = ObjectRef::new_with(name, self.resource.clone());
-        if let Some(ns) = namespace {
-            r = r.within(ns);
-        }
-        self.store.get(&r)
+        self.cache.get(namespace, name)
     }
 
-    /// Every cached object.
+    /// Every cached object (each parsed: [`SharedWatch::keys`] when names are enough).
     pub fn list(&self) -> Vec<Arc<DynamicObject>> {
-        self.store.state()
+        self.cache.list()
+    }
+
+    /// Namespace and name of every cached object.
+    pub fn keys(&self) -> Vec<(Option<String>, String)> {
+        self.cache.keys()
+    }
+
+    /// Changes to the cache so far: equal values mean equal content.
+    pub fn version(&self) -> u64 {
+        self.cache.version()
     }
 
     /// The cached object `namespace/name` as a typed object (`None` if absent or if it does
@@ -234,8 +239,7 @@ impl SharedWatch {
     where
         K: kube::Resource + serde::de::DeserializeOwned,
     {
-        self.get(namespace, name)
-            .and_then(|o| o.as_ref().clone().try_parse().ok())
+        self.cache.get_as(namespace, name)
     }
 
     /// Every cached object that parses as `K`.
@@ -243,10 +247,7 @@ impl SharedWatch {
     where
         K: kube::Resource + serde::de::DeserializeOwned,
     {
-        self.list()
-            .iter()
-            .filter_map(|o| o.as_ref().clone().try_parse().ok())
-            .collect()
+        self.cache.list_as()
     }
 }
 
@@ -462,7 +463,7 @@ struct WatchTask {
     resource: ApiResource,
     scope: Scope,
     fields: Option<String>,
-    writer: Writer<DynamicObject>,
+    cache: Arc<Cache>,
     events: broadcast::Sender<Change>,
     listed: tokio::sync::watch::Sender<bool>,
     errors: tokio::sync::watch::Sender<Option<WatchError>>,
@@ -688,7 +689,9 @@ impl WatchTask {
             }
             match api.list(&params).await {
                 Ok(page) => {
-                    objects.extend(page.items);
+                    // Each page is trimmed as it comes: a list of thousands of full objects
+                    // would otherwise be held whole before the cache takes it.
+                    objects.extend(page.items.into_iter().filter_map(Cache::encode));
                     match page.metadata.continue_.filter(|c| !c.is_empty()) {
                         Some(token) => continue_token = Some(token),
                         None => break page.metadata.resource_version.unwrap_or_default(),
@@ -697,11 +700,7 @@ impl WatchTask {
                 Err(err) => return Err(err),
             }
         };
-        self.writer.apply_watcher_event(&Event::Init);
-        for o in objects {
-            self.writer.apply_watcher_event(&Event::InitApply(o));
-        }
-        self.writer.apply_watcher_event(&Event::InitDone);
+        self.cache.replace_encoded(objects);
         // No subscriber is fine: the cache is still kept. Sent before the first list is
         // announced, so that whoever subscribes once the watch is ready sees only what follows.
         let _ = self.events.send(Change::Resync);
@@ -764,12 +763,14 @@ impl WatchTask {
                 namespace: event.metadata.namespace.clone(),
                 name: event.metadata.name.clone().unwrap_or_default(),
             };
-            let event = if deleted {
-                Event::Delete(event)
+            if deleted {
+                self.cache.delete(
+                    event.metadata.namespace.as_deref(),
+                    event.metadata.name.as_deref().unwrap_or_default(),
+                );
             } else {
-                Event::Apply(event)
-            };
-            self.writer.apply_watcher_event(&event);
+                self.cache.apply(event);
+            }
             let _ = self.events.send(change);
         }
     }
