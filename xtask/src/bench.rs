@@ -35,8 +35,8 @@ use serde_json::json;
 use e2e::world::{Mode, World, WorldOptions, mangodb};
 use e2e::{Backend, Konnector};
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]";
+const USAGE: &str = "usage: cargo xtask bench [--real] [--mode default|control-plane] [--objects N] \
+     [--workers N] [--json FILE] [--svg FILE]";
 /// Namespaces the burst is spread over.
 const NAMESPACES: usize = 10;
 /// Creates in flight during the burst (the client side's own limit).
@@ -49,7 +49,10 @@ struct Args {
     real: bool,
     mode: Mode,
     objects: usize,
+    /// `--sync-workers` of the konnector (its default when `None`).
+    workers: Option<usize>,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -57,7 +60,9 @@ fn parse(args: &[String]) -> Result<Args> {
         real: false,
         mode: Mode::Default,
         objects: 1000,
+        workers: None,
         json: None,
+        svg: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -77,11 +82,26 @@ fn parse(args: &[String]) -> Result<Args> {
                     .filter(|n| *n >= NAMESPACES)
                     .with_context(|| format!("--objects takes a number >= {NAMESPACES}\n{USAGE}"))?
             }
+            "--workers" => {
+                out.workers = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= 1)
+                        .with_context(|| format!("--workers takes a number >= 1\n{USAGE}"))?,
+                )
+            }
             "--json" => {
                 out.json = Some(
                     it.next()
                         .map(PathBuf::from)
                         .with_context(|| format!("--json takes a file\n{USAGE}"))?,
+                )
+            }
+            "--svg" => {
+                out.svg = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .with_context(|| format!("--svg takes a file\n{USAGE}"))?,
                 )
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
@@ -106,6 +126,11 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report.svg())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -115,6 +140,10 @@ struct ProcStats {
     cpu: Duration,
     rss_kib: u64,
     peak_kib: u64,
+    /// Of the RSS: heap and stacks.
+    anon_kib: u64,
+    /// Of the RSS: pages of the binary and libraries.
+    file_kib: u64,
 }
 
 fn proc_stats(pid: u32) -> Result<ProcStats> {
@@ -145,7 +174,41 @@ fn proc_stats(pid: u32) -> Result<ProcStats> {
         cpu,
         rss_kib: kib("VmRSS:"),
         peak_kib: kib("VmHWM:"),
+        anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
     })
+}
+
+/// Processes started by `pid`, recursively.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// CPU time of everything but the konnector: this process (the in-memory servers, the
+/// driving clients and watches) and the processes it started (the real servers).
+fn others_cpu(konnector: Option<u32>) -> Duration {
+    let me = std::process::id();
+    std::iter::once(me)
+        .chain(descendants(me))
+        .filter(|p| Some(*p) != konnector)
+        .filter_map(|p| proc_stats(p).ok())
+        .map(|s| s.cpu)
+        .sum()
 }
 
 /// When each object name was first seen by a watch, with a predicate on the object.
@@ -223,11 +286,43 @@ struct Phase {
     name: &'static str,
     objects: usize,
     wall: Duration,
+    /// Until the driving client's last request returned.
+    sent_in: Duration,
     p50: Duration,
     p99: Duration,
+    /// The konnector's CPU time (zero when it did not run).
     cpu: Duration,
+    /// CPU time of the servers and the driving client.
+    others_cpu: Duration,
     writes: usize,
     rss_after_kib: u64,
+    /// (seconds from the phase's start to the send, latency in ms) per object.
+    samples: Vec<(f64, f64)>,
+}
+
+/// When a phase started, and the CPU figures then.
+#[derive(Clone, Copy)]
+struct Start {
+    at: Instant,
+    konnector: ProcStats,
+    others_cpu: Duration,
+}
+
+impl Start {
+    fn now(pid: Option<u32>) -> Result<Start> {
+        Ok(Start {
+            at: Instant::now(),
+            konnector: pid.map(proc_stats).transpose()?.unwrap_or_default(),
+            others_cpu: others_cpu(pid),
+        })
+    }
+}
+
+/// What the konnector's watch caches held, from its metrics.
+#[derive(Debug, Clone, Default)]
+struct CacheFigures {
+    /// (cluster id, objects, bytes of text) of the synced resource.
+    per_cluster: Vec<(String, u64, u64)>,
 }
 
 struct Report {
@@ -240,6 +335,10 @@ struct Report {
     phases: Vec<Phase>,
     restart_writes: usize,
     machine: String,
+    workers: Option<usize>,
+    caches: CacheFigures,
+    /// RSS after the synced world settled, and how many objects it holds per side.
+    settled: (ProcStats, usize),
 }
 
 fn ms(d: Duration) -> String {
@@ -262,8 +361,12 @@ impl Report {
     fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "konnector bench: {} servers, {:?} mode, {}\n\n",
-            self.backend, self.mode, self.machine
+            "konnector bench: {} servers, {:?} mode, {}, sync workers {}\n\n",
+            self.backend,
+            self.mode,
+            self.machine,
+            self.workers
+                .map_or_else(|| "default".to_string(), |w| w.to_string())
         ));
         out.push_str(&format!(
             "server create-to-watch baseline: p50 {} / p99 {}\n",
@@ -274,29 +377,59 @@ impl Report {
             "first object in a new namespace (after its APIServiceNamespace is filled): {}\n",
             ms(self.first_in_namespace)
         ));
+        let mib = |kib: u64| kib as f64 / 1024.0;
         out.push_str(&format!(
-            "RSS idle {:.1} MiB, peak {:.1} MiB\n\n",
-            self.idle.rss_kib as f64 / 1024.0,
-            self.peak_kib as f64 / 1024.0
+            "RSS idle {:.1} MiB (heap and stacks {:.1}, binary {:.1}), peak {:.1} MiB\n",
+            mib(self.idle.rss_kib),
+            mib(self.idle.anon_kib),
+            mib(self.idle.file_kib),
+            mib(self.peak_kib)
         ));
-        out.push_str(
-            "| phase | objects | wall | obj/s | p50 | p99 | CPU | writes/object | RSS after |\n",
-        );
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
-        for p in &self.phases {
+        let (settled, per_side) = self.settled;
+        out.push_str(&format!(
+            "RSS with {per_side} objects synced: {:.1} MiB (heap and stacks {:.1}), {:.0} bytes per object pair over idle\n",
+            mib(settled.rss_kib),
+            mib(settled.anon_kib),
+            (settled.anon_kib.saturating_sub(self.idle.anon_kib) * 1024) as f64
+                / per_side.max(1) as f64
+        ));
+        for (cluster, objects, bytes) in &self.caches.per_cluster {
+            // Provider ids carry a hash of the endpoint.
+            let cluster = cluster.split(':').next().unwrap_or(cluster);
             out.push_str(&format!(
-                "| {} | {} | {:.2} s | {:.0} | {} ({}) | {} ({}) | {:.2} s | {:.2} | {:.1} MiB |\n",
+                "cache of the {cluster} side: {objects} objects, {bytes} bytes of text ({:.0} per object)\n",
+                *bytes as f64 / (*objects).max(1) as f64
+            ));
+        }
+        out.push('\n');
+        out.push_str(
+            "| phase | objects | wall | sent in | obj/s | p50 | p99 | konnector CPU | servers+client CPU | writes/object | RSS after |\n",
+        );
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for p in &self.phases {
+            let cpu = if p.cpu.is_zero() {
+                "-".to_string()
+            } else {
+                format!("{:.2} s", p.cpu.as_secs_f64())
+            };
+            let rss = if p.rss_after_kib == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1} MiB", mib(p.rss_after_kib))
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.2} s | {:.2} s | {:.0} | {} ({}) | {} ({}) | {cpu} | {:.2} s | {:.2} | {rss} |\n",
                 p.name,
                 p.objects,
                 p.wall.as_secs_f64(),
+                p.sent_in.as_secs_f64(),
                 p.objects as f64 / p.wall.as_secs_f64().max(1e-9),
                 ms(p.p50),
                 self.multiple(p.p50, false),
                 ms(p.p99),
                 self.multiple(p.p99, true),
-                p.cpu.as_secs_f64(),
+                p.others_cpu.as_secs_f64(),
                 p.writes as f64 / p.objects.max(1) as f64,
-                p.rss_after_kib as f64 / 1024.0,
             ));
         }
         out.push_str(&format!(
@@ -306,15 +439,95 @@ impl Report {
         out
     }
 
+    /// Latency of every object over its phase (burst, status, the plain client's burst): when
+    /// its write was sent against how long until the other side saw it.
+    fn svg(&self) -> String {
+        let series: Vec<(&Phase, &str)> = self
+            .phases
+            .iter()
+            .filter(|p| !p.name.starts_with("trickle"))
+            .zip(["#1f77b4", "#d62728", "#7f7f7f"])
+            .collect();
+        let max_x = nice_ceiling(
+            series
+                .iter()
+                .flat_map(|(p, _)| p.samples.iter().map(|s| s.0))
+                .fold(0.1f64, f64::max),
+        );
+        let max_y = nice_ceiling(
+            series
+                .iter()
+                .flat_map(|(p, _)| p.samples.iter().map(|s| s.1))
+                .fold(1.0f64, f64::max),
+        );
+        // The legend sits between the title and the plot.
+        let legend_top = 36.0;
+        let top = legend_top + 18.0 * series.len() as f64 + 10.0;
+        let (w, h, left, bottom, right) = (900.0, 420.0 + top, 70.0, 50.0, 20.0);
+        let x = |v: f64| left + v / max_x * (w - left - right);
+        let y = |v: f64| h - bottom - v / max_y * (h - bottom - top);
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{left}\" y=\"20\" font-size=\"14\">konnector bench: latency of each of {} objects over the phase ({} servers, {:?} mode, {})</text>\n",
+            series.first().map_or(0, |(p, _)| p.objects),
+            self.backend,
+            self.mode,
+            self.machine
+        );
+        for i in 0..=5 {
+            let (vx, vy) = (max_x * i as f64 / 5.0, max_y * i as f64 / 5.0);
+            out.push_str(&format!(
+                "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{gy:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\n\
+                 <text x=\"{lx}\" y=\"{ly:.1}\" text-anchor=\"end\">{vy:.0} ms</text>\n\
+                 <text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"middle\">{vx:.1} s</text>\n",
+                x2 = w - right,
+                gy = y(vy),
+                lx = left - 6.0,
+                ly = y(vy) + 4.0,
+                tx = x(vx),
+                ty = h - bottom + 18.0
+            ));
+        }
+        out.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">time the write was sent, from the start of the phase</text>\n",
+            (left + w - right) / 2.0,
+            h - 10.0
+        ));
+        for (i, (p, color)) in series.iter().enumerate() {
+            for (sx, sy) in &p.samples {
+                out.push_str(&format!(
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"{color}\"/>\n",
+                    x(*sx),
+                    y(*sy)
+                ));
+            }
+            out.push_str(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}: all after {:.2} s, p50 {:.0} ms, p99 {:.0} ms</text>\n",
+                left + 10.0,
+                legend_top + 18.0 * i as f64,
+                left + 20.0,
+                legend_top + 4.0 + 18.0 * i as f64,
+                p.name,
+                p.wall.as_secs_f64(),
+                p.p50.as_secs_f64() * 1e3,
+                p.p99.as_secs_f64() * 1e3
+            ));
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+
     fn json(&self) -> serde_json::Value {
         let phases: Vec<serde_json::Value> = self
             .phases
             .iter()
             .map(|p| {
                 json!({"phase": p.name, "objects": p.objects, "wall_s": p.wall.as_secs_f64(),
+                    "sent_in_s": p.sent_in.as_secs_f64(),
                     "p50_ms": p.p50.as_secs_f64() * 1e3, "p99_ms": p.p99.as_secs_f64() * 1e3,
-                    "cpu_s": p.cpu.as_secs_f64(), "writes": p.writes,
-                    "rss_after_mib": p.rss_after_kib as f64 / 1024.0})
+                    "cpu_s": p.cpu.as_secs_f64(), "others_cpu_s": p.others_cpu.as_secs_f64(),
+                    "writes": p.writes, "rss_after_mib": p.rss_after_kib as f64 / 1024.0})
             })
             .collect();
         json!({
@@ -323,7 +536,14 @@ impl Report {
             "baseline_p99_ms": self.baseline.1.as_secs_f64() * 1e3,
             "first_in_namespace_ms": self.first_in_namespace.as_secs_f64() * 1e3,
             "rss_idle_mib": self.idle.rss_kib as f64 / 1024.0,
+            "rss_idle_anon_mib": self.idle.anon_kib as f64 / 1024.0,
+            "rss_idle_file_mib": self.idle.file_kib as f64 / 1024.0,
             "rss_peak_mib": self.peak_kib as f64 / 1024.0,
+            "rss_settled_mib": self.settled.0.rss_kib as f64 / 1024.0,
+            "rss_settled_anon_mib": self.settled.0.anon_kib as f64 / 1024.0,
+            "objects_per_side": self.settled.1,
+            "caches": self.caches.per_cluster.iter().map(|(c, o, b)| json!({"cluster": c, "objects": o, "text_bytes": b})).collect::<Vec<_>>(),
+            "workers": self.workers,
             "phases": phases, "writes_after_restart": self.restart_writes,
         })
     }
@@ -382,28 +602,57 @@ fn latencies(sent: &HashMap<String, Instant>, seen: &Seen) -> Vec<Duration> {
         .collect()
 }
 
-/// Closes a phase started at `start` with the konnector's figures `before` it: wall time,
-/// latencies of `sent` as `seen`, CPU, RSS and the writes the servers recorded.
+/// Closes a konnector phase: wall time, latencies of `sent` as `seen`, CPU, RSS and the
+/// writes the servers recorded.
 async fn phase(
     name: &'static str,
     w: &World,
     pid: u32,
-    (start, before): (Instant, ProcStats),
+    start: Start,
+    sent_in: Duration,
     sent: &HashMap<String, Instant>,
     seen: &Seen,
 ) -> Result<Phase> {
-    let wall = start.elapsed();
-    let after = proc_stats(pid)?;
+    let mut p = close(name, Some(pid), start, sent_in, sent, seen)?;
+    p.writes = konnector_writes(w).await;
+    Ok(p)
+}
+
+/// The figures of a phase that are measured the same way with or without the konnector.
+fn close(
+    name: &'static str,
+    pid: Option<u32>,
+    start: Start,
+    sent_in: Duration,
+    sent: &HashMap<String, Instant>,
+    seen: &Seen,
+) -> Result<Phase> {
+    let wall = start.at.elapsed();
+    let after = pid.map(proc_stats).transpose()?.unwrap_or_default();
     let (p50, p99) = percentiles(latencies(sent, seen));
+    let mut samples: Vec<(f64, f64)> = sent
+        .iter()
+        .filter_map(|(name, at)| {
+            let latency = seen.get(name)?.saturating_duration_since(*at);
+            Some((
+                at.saturating_duration_since(start.at).as_secs_f64(),
+                latency.as_secs_f64() * 1e3,
+            ))
+        })
+        .collect();
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(Phase {
         name,
         objects: sent.len(),
         wall,
+        sent_in,
         p50,
         p99,
-        cpu: after.cpu.saturating_sub(before.cpu),
-        writes: konnector_writes(w).await,
+        cpu: after.cpu.saturating_sub(start.konnector.cpu),
+        others_cpu: others_cpu(pid).saturating_sub(start.others_cpu),
+        writes: 0,
         rss_after_kib: after.rss_kib,
+        samples,
     })
 }
 
@@ -443,18 +692,25 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     )
     .await?;
     let port = e2e::free_port()?;
+    let metrics_port = e2e::free_port()?;
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
     // The default verbosity, as deployed (the tests' -v=4 logs every write).
-    let konnector_args: Vec<String> = w
+    let mut konnector_args: Vec<String> = w
         .konnector_args(port)?
         .into_iter()
         .map(|a| {
             if a.starts_with("-v=") {
                 "-v=2".to_string()
+            } else if a.starts_with("--metrics-bind-address=") {
+                format!("--metrics-bind-address={metrics_addr}")
             } else {
                 a
             }
         })
         .collect();
+    if let Some(workers) = args.workers {
+        konnector_args.push(format!("--sync-workers={workers}"));
+    }
     let mut k = Konnector::spawn(bin, &konnector_args, &w.dir)?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     k.wait_http_ok(addr, "/readyz", Duration::from_secs(60))
@@ -542,15 +798,27 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     let names: Vec<(String, String)> = (0..n)
         .map(|i| (namespaces[i % NAMESPACES].clone(), format!("burst-{i}")))
         .collect();
-    let started = (Instant::now(), proc_stats(pid)?);
+    let started = Start::now(Some(pid))?;
     let sent = create_all(&w.app_admin, &names).await?;
+    let sent_in = started.at.elapsed();
     wait_seen(&up_seen, "burst-", n, "burst upstream").await?;
-    phases.push(phase("burst (spec up)", &w, pid, started, &sent, &up_seen).await?);
+    phases.push(
+        phase(
+            "burst (spec up)",
+            &w,
+            pid,
+            started,
+            sent_in,
+            &sent,
+            &up_seen,
+        )
+        .await?,
+    );
 
     // Status back.
     eprintln!("status: {n} provider status changes");
     clear(&w).await?;
-    let started = (Instant::now(), proc_stats(pid)?);
+    let started = Start::now(Some(pid))?;
     let status_sent = Arc::new(Mutex::new(HashMap::new()));
     futures::stream::iter(names.iter().cloned())
         .map(|(ns, name)| {
@@ -575,14 +843,26 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
+    let sent_in = started.at.elapsed();
     wait_seen(&down_status, "burst-", n, "status downstream").await?;
     let status_sent = status_sent.lock().map(|s| s.clone()).unwrap_or_default();
-    phases.push(phase("status back", &w, pid, started, &status_sent, &down_status).await?);
+    phases.push(
+        phase(
+            "status back",
+            &w,
+            pid,
+            started,
+            sent_in,
+            &status_sent,
+            &down_status,
+        )
+        .await?,
+    );
 
     // Trickle: 20 per second for 10 s.
     eprintln!("trickle: 20 creates per second for 10 s");
     clear(&w).await?;
-    let started = (Instant::now(), proc_stats(pid)?);
+    let started = Start::now(Some(pid))?;
     let mut trickle_sent = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     for i in 0..200 {
@@ -590,9 +870,25 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
         let one = [(namespaces[i % NAMESPACES].clone(), format!("trickle-{i}"))];
         trickle_sent.extend(create_all(&w.app_admin, &one).await?);
     }
+    let sent_in = started.at.elapsed();
     wait_seen(&up_seen, "trickle-", 200, "trickle upstream").await?;
-    phases.push(phase("trickle 20/s", &w, pid, started, &trickle_sent, &up_seen).await?);
+    phases.push(
+        phase(
+            "trickle 20/s",
+            &w,
+            pid,
+            started,
+            sent_in,
+            &trickle_sent,
+            &up_seen,
+        )
+        .await?,
+    );
     let peak_kib = proc_stats(pid)?.peak_kib;
+    // The synced world at rest: what the caches hold, and what that costs.
+    let per_side = n + NAMESPACES + 200;
+    let caches = cache_figures(metrics_addr).await;
+    let settled = (proc_stats(pid)?, per_side);
 
     // Restart over the synced world: writes other than a marker's sync, the Lease and a due
     // heartbeat.
@@ -627,6 +923,10 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     up_task.abort();
     down_task.abort();
 
+    // The servers' own limit: the same writes by a plain client, the konnector stopped.
+    eprintln!("plain client: the konnector's writes for {n} creates, without the konnector");
+    phases.push(plain_client(&w, n).await?);
+
     Ok(Report {
         backend: if args.real { "real" } else { "in-memory" },
         mode: args.mode,
@@ -637,7 +937,150 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
         phases,
         restart_writes,
         machine: machine(),
+        workers: args.workers,
+        caches,
+        settled,
     })
+}
+
+/// The smallest of 1, 2 or 5 times a power of ten that is at least `v`, so that five grid
+/// steps fall on round numbers.
+fn nice_ceiling(v: f64) -> f64 {
+    let step = v / 5.0;
+    let magnitude = 10f64.powf(step.log10().floor());
+    let nice = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= step)
+        .unwrap_or(10.0 * magnitude);
+    nice * 5.0
+}
+
+/// The synced resource's cache sizes per cluster, from the konnector's metrics.
+async fn cache_figures(metrics: std::net::SocketAddr) -> CacheFigures {
+    let resource = format!(
+        "resource=\"{}/{}/{}\"",
+        mangodb().group,
+        mangodb().version,
+        mangodb().plural
+    );
+    let lines = e2e::steps::metric_lines(metrics, &["konnector_watch_cache_"]).await;
+    let mut per_cluster: Vec<(String, u64, u64)> = Vec::new();
+    for line in lines.iter().filter(|l| l.contains(&resource)) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(cluster) = labels
+            .split("cluster=\"")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
+        else {
+            continue;
+        };
+        let value: u64 = value.parse().unwrap_or(0);
+        let i = match per_cluster.iter().position(|(c, _, _)| c == cluster) {
+            Some(i) => i,
+            None => {
+                per_cluster.push((cluster.to_string(), 0, 0));
+                per_cluster.len() - 1
+            }
+        };
+        if line.starts_with("konnector_watch_cache_objects") {
+            per_cluster[i].1 = value;
+        } else if line.starts_with("konnector_watch_cache_bytes") {
+            per_cluster[i].2 = value;
+        }
+    }
+    CacheFigures { per_cluster }
+}
+
+/// Requests of the plain client in flight at once (the konnector's default
+/// `--max-concurrent-requests`).
+const PLAIN_CONCURRENCY: usize = 32;
+
+/// What the konnector does for a burst, done by a plain client while the konnector is stopped:
+/// `n` creates on the app cluster over 10 new namespaces; for each object a watch sees, a
+/// finalizer patch on the app cluster, then an apply of its copy on the provider. Its wall time
+/// is the servers' limit for the burst on this machine.
+async fn plain_client(w: &World, n: usize) -> Result<Phase> {
+    let namespaces: Vec<String> = (0..NAMESPACES).map(|i| format!("plain-{i}")).collect();
+    for ns in &namespaces {
+        ensure_namespace(&w.app_admin, ns).await?;
+        ensure_namespace(&w.provider_admin, ns).await?;
+    }
+    let (seen, seen_task) = watch_seen(Api::all_with(w.provider_admin.clone(), &mangodb()), |o| {
+        o.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("plain-"))
+    });
+    // The plain "controller": one watch of the app cluster, a bounded pool of workers.
+    let app = w.app_admin.clone();
+    let provider = w.provider_admin.clone();
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = writes.clone();
+    let controller = tokio::spawn(async move {
+        let stream = watcher(
+            Api::<DynamicObject>::all_with(app.clone(), &mangodb()),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .try_filter(|o| {
+            std::future::ready(
+                o.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("plain-"))
+                    && o.metadata.finalizers.is_none(),
+            )
+        });
+        stream
+            .map(|o| {
+                let (app, provider, counted) = (app.clone(), provider.clone(), counted.clone());
+                async move {
+                    let o = o?;
+                    let (ns, name) = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+                    let down: Api<DynamicObject> = Api::namespaced_with(app, &ns, &mangodb());
+                    down.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["bench.konnector/plain"]}}))).await?;
+                    let up: Api<DynamicObject> = Api::namespaced_with(provider, &ns, &mangodb());
+                    let copy = json!({"apiVersion": mangodb().api_version, "kind": mangodb().kind,
+                        "metadata": {"name": name, "annotations": {"klutch.anynines.com/bound": "true"}},
+                        "spec": o.data["spec"].clone()});
+                    up.patch(&name, &PatchParams::apply("bench-plain").force(), &Patch::Apply(copy)).await?;
+                    counted.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(PLAIN_CONCURRENCY)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    eprintln!("  plain client: {e:#}");
+                }
+            })
+            .await;
+    });
+    // Let the controller's watch list first, as the konnector's had.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names: Vec<(String, String)> = (0..n)
+        .map(|i| (namespaces[i % NAMESPACES].clone(), format!("plain-{i}")))
+        .collect();
+    let started = Start::now(None)?;
+    let sent = create_all(&w.app_admin, &names).await?;
+    let sent_in = started.at.elapsed();
+    let done = wait_seen(&seen, "plain-", n, "plain client upstream").await;
+    controller.abort();
+    seen_task.abort();
+    done?;
+    let mut p = close(
+        "plain client, same writes",
+        None,
+        started,
+        sent_in,
+        &sent,
+        &seen,
+    )?;
+    p.writes = writes.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -663,6 +1106,10 @@ mod tests {
         .unwrap();
         assert!(a.real && a.objects == 50 && a.mode == Mode::ControlPlane);
         assert_eq!(a.json.as_deref(), Some(Path::new("x.json")));
+        let a = parse(&["--workers", "64", "--svg", "l.svg"].map(String::from)).unwrap();
+        assert_eq!(a.workers, Some(64));
+        assert_eq!(a.svg.as_deref(), Some(Path::new("l.svg")));
+        assert!(parse(&["--workers".into(), "0".into()]).is_err());
         assert!(parse(&["--objects".into(), "3".into()]).is_err());
         assert!(parse(&["--mode".into(), "x".into()]).is_err());
         assert!(parse(&["--fast".into()]).is_err());
@@ -676,6 +1123,14 @@ mod tests {
             (Duration::from_millis(50), Duration::from_millis(99))
         );
         assert_eq!(percentiles(Vec::new()), (Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn grid_steps_are_round() {
+        assert_eq!(nice_ceiling(461.0), 500.0);
+        assert_eq!(nice_ceiling(0.86), 1.0);
+        assert_eq!(nice_ceiling(2145.0), 2500.0);
+        assert_eq!(nice_ceiling(9.0), 10.0);
     }
 
     #[test]
