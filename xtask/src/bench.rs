@@ -329,7 +329,8 @@ struct Report {
     backend: &'static str,
     mode: Mode,
     baseline: (Duration, Duration),
-    first_in_namespace: Duration,
+    /// p50 and max over the namespaces.
+    first_in_namespace: (Duration, Duration),
     idle: ProcStats,
     peak_kib: u64,
     phases: Vec<Phase>,
@@ -374,8 +375,9 @@ impl Report {
             ms(self.baseline.1)
         ));
         out.push_str(&format!(
-            "first object in a new namespace (after its APIServiceNamespace is filled): {}\n",
-            ms(self.first_in_namespace)
+            "first object in a new namespace (after its APIServiceNamespace is filled): p50 {} / max {} over {NAMESPACES} namespaces\n",
+            ms(self.first_in_namespace.0),
+            ms(self.first_in_namespace.1)
         ));
         let mib = |kib: u64| kib as f64 / 1024.0;
         out.push_str(&format!(
@@ -534,7 +536,8 @@ impl Report {
             "backend": self.backend, "mode": format!("{:?}", self.mode), "machine": self.machine,
             "baseline_p50_ms": self.baseline.0.as_secs_f64() * 1e3,
             "baseline_p99_ms": self.baseline.1.as_secs_f64() * 1e3,
-            "first_in_namespace_ms": self.first_in_namespace.as_secs_f64() * 1e3,
+            "first_in_namespace_p50_ms": self.first_in_namespace.0.as_secs_f64() * 1e3,
+            "first_in_namespace_max_ms": self.first_in_namespace.1.as_secs_f64() * 1e3,
             "rss_idle_mib": self.idle.rss_kib as f64 / 1024.0,
             "rss_idle_anon_mib": self.idle.anon_kib as f64 / 1024.0,
             "rss_idle_file_mib": self.idle.file_kib as f64 / 1024.0,
@@ -751,8 +754,8 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
             o.data["status"]["phase"] == "Bench"
         });
 
-    // Ten namespaces, each mapped by a first object; the first of them measures the round trip
-    // through its APIServiceNamespace.
+    // Ten namespaces, each mapped by a first object, measuring the round trip through its
+    // APIServiceNamespace.
     eprintln!("first objects in {NAMESPACES} new namespaces");
     let sn_api: Api<DynamicObject> = Api::namespaced_with(
         w.provider_admin.clone(),
@@ -768,13 +771,12 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     for ns in &namespaces {
         ensure_namespace(&w.app_admin, ns).await?;
     }
-    let firsts: Vec<(String, String)> = namespaces
-        .iter()
-        .map(|ns| (ns.clone(), format!("first-{ns}")))
-        .collect();
-    create_all(&w.app_admin, &firsts).await?;
-    wait_seen(&up_seen, "first-", NAMESPACES, "first objects").await?;
-    let first_in_namespace = namespaces
+    // One namespace at a time, as users add them.
+    for (i, ns) in namespaces.iter().enumerate() {
+        create_all(&w.app_admin, &[(ns.clone(), format!("first-{ns}"))]).await?;
+        wait_seen(&up_seen, "first-", i + 1, "first objects").await?;
+    }
+    let firsts: Vec<Duration> = namespaces
         .iter()
         .filter_map(|ns| {
             let filled = sn_seen.get(ns)?;
@@ -784,8 +786,11 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
                     .saturating_duration_since(filled),
             )
         })
-        .max()
-        .unwrap_or_default();
+        .collect();
+    let first_in_namespace = (
+        percentiles(firsts.clone()).0,
+        firsts.iter().max().copied().unwrap_or_default(),
+    );
     sn_task.abort();
 
     let idle = proc_stats(pid)?;

@@ -40,12 +40,38 @@ pub fn upstream_key(ctx: &ExportContext<'_>, downstream: &DynamicObject) -> Upst
     }
 }
 
+/// The finalizer and bound annotation on a live downstream object, unless it has both.
+fn take_ownership(downstream: &DynamicObject) -> Option<Write> {
+    if has_finalizer(downstream, SYNCER) && has_annotation(downstream, BOUND, BOUND_TRUE) {
+        return None;
+    }
+    let mut finalizers = downstream.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == SYNCER) {
+        finalizers.push(SYNCER.to_string());
+    }
+    Some(Write {
+        target: Target::Synced,
+        side: Side::Consumer,
+        op: Op::MergePatch {
+            namespace: downstream.metadata.namespace.clone(),
+            name: name(downstream).to_string(),
+            patch: json!({"metadata": {
+                "resourceVersion": downstream.metadata.resource_version,
+                "finalizers": finalizers,
+                "annotations": {BOUND: BOUND_TRUE},
+            }}),
+        },
+        reason: "take ownership of downstream object",
+    })
+}
+
 /// Plans the writes for one downstream object, given its upstream copy as found at
 /// [`upstream_key`] (`None` if absent or if the key is not ready).
 ///
 /// - Namespaced objects first need an `APIServiceNamespace` with a service namespace; the plan
 ///   creates the `APIServiceNamespace` and then waits for the provider (its status change
-///   re-enqueues the object).
+///   re-enqueues the object). The finalizer is added while it waits (the reference adds it
+///   after): once the namespace is ready, the upstream apply is the only round trip left.
 /// - While the downstream object lives, it carries the `klutch.anynines.com/syncer` finalizer and
 ///   the bound annotation, and the upstream copy is server-side applied whenever that would change
 ///   it (see [`crate::ssa`]).
@@ -66,13 +92,15 @@ pub fn plan_downstream(
             if deleting {
                 return Ok(release_finalizer(downstream).into_iter().collect());
             }
-            return Ok(vec![create_service_namespace(ctx, &consumer_ns)]);
+            let mut writes = vec![create_service_namespace(ctx, &consumer_ns)];
+            writes.extend(take_ownership(downstream));
+            return Ok(writes);
         }
         UpstreamKey::NamespacePending => {
             if deleting {
                 return Ok(release_finalizer(downstream).into_iter().collect());
             }
-            return Ok(Vec::new());
+            return Ok(take_ownership(downstream).into_iter().collect());
         }
     };
     if let (Some(mapping), Some(up)) = (ctx.cluster_scoped, upstream) {
@@ -103,28 +131,7 @@ pub fn plan_downstream(
         });
     }
 
-    let mut writes = Vec::new();
-    if !has_finalizer(downstream, SYNCER) || !has_annotation(downstream, BOUND, BOUND_TRUE) {
-        let mut finalizers = downstream.metadata.finalizers.clone().unwrap_or_default();
-        if !finalizers.iter().any(|f| f == SYNCER) {
-            finalizers.push(SYNCER.to_string());
-        }
-        writes.push(Write {
-            target: Target::Synced,
-            side: Side::Consumer,
-            op: Op::MergePatch {
-                namespace: downstream.metadata.namespace.clone(),
-                name: name(downstream).to_string(),
-                patch: json!({"metadata": {
-                    "resourceVersion": downstream.metadata.resource_version,
-                    "finalizers": finalizers,
-                    "annotations": {BOUND: BOUND_TRUE},
-                }}),
-            },
-            reason: "take ownership of downstream object",
-        });
-    }
-
+    let mut writes: Vec<Write> = take_ownership(downstream).into_iter().collect();
     let desired = desired_upstream(ctx, downstream, up_ns, up_name)?;
     let changed = match upstream {
         None => true,
@@ -292,12 +299,15 @@ mod tests {
     }
 
     #[test]
-    fn first_object_in_a_namespace_creates_its_apiservicenamespace_and_waits() {
+    fn first_object_in_a_namespace_creates_its_apiservicenamespace_and_takes_ownership_while_it_waits()
+     {
         let (map, res) = (ns_map(&[]), resource());
         let d = obj(json!({"metadata": {"name": "db", "namespace": "default"}, "spec": {}}));
         let writes = plan_downstream(&ctx(&map, &res, None), &d, None).unwrap();
-        assert_eq!(writes.len(), 1);
+        assert_eq!(writes.len(), 2);
         assert_eq!(writes[0].side, Side::Provider);
+        assert_eq!(writes[1].side, Side::Consumer);
+        assert_eq!(writes[1].reason, "take ownership of downstream object");
         let Op::Create(sn) = &writes[0].op else {
             panic!("{writes:?}")
         };
@@ -305,12 +315,23 @@ mod tests {
         assert_eq!(sn.metadata.namespace.as_deref(), Some("p"));
         assert_eq!(sn.types.as_ref().unwrap().kind, "APIServiceNamespace");
 
+        // Pending: ownership only, and nothing once the object has it.
         let pending = ns_map(&[("default", "")]);
+        let writes = plan_downstream(&ctx(&pending, &res, None), &d, None).unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].reason, "take ownership of downstream object");
+        let owned = obj(json!({"metadata": {"name": "db", "namespace": "default",
+            "finalizers": [SYNCER], "annotations": {BOUND: BOUND_TRUE}}, "spec": {}}));
         assert!(
-            plan_downstream(&ctx(&pending, &res, None), &d, None)
+            plan_downstream(&ctx(&pending, &res, None), &owned, None)
                 .unwrap()
                 .is_empty()
         );
+        // The namespace ready: the apply is all that is left.
+        let ready = ns_map(&[("default", "p-default")]);
+        let writes = plan_downstream(&ctx(&ready, &res, None), &owned, None).unwrap();
+        assert_eq!(writes.len(), 1);
+        assert!(matches!(writes[0].op, Op::Apply(_)), "{writes:?}");
     }
 
     #[test]

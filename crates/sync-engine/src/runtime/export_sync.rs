@@ -26,6 +26,7 @@ use super::provider_view::ProviderView;
 use super::queue::{RetryClass, WorkQueue};
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 use crate::mapping::{ClusterScopedMapping, NamespaceMap};
+use crate::objects::is_deleting;
 use crate::plan::{
     ExportContext, Op, PlanError, Side, Target, UpstreamKey, Write, downstream_key,
     plan_downstream, plan_upstream, upstream_key,
@@ -42,6 +43,11 @@ pub const WORKERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(16
 /// How long an APIServiceNamespace create is remembered, so that the other objects of its
 /// namespace do not create it again before the cache shows it.
 const NAMESPACE_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a service namespace counts as new after this syncer created its
+/// APIServiceNamespace: its provider watch's first list may then be skipped (see
+/// [`Inner::reconcile`]).
+const NEW_NAMESPACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What one export syncer syncs, and where.
 #[derive(Debug, Clone)]
@@ -155,6 +161,8 @@ struct Inner {
     /// The namespace map with the version of the APIServiceNamespace cache it was built from:
     /// every reconcile needs it, and it changes only when a namespace is mapped.
     namespace_map: std::sync::Mutex<Option<(u64, Arc<NamespaceMap>)>>,
+    /// Consumer namespaces whose APIServiceNamespace this syncer created (201), and when.
+    new_namespaces: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 impl ExportSyncer {
@@ -214,6 +222,7 @@ impl ExportSyncer {
             expectations: Expectations::default(),
             created_namespaces: std::sync::Mutex::default(),
             namespace_map: std::sync::Mutex::default(),
+            new_namespaces: std::sync::Mutex::default(),
         });
         let mut tasks = Vec::new();
         // Subscribe before waiting for the caches, so no change between list and start is lost.
@@ -528,14 +537,24 @@ impl Inner {
         };
         let upstream = match upstream_key(&ctx, down_ref) {
             UpstreamKey::At(ns, name) => {
-                if !self.provider.is_ready_for(ns.as_deref()) {
+                if self.provider.is_ready_for(ns.as_deref()) {
+                    self.provider.get(ns.as_deref(), &name)
+                } else if downstream.as_ref().is_some_and(|d| !is_deleting(d))
+                    && self.created_namespace_recently(key.0.as_deref())
+                {
+                    // A service namespace made for this syncer's APIServiceNamespace moments
+                    // ago holds nothing yet: the live object is applied without waiting for
+                    // the namespace's first list, which a real API server may hold back ~100 ms
+                    // until its watch cache is fresh. Were something there, the apply is what
+                    // the plan would have chosen anyway.
+                    None
+                } else {
                     // A newly mapped service namespace whose watch has not listed yet: absent
                     // would not mean absent. Its first list enqueues the pair again.
                     self.queue
                         .add_after(key.clone(), std::time::Duration::from_millis(200));
                     return Ok(());
                 }
-                self.provider.get(ns.as_deref(), &name)
             }
             UpstreamKey::NamespaceMissing(_) | UpstreamKey::NamespacePending => None,
         };
@@ -595,7 +614,7 @@ impl Inner {
                     return Err(e.into());
                 }
             };
-            self.remember_namespace_created(write);
+            self.remember_namespace_created(write, &outcome);
             if write.target == Target::Synced {
                 let planned_on = match write.side {
                     Side::Consumer => downstream
@@ -655,8 +674,30 @@ impl Inner {
         }
     }
 
-    fn remember_namespace_created(&self, write: &Write) {
+    /// Whether this syncer created the APIServiceNamespace of `consumer_ns` within
+    /// [`NEW_NAMESPACE`].
+    fn created_namespace_recently(&self, consumer_ns: Option<&str>) -> bool {
+        let Some(ns) = consumer_ns else {
+            return false;
+        };
+        let mut new = self
+            .new_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        new.retain(|_, at| now.duration_since(*at) < NEW_NAMESPACE);
+        new.contains_key(ns)
+    }
+
+    fn remember_namespace_created(&self, write: &Write, outcome: &Outcome) {
         if write.target == Target::ServiceNamespace {
+            if matches!(outcome, Outcome::Done(_)) {
+                let (_, name) = write.namespace_and_name();
+                self.new_namespaces
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), tokio::time::Instant::now());
+            }
             let mut created = self
                 .created_namespaces
                 .lock()

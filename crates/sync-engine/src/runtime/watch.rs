@@ -677,6 +677,7 @@ impl WatchTask {
 
     /// A full, paginated list that replaces the cache; the resourceVersion to watch from.
     async fn relist(&mut self, api: &Api<DynamicObject>) -> Result<String, kube::Error> {
+        let started = Instant::now();
         let mut objects = Vec::new();
         let mut continue_token: Option<String> = None;
         let version = loop {
@@ -700,6 +701,8 @@ impl WatchTask {
                 Err(err) => return Err(err),
             }
         };
+        tracing::debug!(cluster = %self.key.cluster, resource = %self.key.resource, scope = ?self.key.scope,
+            objects = objects.len(), took = ?started.elapsed(), "listed");
         self.cache.replace_encoded(objects);
         // No subscriber is fine: the cache is still kept. Sent before the first list is
         // announced, so that whoever subscribes once the watch is ready sees only what follows.
