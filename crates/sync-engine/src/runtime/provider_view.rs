@@ -78,7 +78,7 @@ impl std::fmt::Debug for ProviderView {
 impl ProviderView {
     /// A view backed by one watch.
     pub fn single(watch: Arc<SharedWatch>) -> Self {
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(super::watch::CHANGE_BUFFER);
         ProviderView {
             kind: Kind::One(forward(watch, changes.clone())),
             changes,
@@ -92,7 +92,7 @@ impl ProviderView {
         cluster_id: String,
         resource: ApiResource,
     ) -> Self {
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(super::watch::CHANGE_BUFFER);
         ProviderView {
             kind: Kind::PerNamespace(Box::new(PerNamespace {
                 hub,
