@@ -36,7 +36,7 @@ use e2e::world::{Mode, World, WorldOptions, mangodb};
 use e2e::{Backend, Konnector};
 
 const USAGE: &str = "usage: cargo xtask bench [--real] [--mode default|control-plane] [--objects N] \
-     [--workers N] [--json FILE] [--svg FILE]";
+     [--workers N] [--bin KONNECTOR] [--json FILE] [--svg FILE]";
 /// Namespaces the burst is spread over.
 const NAMESPACES: usize = 10;
 /// Creates in flight during the burst (the client side's own limit).
@@ -51,6 +51,8 @@ struct Args {
     objects: usize,
     /// `--sync-workers` of the konnector (its default when `None`).
     workers: Option<usize>,
+    /// A konnector binary to measure instead of building one.
+    bin: Option<PathBuf>,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
 }
@@ -61,6 +63,7 @@ fn parse(args: &[String]) -> Result<Args> {
         mode: Mode::Default,
         objects: 1000,
         workers: None,
+        bin: None,
         json: None,
         svg: None,
     };
@@ -97,6 +100,13 @@ fn parse(args: &[String]) -> Result<Args> {
                         .with_context(|| format!("--json takes a file\n{USAGE}"))?,
                 )
             }
+            "--bin" => {
+                out.bin = Some(
+                    it.next()
+                        .map(PathBuf::from)
+                        .with_context(|| format!("--bin takes a file\n{USAGE}"))?,
+                )
+            }
             "--svg" => {
                 out.svg = Some(
                     it.next()
@@ -113,8 +123,13 @@ fn parse(args: &[String]) -> Result<Args> {
 /// Runs the benchmark.
 pub fn run(repo: &Path, args: &[String]) -> Result<()> {
     let args = parse(args)?;
-    eprintln!("building the konnector: cargo build --release -p konnector");
-    let bin = crate::demo::build_release(repo)?;
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            eprintln!("building the konnector: cargo build --release -p konnector");
+            crate::demo::build_release(repo)?
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1115,6 +1130,8 @@ mod tests {
         assert_eq!(a.workers, Some(64));
         assert_eq!(a.svg.as_deref(), Some(Path::new("l.svg")));
         assert!(parse(&["--workers".into(), "0".into()]).is_err());
+        let a = parse(&["--bin", "/x/konnector"].map(String::from)).unwrap();
+        assert_eq!(a.bin.as_deref(), Some(Path::new("/x/konnector")));
         assert!(parse(&["--objects".into(), "3".into()]).is_err());
         assert!(parse(&["--mode".into(), "x".into()]).is_err());
         assert!(parse(&["--fast".into()]).is_err());

@@ -81,7 +81,7 @@ pub struct Cli {
     /// Objects of one bound resource reconciled at once. A reconcile mostly waits for its one or
     /// two API round trips, so a burst of objects needs several; what reaches each server stays
     /// bounded by --max-concurrent-requests. At least 1.
-    #[arg(long, default_value = "16", value_parser = parse_sync_workers)]
+    #[arg(long, default_value = "32", value_parser = parse_sync_workers)]
     pub sync_workers: NonZeroUsize,
 
     /// Log verbosity (klog style: 2 is the default, 4 debug, 6 and more trace).
@@ -403,7 +403,7 @@ mod tests {
                 && e.contains("must be at least 1: with 0 no request could ever be sent"),
             "{e}"
         );
-        assert_eq!(parse(&[]).unwrap().sync_workers.get(), 16);
+        assert_eq!(parse(&[]).unwrap().sync_workers.get(), 32);
         assert_eq!(
             parse(&["--sync-workers=64"]).unwrap().sync_workers.get(),
             64
