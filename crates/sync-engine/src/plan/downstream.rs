@@ -362,6 +362,8 @@ mod tests {
                     "annotations": {"note": "x", BOUND: "true"}},
                 "spec": {"tier": "small"}})
         );
+        // Ownership and the apply go to different clusters and may be sent together.
+        assert!(crate::plan::may_run_together(&writes[0], &writes[1]));
     }
 
     #[test]
@@ -420,6 +422,9 @@ mod tests {
             panic!()
         };
         assert_eq!(patch["metadata"]["finalizers"], json!(["other"]));
+        // The finalizer is released only after the delete was accepted.
+        assert!(!crate::plan::may_run_together(&writes[0], &writes[1]));
+        assert!(!crate::plan::may_run_together(&writes[1], &writes[0]));
 
         // Upstream already deleting: wait for it to go.
         let mut up = synced_upstream();

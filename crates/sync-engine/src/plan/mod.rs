@@ -101,6 +101,23 @@ pub enum Op {
     },
 }
 
+/// Whether `b` may be sent while `a` is still in flight instead of after it. Taking ownership
+/// of a downstream object (its finalizer and bound annotation) and applying its upstream copy
+/// go to different clusters and neither needs the other's result, so a new object costs one
+/// round trip instead of two. The reference sends them one after the other; should the
+/// ownership patch fail (a conflict, the object deleted meanwhile) after the apply landed, the
+/// next reconcile takes ownership again, or, the object being gone, deletes the bound upstream
+/// copy as any orphan. Everything else keeps its order (deletions above all: the upstream copy
+/// is deleted before the finalizer is released).
+pub fn may_run_together(a: &Write, b: &Write) -> bool {
+    a.target == Target::Synced
+        && b.target == Target::Synced
+        && a.side == Side::Consumer
+        && matches!(a.op, Op::MergePatch { .. })
+        && b.side == Side::Provider
+        && matches!(b.op, Op::Apply(_))
+}
+
 impl Write {
     /// Namespace (if namespaced) and name of the written object.
     pub fn namespace_and_name(&self) -> (Option<String>, String) {

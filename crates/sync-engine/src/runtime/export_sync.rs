@@ -29,7 +29,7 @@ use crate::mapping::{ClusterScopedMapping, NamespaceMap};
 use crate::objects::is_deleting;
 use crate::plan::{
     ExportContext, Op, PlanError, Side, Target, UpstreamKey, Write, downstream_key,
-    plan_downstream, plan_upstream, upstream_key,
+    may_run_together, plan_downstream, plan_upstream, upstream_key,
 };
 
 /// Reconciles of one export syncer that run at once. Each waits on one or two API round
@@ -605,29 +605,47 @@ impl Inner {
         }
         self.skip_namespaces_being_created(&mut writes);
         let started = std::time::Instant::now();
-        for write in &writes {
+        let planned_on = |side: Side| match side {
+            Side::Consumer => downstream
+                .as_ref()
+                .and_then(|d| d.metadata.resource_version.clone()),
+            Side::Provider => upstream
+                .as_ref()
+                .and_then(|u| u.metadata.resource_version.clone()),
+        };
+        let mut rest: &[Write] = &writes;
+        while !rest.is_empty() {
+            // Writes that need not wait for each other go out together (see may_run_together).
+            let together = if rest.len() >= 2 && may_run_together(&rest[0], &rest[1]) {
+                2
+            } else {
+                1
+            };
+            let (stage, tail) = rest.split_at(together);
             if !self.hub.leadership().is_leading() {
-                self.release_namespace_claims(&writes);
+                self.release_namespace_claims(rest);
                 return Err(SyncError::NotLeader(super::leadership::NotLeader));
             }
-            let outcome = match self.execute(write).await {
-                Ok(o) => o,
-                Err(e) => {
-                    self.release_namespace_claims(std::slice::from_ref(write));
-                    return Err(e.into());
+            rest = tail;
+            let outcomes = futures::future::join_all(stage.iter().map(|w| self.execute(w))).await;
+            let mut failed = None;
+            for (write, outcome) in stage.iter().zip(outcomes) {
+                match outcome {
+                    Ok(outcome) => {
+                        self.remember_namespace_created(write, &outcome);
+                        if write.target == Target::Synced {
+                            self.expectations
+                                .record(write, planned_on(write.side), &outcome);
+                        }
+                    }
+                    Err(e) => {
+                        self.release_namespace_claims(std::slice::from_ref(write));
+                        failed.get_or_insert(e);
+                    }
                 }
-            };
-            self.remember_namespace_created(write, &outcome);
-            if write.target == Target::Synced {
-                let planned_on = match write.side {
-                    Side::Consumer => downstream
-                        .as_ref()
-                        .and_then(|d| d.metadata.resource_version.clone()),
-                    Side::Provider => upstream
-                        .as_ref()
-                        .and_then(|u| u.metadata.resource_version.clone()),
-                };
-                self.expectations.record(write, planned_on, &outcome);
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
             }
         }
         // A spec sync ends with an apply upstream, a status sync with a status write downstream.
