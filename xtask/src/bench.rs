@@ -462,7 +462,7 @@ impl Report {
         let series: Vec<(&Phase, &str)> = self
             .phases
             .iter()
-            .filter(|p| !p.name.starts_with("trickle"))
+            .filter(|p| !p.name.contains("trickle"))
             .zip(["#1f77b4", "#d62728", "#7f7f7f"])
             .collect();
         let max_x = nice_ceiling(
@@ -945,7 +945,7 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
 
     // The servers' own limit: the same writes by a plain client, the konnector stopped.
     eprintln!("plain client: the konnector's writes for {n} creates, without the konnector");
-    phases.push(plain_client(&w, n).await?);
+    phases.extend(plain_client(&w, n).await?);
 
     Ok(Report {
         backend: if args.real { "real" } else { "in-memory" },
@@ -1018,11 +1018,12 @@ async fn cache_figures(metrics: std::net::SocketAddr) -> CacheFigures {
 /// `--max-concurrent-requests`).
 const PLAIN_CONCURRENCY: usize = 32;
 
-/// What the konnector does for a burst, done by a plain client while the konnector is stopped:
-/// `n` creates on the app cluster over 10 new namespaces; for each object a watch sees, a
-/// finalizer patch on the app cluster, then an apply of its copy on the provider. Its wall time
-/// is the servers' limit for the burst on this machine.
-async fn plain_client(w: &World, n: usize) -> Result<Phase> {
+/// What the konnector does for a burst and a trickle, done by a plain client while the
+/// konnector is stopped: `n` creates on the app cluster over 10 new namespaces (then 20 per
+/// second for 10 s); for each object a watch sees, a finalizer patch on the app cluster and an
+/// apply of its copy on the provider, sent together. Its figures are the servers' limit for
+/// the konnector's work on this machine.
+async fn plain_client(w: &World, n: usize) -> Result<Vec<Phase>> {
     let namespaces: Vec<String> = (0..NAMESPACES).map(|i| format!("plain-{i}")).collect();
     for ns in &namespaces {
         ensure_namespace(&w.app_admin, ns).await?;
@@ -1032,13 +1033,11 @@ async fn plain_client(w: &World, n: usize) -> Result<Phase> {
         o.metadata
             .name
             .as_deref()
-            .is_some_and(|n| n.starts_with("plain-"))
+            .is_some_and(|n| n.starts_with("plain"))
     });
     // The plain "controller": one watch of the app cluster, a bounded pool of workers.
     let app = w.app_admin.clone();
     let provider = w.provider_admin.clone();
-    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = writes.clone();
     let controller = tokio::spawn(async move {
         let stream = watcher(
             Api::<DynamicObject>::all_with(app.clone(), &mangodb()),
@@ -1050,24 +1049,42 @@ async fn plain_client(w: &World, n: usize) -> Result<Phase> {
                 o.metadata
                     .name
                     .as_deref()
-                    .is_some_and(|n| n.starts_with("plain-"))
+                    .is_some_and(|n| n.starts_with("plain"))
                     && o.metadata.finalizers.is_none(),
             )
         });
         stream
             .map(|o| {
-                let (app, provider, counted) = (app.clone(), provider.clone(), counted.clone());
+                let (app, provider) = (app.clone(), provider.clone());
                 async move {
                     let o = o?;
-                    let (ns, name) = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+                    let (ns, name) = (
+                        o.metadata.namespace.clone().unwrap_or_default(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    );
                     let down: Api<DynamicObject> = Api::namespaced_with(app, &ns, &mangodb());
-                    down.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["bench.konnector/plain"]}}))).await?;
                     let up: Api<DynamicObject> = Api::namespaced_with(provider, &ns, &mangodb());
-                    let copy = json!({"apiVersion": mangodb().api_version, "kind": mangodb().kind,
-                        "metadata": {"name": name, "annotations": {"klutch.anynines.com/bound": "true"}},
-                        "spec": o.data["spec"].clone()});
-                    up.patch(&name, &PatchParams::apply("bench-plain").force(), &Patch::Apply(copy)).await?;
-                    counted.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+                    let owner = json!({"metadata": {"finalizers": ["bench.konnector/plain"]}});
+                    let copy = json!({
+                        "apiVersion": mangodb().api_version,
+                        "kind": mangodb().kind,
+                        "metadata": {
+                            "name": name,
+                            "annotations": {"klutch.anynines.com/bound": "true"},
+                        },
+                        "spec": o.data["spec"].clone(),
+                    });
+                    let (merge, apply) = (
+                        PatchParams::default(),
+                        PatchParams::apply("bench-plain").force(),
+                    );
+                    let (owner, copy) = (Patch::Merge(owner), Patch::Apply(copy));
+                    let (owned, applied) = futures::join!(
+                        down.patch(&name, &merge, &owner),
+                        up.patch(&name, &apply, &copy)
+                    );
+                    owned?;
+                    applied?;
                     anyhow::Ok(())
                 }
             })
@@ -1088,10 +1105,12 @@ async fn plain_client(w: &World, n: usize) -> Result<Phase> {
     let sent = create_all(&w.app_admin, &names).await?;
     let sent_in = started.at.elapsed();
     let done = wait_seen(&seen, "plain-", n, "plain client upstream").await;
-    controller.abort();
-    seen_task.abort();
+    if done.is_err() {
+        controller.abort();
+        seen_task.abort();
+    }
     done?;
-    let mut p = close(
+    let mut burst = close(
         "plain client, same writes",
         None,
         started,
@@ -1099,8 +1118,35 @@ async fn plain_client(w: &World, n: usize) -> Result<Phase> {
         &sent,
         &seen,
     )?;
-    p.writes = writes.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(p)
+    // Two per object, the konnector's: the ownership patch and the apply.
+    burst.writes = 2 * n;
+    // The same trickle as the konnector's.
+    let started = Start::now(None)?;
+    let mut trickle_sent = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for i in 0..200 {
+        tick.tick().await;
+        let one = [(
+            namespaces[i % NAMESPACES].clone(),
+            format!("plaintrickle-{i}"),
+        )];
+        trickle_sent.extend(create_all(&w.app_admin, &one).await?);
+    }
+    let sent_in = started.at.elapsed();
+    let done = wait_seen(&seen, "plaintrickle-", 200, "plain client trickle").await;
+    controller.abort();
+    seen_task.abort();
+    done?;
+    let mut trickle = close(
+        "plain client, trickle 20/s",
+        None,
+        started,
+        sent_in,
+        &trickle_sent,
+        &seen,
+    )?;
+    trickle.writes = 2 * trickle.objects;
+    Ok(vec![burst, trickle])
 }
 
 #[cfg(test)]

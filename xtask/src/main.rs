@@ -4,8 +4,8 @@
 //!   `charts/konnector/crds/`; with `--check`, fails if the committed files differ.
 //! - `demo [--keep]`: runs the konnector binary against in-memory clusters in both modes and
 //!   shows an example API being bound and synced (see `demo.rs`).
-//! - `bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]`: measures the
-//!   release konnector end to end (see `bench.rs`).
+//! - `bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE]
+//!   [--json FILE] [--svg FILE]`: measures the release konnector end to end (see `bench.rs`).
 
 mod bench;
 mod demo;
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]";
+const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE] [--json FILE] [--svg FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
