@@ -433,16 +433,19 @@ impl Cluster {
 
     /// A client for the test itself (as `admin`).
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        if let Inner::Real(r) = &self.inner {
-            return Ok(r.cp.admin_client().await?);
-        }
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig("admin")?)?;
+        let yaml = match &self.inner {
+            Inner::Real(r) => r.cp.admin_kubeconfig(),
+            Inner::Memory(_) => self.kubeconfig("admin")?,
+        };
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)?;
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
         )
         .await?;
-        Ok(kube::Client::try_from(config)?)
+        // With TCP_NODELAY, as the konnector's own clients: kube's connector would add Nagle's
+        // delays to what the tests and the bench measure.
+        Ok(cluster_topology::build_unlayered_client(config)?)
     }
 
     /// Every request since the last [`Cluster::clear_requests`]: the request record of

@@ -29,8 +29,8 @@ pub use handle::{ClusterConnection, ClusterHandle, Role};
 pub use identity::{ContentDigest, EndpointId};
 pub use kubeconfig::{
     ClientError, KubeconfigError, LocalConfig, LocalConfigError, LocalSource, NamespaceRequirement,
-    ParsedKubeconfig, build_client, build_client_with_health, build_layered_client, load_local,
-    parse_kubeconfig,
+    ParsedKubeconfig, build_client, build_client_with_health, build_layered_client,
+    build_unlayered_client, load_local, parse_kubeconfig,
 };
 pub use rotation::{
     CredentialEvent, CredentialUpdater, CredentialWatch, RejectReason, SecretKubeconfigError,
