@@ -757,6 +757,9 @@ where
             .flatten();
         let method = request.method().to_string();
         let path = request.uri().path().to_owned();
+        // Every request at -v=5 and more (the clients' stack has no tracing layer of its own).
+        let traced = tracing::enabled!(tracing::Level::TRACE)
+            .then(|| (method.clone(), request.uri().to_string(), Instant::now()));
         health.shared.requests.fetch_add(1, Ordering::Relaxed);
         let future = {
             let mut service = inner.lock().await;
@@ -791,6 +794,9 @@ where
         };
         health.mark_reachable();
         let status = response.status();
+        if let Some((method, uri, sent)) = &traced {
+            tracing::trace!(cluster = %options.label, %method, %uri, status = status.as_u16(), took = ?sent.elapsed(), "HTTP response");
+        }
         if let Some(delay) = throttle_delay(status, response.headers()) {
             health.on_throttled(status, delay, epoch);
             if let Some(next) = again {

@@ -636,7 +636,8 @@ pub fn build_unlayered_client(config: kube::Config) -> Result<kube::Client, Clie
     nodelay_client(&config, None)
 }
 
-/// kube's default service stack (TLS, timeouts, base URI, authentication, extra headers), under
+/// kube's default service stack (TLS, timeouts, base URI, retries, authentication, extra
+/// headers; not its tracing layer, whose per-request lines the konnector turns off anyway), under
 /// `layer` if any, on a connector with `TCP_NODELAY`. kube's own connector leaves Nagle's algorithm on: a request
 /// whose TLS records go out in two writes then waits for the server's delayed ACK, and on the
 /// bench's real API servers about one request in two took 40 ms longer than its work (the
@@ -661,8 +662,14 @@ fn nodelay_client(
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let client = hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
         .build(connector);
+    // kube's retries of 429/503/504 where the config asks for them (clients without the
+    // konnector's layer, which retries itself).
+    let retry = config
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(retry)
         .option_layer(config.auth_layer().map_err(err)?)
         .layer(config.extra_headers_layer().map_err(err)?)
         .map_err(tower::BoxError::from)
