@@ -554,17 +554,19 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    /// The registry as the /metrics endpoint serves it.
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
     #[test]
     fn client_health_is_reported_per_cluster_while_the_client_lives() {
         use cluster_topology::ClientOptions;
         let m = Metrics::default();
         let mut registry = Registry::default();
         m.register(&mut registry);
-        let encode = |registry: &Registry| {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-            text
-        };
         // Nothing registered: no client families at all.
         assert!(!encode(&registry).contains("konnector_client_"));
 
@@ -617,11 +619,6 @@ mod tests {
 
     #[test]
     fn event_recorders_are_reported_per_cluster_and_outcome() {
-        let encode = |registry: &Registry| {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-            text
-        };
         let m = Metrics::default();
         let mut registry = Registry::default();
         m.register(&mut registry);
@@ -643,11 +640,6 @@ mod tests {
         let m = Metrics::default();
         let mut registry = Registry::default();
         m.register(&mut registry);
-        let encode = |registry: &Registry| {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-            text
-        };
         assert!(!encode(&registry).contains("konnector_watch_cache_objects"));
         let object = |ns: &str, name: &str| -> kube::api::DynamicObject {
             serde_json::from_value(serde_json::json!({"metadata": {"namespace": ns, "name": name}}))

@@ -49,20 +49,46 @@ fn take_ownership(downstream: &DynamicObject) -> Option<Write> {
     if !finalizers.iter().any(|f| f == SYNCER) {
         finalizers.push(SYNCER.to_string());
     }
-    Some(Write {
+    let mut metadata = finalizers_patch(downstream, &finalizers);
+    metadata.insert("annotations".into(), json!({BOUND: BOUND_TRUE}));
+    Some(patch_downstream(
+        downstream,
+        metadata,
+        "take ownership of downstream object",
+    ))
+}
+
+/// The finalizer list of `downstream` replaced by `finalizers`, with its resourceVersion as a
+/// precondition (others may change the list meanwhile).
+fn finalizers_patch(
+    downstream: &DynamicObject,
+    finalizers: &[impl serde::Serialize],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(
+        "resourceVersion".into(),
+        json!(downstream.metadata.resource_version),
+    );
+    metadata.insert("finalizers".into(), json!(finalizers));
+    metadata
+}
+
+/// A merge patch of `metadata` on the downstream object.
+fn patch_downstream(
+    downstream: &DynamicObject,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    reason: &'static str,
+) -> Write {
+    Write {
         target: Target::Synced,
         side: Side::Consumer,
         op: Op::MergePatch {
             namespace: downstream.metadata.namespace.clone(),
             name: name(downstream).to_string(),
-            patch: json!({"metadata": {
-                "resourceVersion": downstream.metadata.resource_version,
-                "finalizers": finalizers,
-                "annotations": {BOUND: BOUND_TRUE},
-            }}),
+            patch: json!({ "metadata": metadata }),
         },
-        reason: "take ownership of downstream object",
-    })
+        reason,
+    }
 }
 
 /// Plans the writes for one downstream object, given its upstream copy as found at
@@ -236,19 +262,11 @@ fn release_finalizer(downstream: &DynamicObject) -> Option<Write> {
         .flatten()
         .filter(|f| *f != SYNCER)
         .collect();
-    Some(Write {
-        target: Target::Synced,
-        side: Side::Consumer,
-        op: Op::MergePatch {
-            namespace: downstream.metadata.namespace.clone(),
-            name: name(downstream).to_string(),
-            patch: json!({"metadata": {
-                "resourceVersion": downstream.metadata.resource_version,
-                "finalizers": finalizers,
-            }}),
-        },
-        reason: "release downstream object",
-    })
+    Some(patch_downstream(
+        downstream,
+        finalizers_patch(downstream, &finalizers),
+        "release downstream object",
+    ))
 }
 
 #[cfg(test)]
