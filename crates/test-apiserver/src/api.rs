@@ -56,13 +56,18 @@ impl Req<'_> {
         (self.namespace.to_owned(), self.name.to_owned())
     }
 
-    /// The field manager of a non-apply write: `fieldManager`, else the user agent up to `/`.
+    /// The field manager of a non-apply write: `fieldManager`, else the user agent up to `/`,
+    /// else `unknown` (as the real server names a client that sends no user agent).
     fn manager(&self) -> String {
         match self.q("fieldManager") {
             Some(m) if !m.is_empty() => m.to_owned(),
             _ => {
                 let ua = self.user_agent.split('/').next().unwrap_or_default();
-                ua.chars().take(128).collect()
+                if ua.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    ua.chars().take(128).collect()
+                }
             }
         }
     }
@@ -1664,7 +1669,7 @@ pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u
             200,
             json!({
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": r.name, "group": def.group, "kind": def.plural, "uid": s(&obj, "/metadata/uid")},
+                "details": status_details(r.name, &def.group, &def.plural, s(&obj, "/metadata/uid")),
             }),
         ));
     }
@@ -1800,4 +1805,13 @@ pub fn delete_collection(
             "items": items,
         }),
     ))
+}
+
+/// `details` of a delete's `Status`: the real server leaves out an empty group (core kinds).
+fn status_details(name: &str, group: &str, plural: &str, uid: &str) -> Value {
+    let mut details = json!({"name": name, "kind": plural, "uid": uid});
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    details
 }
