@@ -70,8 +70,15 @@ impl Cache {
     }
 
     fn decode(text: &str) -> Option<Arc<DynamicObject>> {
-        // Text this cache wrote from a DynamicObject parses back as one.
-        serde_json::from_str(text).ok().map(Arc::new)
+        // Text this cache wrote from a DynamicObject parses back as one; were that ever not
+        // so, the object would look absent, so it is said loudly.
+        match serde_json::from_str(text) {
+            Ok(obj) => Some(Arc::new(obj)),
+            Err(e) => {
+                tracing::error!(error = %e, "a cached object does not parse back; treating it as absent");
+                None
+            }
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Box<str>>> {
@@ -249,6 +256,26 @@ mod tests {
         assert_eq!(c.list().len(), 1);
         c.delete(Some("p-default"), "db");
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn everything_but_managed_fields_survives_the_text() {
+        // A read that came back different (or not at all) would be planned on as absent.
+        let full = obj(json!({"apiVersion": "example.com/v1beta1", "kind": "Thing",
+            "metadata": {"name": "t", "namespace": "n", "uid": "u", "resourceVersion": "9",
+                "generation": 3, "creationTimestamp": "2026-12-06T09:30:00Z",
+                "deletionTimestamp": "2026-12-06T09:31:00Z", "deletionGracePeriodSeconds": 0,
+                "labels": {"a": "b"}, "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"x\":1}"},
+                "finalizers": ["x/y"], "generateName": "t-",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "p", "uid": "pu",
+                    "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"n": 1.5, "big": 12345678901234i64, "list": [1, "two", null, {"x": []}],
+                "empty": {}, "unicode": "ü ✓"},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2026-12-06T09:30:00.123456Z"}]}}));
+        let c = Cache::default();
+        c.apply(full.clone());
+        assert_eq!(*c.get(Some("n"), "t").unwrap(), full);
     }
 
     #[test]
