@@ -637,12 +637,12 @@ pub fn build_unlayered_client(config: kube::Config) -> Result<kube::Client, Clie
 }
 
 /// kube's default service stack (TLS, timeouts, base URI, retries, authentication, extra
-/// headers; not its tracing layer, whose per-request lines the konnector turns off anyway), under
-/// `layer` if any, on a connector with `TCP_NODELAY`. kube's own connector leaves Nagle's algorithm on: a request
-/// whose TLS records go out in two writes then waits for the server's delayed ACK, and on the
-/// bench's real API servers about one request in two took 40 ms longer than its work (the
-/// first object in a new namespace: 4-6 ms or 45-50 ms). Go's clients set the option by
-/// default.
+/// headers; not its tracing layer: the client layer traces responses instead), under `layer`
+/// if any, on a connector with `TCP_NODELAY`. kube's own connector leaves Nagle's algorithm
+/// on: a request whose TLS records go out in two writes then waits for the server's delayed
+/// ACK, and on the bench's real API servers about one request in two took 40 ms longer than
+/// its work (the first object in a new namespace: 4-6 ms or 45-50 ms). Go's clients set the
+/// option by default.
 fn nodelay_client(
     config: &kube::Config,
     layer: Option<&ClientLayer>,
