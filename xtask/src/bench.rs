@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--json FILE]`: the
-//! konnector's performance, measured end to end on the release binary.
+//! `cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N]
+//! [--bin FILE] [--json FILE] [--svg FILE]`: the konnector's performance, measured end to end
+//! on the release binary (or the one `--bin` names).
 //!
 //! It builds a world as the end-to-end tests do (`e2e::World`: two in-memory API servers, or two
 //! real control planes with `--real`), binds the MangoDB export, and runs phases, each measured
@@ -7,18 +8,23 @@
 //!
 //! - **baseline**: the API server's own create-to-watch latency (objects created on the
 //!   provider by a plain client, seen by a watch), the unit every latency is also given in;
-//! - **first object in a new namespace**: from the namespace's `APIServiceNamespace` getting its
-//!   `status.namespace` (the backend's part) to the object on the provider;
+//! - **first object in a new namespace**: ten namespaces, one at a time, from the namespace's
+//!   `APIServiceNamespace` getting its `status.namespace` (the backend's part) to the object on
+//!   the provider;
 //! - **burst**: N creates over 10 namespaces, all upstream;
 //! - **status back**: N provider status changes, all downstream;
 //! - **trickle**: 20 creates per second for 10 s;
-//! - **restart**: the konnector restarted over the synced world, its writes counted.
+//! - **restart**: the konnector restarted over the synced world, its writes counted;
+//! - **plain client**: with the konnector stopped, a plain client does its writes for a burst
+//!   and a trickle: what the servers allow on this machine, in the same run.
 //!
-//! For each phase: wall time, throughput, latency p50/p99 (also as multiples of the baseline),
-//! the konnector's CPU time and RSS (from `/proc`), and its write requests per object as the
-//! server counted them (test-apiserver's request record, the real server's audit log). Progress
-//! goes to stderr, the table to stdout; everything it started is stopped at the end.
-//! It is a benchmark: nothing here asserts a timing.
+//! For each phase: wall time, the driving client's send time, throughput, latency p50/p99 (also
+//! as multiples of the baseline), the konnector's CPU time and RSS (from `/proc`), the CPU time
+//! of the servers and the driving client, and the write requests per object as the server
+//! counted them (test-apiserver's request record, the real server's audit log); then the
+//! caches' size from the konnector's metrics and the RSS per synced object. Progress goes to
+//! stderr, the table to stdout, the latency plot to `--svg`; everything it started is stopped
+//! at the end. It is a benchmark: nothing here asserts a timing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
