@@ -396,6 +396,23 @@ impl World {
             .cloned()
     }
 
+    /// The konnector's writes on both clusters since their requests were cleared, but for
+    /// `marker`'s own sync, the replica's Lease and a due heartbeat: what a restart over a
+    /// synced world must leave empty.
+    pub async fn restart_writes(&self, marker: &str) -> Vec<test_apiserver::RecordedRequest> {
+        self.app
+            .konnector_writes()
+            .await
+            .into_iter()
+            .chain(self.provider.konnector_writes().await)
+            .filter(|r| {
+                r.name != marker
+                    && !(r.resource == "clusterbindings" && r.subresource == "status")
+                    && r.resource != "leases"
+            })
+            .collect()
+    }
+
     /// Waits until the binding is Ready and Connected.
     pub async fn wait_bound(&self) -> anyhow::Result<()> {
         wait_until("binding Ready and Connected", STEP, || async {

@@ -591,33 +591,42 @@ fn instance(name: &str) -> DynamicObject {
     DynamicObject::new(name, &mangodb()).data(json!({"spec": {"tier": "Dedicated"}}))
 }
 
-/// Creates `names` (namespace, name) through `client`, `CONCURRENCY` at a time; returns when
-/// each create was sent.
+/// Runs `op` for each of `names` (namespace, name), `CONCURRENCY` at a time; returns when
+/// each request was sent.
+async fn timed_all<F, Fut>(names: &[(String, String)], op: F) -> Result<HashMap<String, Instant>>
+where
+    F: Fn(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    futures::stream::iter(names.iter().cloned())
+        .map(|(ns, name)| {
+            let request = op(ns, name.clone());
+            async move {
+                let at = Instant::now();
+                request.await?;
+                anyhow::Ok((name, at))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Creates `names` (namespace, name) through `client`; returns when each create was sent.
 async fn create_all(
     client: &kube::Client,
     names: &[(String, String)],
 ) -> Result<HashMap<String, Instant>> {
-    let sent = Arc::new(Mutex::new(HashMap::new()));
-    futures::stream::iter(names.iter().cloned())
-        .map(|(ns, name)| {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &mangodb());
-            let sent = sent.clone();
-            async move {
-                let at = Instant::now();
-                api.create(&PostParams::default(), &instance(&name))
-                    .await
-                    .with_context(|| format!("creating {ns}/{name}"))?;
-                if let Ok(mut s) = sent.lock() {
-                    s.insert(name, at);
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let out = sent.lock().map(|s| s.clone()).unwrap_or_default();
-    Ok(out)
+    timed_all(names, |ns, name| {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &mangodb());
+        async move {
+            api.create(&PostParams::default(), &instance(&name))
+                .await
+                .with_context(|| format!("creating {ns}/{name}"))?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 fn latencies(sent: &HashMap<String, Instant>, seen: &Seen) -> Vec<Duration> {
@@ -845,33 +854,23 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     eprintln!("status: {n} provider status changes");
     clear(&w).await?;
     let started = Start::now(Some(pid))?;
-    let status_sent = Arc::new(Mutex::new(HashMap::new()));
-    futures::stream::iter(names.iter().cloned())
-        .map(|(ns, name)| {
-            // The object's copy in the service namespace of `ns`.
-            let api = w.upstream(&ns);
-            let status_sent = status_sent.clone();
-            async move {
-                let at = Instant::now();
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"phase": "Bench"}})),
-                )
-                .await
-                .with_context(|| format!("status of the provider's copy of {ns}/{name}"))?;
-                if let Ok(mut s) = status_sent.lock() {
-                    s.insert(name, at);
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let status_sent = timed_all(&names, |ns, name| {
+        // The object's copy in the service namespace of `ns`.
+        let api = w.upstream(&ns);
+        async move {
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bench"}})),
+            )
+            .await
+            .with_context(|| format!("status of the provider's copy of {ns}/{name}"))?;
+            Ok(())
+        }
+    })
+    .await?;
     let sent_in = started.at.elapsed();
     wait_seen(&down_status, "burst-", n, "status downstream").await?;
-    let status_sent = status_sent.lock().map(|s| s.clone()).unwrap_or_default();
     phases.push(
         phase(
             "status back",
@@ -932,18 +931,7 @@ async fn bench(bin: &Path, args: &Args) -> Result<Report> {
     )
     .await?;
     wait_seen(&up_seen, "restart-marker", 1, "marker after the restart").await?;
-    let restart_writes = w
-        .app
-        .konnector_writes()
-        .await
-        .into_iter()
-        .chain(w.provider.konnector_writes().await)
-        .filter(|r| {
-            r.name != "restart-marker"
-                && r.resource != "leases"
-                && !(r.resource == "clusterbindings" && r.subresource == "status")
-        })
-        .count();
+    let restart_writes = w.restart_writes("restart-marker").await.len();
     k.terminate().await?;
     let _ = k.wait_exit(Duration::from_secs(15)).await;
     up_task.abort();

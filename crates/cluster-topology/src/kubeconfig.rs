@@ -616,9 +616,7 @@ pub fn build_client_with_health(
     // concurrency slot and hide them from the adaptive limit. The layer retries instead.
     config.default_retry = false;
     let layer = ClientLayer::new(health.clone());
-    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
-        // kube's own stack: its proxy handling (or its error without the proxy features), and
-        // the expiry of exec-issued client certificates, which only it can read.
+    if needs_kube_stack(&config) {
         let builder = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| ClientError(e.to_string()))?;
         return Ok(builder.with_layer(&layer).build());
@@ -630,10 +628,16 @@ pub fn build_client_with_health(
 /// the konnector's layer: for tools and tests that drive API servers themselves, so that what
 /// they measure is the server rather than Nagle's algorithm.
 pub fn build_unlayered_client(config: kube::Config) -> Result<kube::Client, ClientError> {
-    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
+    if needs_kube_stack(&config) {
         return kube::Client::try_from(config).map_err(|e| ClientError(e.to_string()));
     }
     nodelay_client(&config, None)
+}
+
+/// Whether only kube's own stack can serve `config`: its proxy handling (or its error without
+/// the proxy features), and the expiry of exec-issued client certificates, which only it reads.
+fn needs_kube_stack(config: &kube::Config) -> bool {
+    config.proxy_url.is_some() || config.auth_info.exec.is_some()
 }
 
 /// kube's default service stack (TLS, timeouts, base URI, retries, authentication, extra
