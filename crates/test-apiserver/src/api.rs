@@ -11,12 +11,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use crate::clock::now;
 use crate::error::{ApiError, ApiResult, Cause};
-use crate::http::RequestInfo;
+use crate::request::{RequestInfo, User};
 use crate::resources::{ResourceDef, ResourceRef};
 use crate::sem;
 use crate::semantics::selector::{FieldSelector, LabelSelector};
-use crate::server::User;
 use crate::store::{EventType, ObjKey, Store, Table, set_rv};
 
 /// Namespaces that exist from the start and cannot be deleted.
@@ -75,11 +75,6 @@ impl Req<'_> {
     fn api_version(&self) -> String {
         self.def.api_version(self.version)
     }
-}
-
-/// RFC 3339 timestamp with seconds precision, as in `metadata.creationTimestamp`.
-pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn s<'v>(v: &'v Value, ptr: &str) -> &'v str {

@@ -12,69 +12,19 @@
 //! opened on it cleanly. Until then those watches keep delivering events read through the old
 //! schema. Other CRD updates (metadata, status) keep the storage.
 //!
+//! This module holds the decisions over the store (which storage a CRD describes, whether an
+//! update replaces it, the replacement itself); [`crate::crd_switch`] carries them out on the
+//! running server, with the delays.
+//!
 //! [`Options::crd_storage_switch_delay`]: crate::Options
 //! [`Options::crd_storage_teardown_delay`]: crate::Options
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::sync::watch;
+use serde_json::Value;
 
-use crate::resources::{ResourceDef, ResourceRef};
-use crate::server::Shared;
+use crate::resources::{CrdStorage, ResourceDef, ResourceRef};
 use crate::store::Store;
-
-/// The identity and lifetime of one custom resource storage.
-#[derive(Debug)]
-pub struct CrdStorage {
-    /// The uid of the CRD it serves.
-    pub crd_uid: String,
-    /// The resourceVersion of the CRD it was built from.
-    pub crd_rv: u64,
-    /// `spec` and `status.acceptedNames` of that CRD: a change of either replaces the storage.
-    source: Value,
-    /// Set to `true` when the storage is torn down.
-    destroyed: watch::Sender<bool>,
-}
-
-impl CrdStorage {
-    fn new(crd: &Value) -> Self {
-        let (destroyed, _) = watch::channel(false);
-        Self {
-            crd_uid: crd
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            crd_rv: crd
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .and_then(|rv| rv.parse().ok())
-                .unwrap_or_default(),
-            source: source(crd),
-            destroyed,
-        }
-    }
-
-    /// Tears the storage down: every watch opened on it ends.
-    pub fn destroy(&self) {
-        self.destroyed.send_replace(true);
-    }
-
-    /// Resolves when the storage is torn down (at once if it already is).
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.destroyed.subscribe()
-    }
-}
-
-/// What a change of replaces a CRD's storage: its `spec` and `status.acceptedNames`.
-pub fn source(crd: &Value) -> Value {
-    json!({
-        "spec": crd.get("spec").cloned().unwrap_or(Value::Null),
-        "acceptedNames": crd.pointer("/status/acceptedNames").cloned().unwrap_or(Value::Null),
-    })
-}
 
 /// The storage (resource definition with its lifetime) a stored CRD describes.
 pub fn build(crd: &Value) -> Result<ResourceDef, String> {
@@ -85,13 +35,13 @@ pub fn build(crd: &Value) -> Result<ResourceDef, String> {
 
 /// Whether a CRD update from `old` to `new` replaces the storage.
 pub fn changes_storage(old: &Value, new: &Value) -> bool {
-    source(old) != source(new)
+    CrdStorage::source(old) != CrdStorage::source(new)
 }
 
 /// Replaces the storage of `crd`'s resource by one built from `crd`; returns the old storage to
 /// tear down. Nothing happens if the CRD is gone (or was recreated), if the current storage was
 /// built from a newer CRD, or if it already has this spec and these names.
-fn swap(store: &mut Store, crd: &Value) -> Option<ResourceRef> {
+pub fn swap(store: &mut Store, crd: &Value) -> Option<ResourceRef> {
     let new = build(crd).ok()?;
     let current = store.resources.get(&new.key())?.clone();
     let (cur, next) = (current.storage.as_ref()?, new.storage.as_ref()?);
@@ -100,46 +50,4 @@ fn swap(store: &mut Store, crd: &Value) -> Option<ResourceRef> {
     }
     store.register(new);
     Some(current)
-}
-
-fn tear_down(old: ResourceRef, delay: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        if let Some(storage) = &old.storage {
-            storage.destroy();
-        }
-    });
-}
-
-/// Carries out the storage replacements the last write asked for ([`Store::crd_updates`]): at
-/// once without a switch delay (the new storage serves every later request), otherwise after
-/// it. Each replaced storage is torn down after the teardown delay.
-pub fn schedule(shared: &Arc<Shared>, store: &mut Store) {
-    if store.crd_updates.is_empty() {
-        return;
-    }
-    let switch = shared.options.crd_storage_switch_delay;
-    let teardown = shared.options.crd_storage_teardown_delay;
-    for crd in std::mem::take(&mut store.crd_updates) {
-        if switch.is_zero() {
-            if let Some(old) = swap(store, &crd) {
-                tear_down(old, teardown);
-            }
-            continue;
-        }
-        let shared = Arc::downgrade(shared);
-        tokio::spawn(async move {
-            tokio::time::sleep(switch).await;
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let old = match shared.store.write() {
-                Ok(mut store) => swap(&mut store, &crd),
-                Err(_) => None,
-            };
-            if let Some(old) = old {
-                tear_down(old, teardown);
-            }
-        });
-    }
 }

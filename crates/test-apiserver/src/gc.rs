@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api::{self, CRD_CLEANUP_FINALIZER, DeleteOpts, deleting};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{ObjKey, Store};
 
 /// Runs garbage collection whenever a write asks for it.

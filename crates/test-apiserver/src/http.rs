@@ -1,5 +1,5 @@
 //! HTTP front end: authentication, request attributes, fault injection, authorization,
-//! discovery, dispatch to the verbs and request recording.
+//! dispatch to the verbs, watches and discovery documents, and request recording.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -7,41 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
 use crate::api::{self, DeleteOpts, Req};
 use crate::error::{ApiError, ApiResult};
-use crate::resources::{ALL_VERBS, ResourceDef};
-use crate::server::{RecordedRequest, Shared, User};
+use crate::request::{RequestInfo, User};
+use crate::shared::{RecordedRequest, Shared};
 
 /// Response body: a full buffer or a watch stream.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// The attributes of a request, as the real server's `RequestInfo`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
-    /// Whether the path addresses a resource (as opposed to discovery and other paths).
-    pub is_resource: bool,
-    /// Kubernetes verb (or the lowercase HTTP method for non-resource paths).
-    pub verb: String,
-    /// API group.
-    pub group: String,
-    /// API version.
-    pub version: String,
-    /// Resource plural.
-    pub resource: String,
-    /// Subresource.
-    pub subresource: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// The path.
-    pub path: String,
-}
 
 /// Parses a request path into resource attributes.
 pub fn request_info(method: &Method, path: &str, query: &HashMap<String, String>) -> RequestInfo {
@@ -344,7 +322,7 @@ async fn serve(
             };
             query.insert("fieldSelector".into(), combined);
         }
-        return crate::watch::watch(
+        let chunks = crate::watch::watch(
             shared.clone(),
             def,
             &version,
@@ -352,7 +330,8 @@ async fn serve(
             &query,
             table,
             alias,
-        );
+        )?;
+        return Ok(watch_response(chunks));
     }
     let body = req
         .into_body()
@@ -464,7 +443,7 @@ async fn serve(
             }
             // CRD spec changes replace their resource's storage (never for dry runs: a scratch
             // store is discarded with what it asked for).
-            crate::crd_storage::schedule(shared, &mut guard);
+            crate::crd_switch::schedule(shared, &mut guard);
             result?
         }
     };
@@ -495,39 +474,19 @@ async fn serve(
     Ok(json_response(code, &value))
 }
 
-fn resource_entries(def: &ResourceDef) -> Vec<Value> {
-    let mut out = vec![json!({
-        "name": def.plural,
-        "singularName": def.singular,
-        "namespaced": def.namespaced,
-        "kind": def.kind,
-        "verbs": if def.review { &["create"][..] } else { ALL_VERBS },
-        "shortNames": def.short_names,
-        "categories": def.categories,
-        "storageVersionHash": "",
-    })];
-    if def.has_status {
-        out.push(json!({
-            "name": format!("{}/status", def.plural),
-            "singularName": "",
-            "namespaced": def.namespaced,
-            "kind": def.kind,
-            "verbs": ["get", "patch", "update"],
-        }));
-    }
-    for entry in &mut out {
-        if let Some(o) = entry.as_object_mut() {
-            for k in ["shortNames", "categories"] {
-                if o.get(k)
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty)
-                {
-                    o.remove(k);
-                }
-            }
-        }
-    }
-    out
+/// The streaming response of a watch: its chunks as they come, JSON lines.
+fn watch_response(chunks: futures::stream::BoxStream<'static, Bytes>) -> Response<Body> {
+    let stream = chunks.map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    resp
 }
 
 fn non_resource(
@@ -548,163 +507,18 @@ fn non_resource(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    if matches!(segs.as_slice(), ["healthz"] | ["livez"] | ["readyz"]) {
+        let mut resp = Response::new(full("ok"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(resp);
+    }
     // Aggregated discovery is not offered: answering with plain `application/json` makes
     // kubectl and kube-rs fall back to the legacy per-group documents.
-    let value = match segs.as_slice() {
-        ["version"] => json!({
-            "major": "1", "minor": "33", "gitVersion": "v1.33.0-test-apiserver",
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
-            "platform": "linux/amd64",
-        }),
-        ["healthz"] | ["livez"] | ["readyz"] => {
-            let mut resp = Response::new(full("ok"));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            return Ok(resp);
-        }
-        ["api"] => json!({
-            "kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
-        }),
-        ["api", "v1"] => {
-            let resources: Vec<Value> = store
-                .resources
-                .values()
-                .filter(|d| d.group.is_empty())
-                .flat_map(|d| resource_entries(d))
-                .collect();
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})
-        }
-        ["apis"] => {
-            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-            for d in store.resources.values().filter(|d| !d.group.is_empty()) {
-                let entry = match groups.iter_mut().find(|(g, _)| *g == d.group) {
-                    Some(e) => e,
-                    None => {
-                        groups.push((d.group.clone(), Vec::new()));
-                        let last = groups.len() - 1;
-                        &mut groups[last]
-                    }
-                };
-                for v in &d.versions {
-                    if !entry.1.contains(&v.name) {
-                        entry.1.push(v.name.clone());
-                    }
-                }
-            }
-            let groups: Vec<Value> = groups.iter().map(|(g, vs)| api_group(g, vs)).collect();
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-        }
-        ["apis", g] => {
-            let mut vs: Vec<String> = Vec::new();
-            for d in store.resources.values().filter(|d| d.group == *g) {
-                for v in &d.versions {
-                    if !vs.contains(&v.name) {
-                        vs.push(v.name.clone());
-                    }
-                }
-            }
-            if vs.is_empty() {
-                return Err(ApiError::no_route());
-            }
-            api_group(g, &vs)
-        }
-        ["apis", g, v] => {
-            let resources: Vec<Value> = store
-                .resources
-                .values()
-                .filter(|d| d.group == *g && d.version(v).is_some())
-                .flat_map(|d| resource_entries(d))
-                .collect();
-            if resources.is_empty() {
-                return Err(ApiError::no_route());
-            }
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/{v}"), "resources": resources})
-        }
-        ["openapi", "v3"] => {
-            let mut paths = serde_json::Map::new();
-            for d in store.resources.values() {
-                for v in &d.versions {
-                    let gv = if d.group.is_empty() {
-                        format!("api/{}", v.name)
-                    } else {
-                        format!("apis/{}/{}", d.group, v.name)
-                    };
-                    paths.insert(
-                        gv.clone(),
-                        json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", store.rv)}),
-                    );
-                }
-            }
-            json!({ "paths": paths })
-        }
-        ["openapi", "v3", "api", v] => openapi_gv(&store, "", v),
-        ["openapi", "v3", "apis", g, v] => openapi_gv(&store, g, v),
-        _ => return Err(ApiError::no_route()),
-    };
+    let value = crate::discovery::document(&store, &segs)?;
     Ok(json_response(200, &value))
-}
-
-fn api_group(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
-    let preferred = vs.first().cloned().unwrap_or(Value::Null);
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs, "preferredVersion": preferred})
-}
-
-/// A minimal OpenAPI v3 document for one group/version: the PATCH operations with their
-/// group/version/kind and the `fieldValidation` parameter. kubectl reads exactly this to decide
-/// that the server validates fields itself (instead of downloading schemas for client-side
-/// validation); no schemas are published.
-fn openapi_gv(store: &crate::store::Store, group: &str, version: &str) -> Value {
-    let mut paths = serde_json::Map::new();
-    for d in store
-        .resources
-        .values()
-        .filter(|d| d.group == group && d.version(version).is_some())
-    {
-        let prefix = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
-        let item = if d.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
-        } else {
-            format!("{prefix}/{}/{{name}}", d.plural)
-        };
-        let gvk = json!({"group": group, "version": version, "kind": d.kind});
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
-        ]);
-        paths.insert(
-            item,
-            json!({
-                "parameters": params.clone(),
-                "patch": {
-                    "parameters": params,
-                    "operationId": format!("patch{}", d.kind),
-                    "x-kubernetes-action": "patch",
-                    "x-kubernetes-group-version-kind": gvk,
-                    "responses": {"200": {"description": "OK"}},
-                },
-            }),
-        );
-    }
-    json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    })
 }
 
 /// `SelfSubjectAccessReview`: asks the authorizer whether the caller may do something, as

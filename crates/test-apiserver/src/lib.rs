@@ -16,22 +16,40 @@
 //! # Ok(()) }
 //! ```
 
-mod api;
-mod crd_storage;
+// Modules in layers, bottom to top: a module uses only modules of lower layers, or of its own
+// layer without a cycle (`tests/layers.rs` checks this).
+//
+// 1. Leaves: errors, pure semantics, wire formats, the clock and the request's identity.
+mod clock;
 mod error;
 mod events;
-mod gc;
-mod http;
 mod protobuf;
-mod rbac;
-mod resources;
-mod sem;
+mod request;
 pub mod semantics;
-mod server;
-mod store;
-mod table;
 mod tls;
+// 2. Resource definitions and the store.
+mod resources;
+mod store;
+// 3. Over the store: the semantics adapter, authorization, CRD storage decisions.
+mod crd_storage;
+mod rbac;
+mod sem;
+// 4. The verbs (no HTTP types), Table output and discovery documents.
+mod api;
+mod discovery;
+mod table;
+// 5. State shared by everything that runs on the server.
+mod shared;
+// 6. What runs on the shared state: watches, the controllers, CRD storage switches.
+mod crd_switch;
+mod gc;
 mod watch;
+// 7. The HTTP front end: decode, authenticate, authorize, dispatch.
+mod http;
+// 8. The server handle.
+mod server;
 
 pub use error::{ApiError, Cause, Details};
-pub use server::{ADMIN, Fault, Options, RecordedRequest, StartError, TestApiServer, User};
+pub use request::User;
+pub use server::{ADMIN, StartError, TestApiServer};
+pub use shared::{Fault, Options, RecordedRequest};

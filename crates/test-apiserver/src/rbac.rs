@@ -6,8 +6,7 @@
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::RequestInfo;
-use crate::server::User;
+use crate::request::{RequestInfo, User};
 use crate::store::Store;
 
 const RBAC: &str = "rbac.authorization.k8s.io";

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::sync::watch;
 
-use crate::crd_storage::CrdStorage;
 use crate::semantics::schema::StructuralSchema;
 
 /// Verbs of a normal resource, as advertised in discovery.
@@ -127,6 +127,60 @@ impl ResourceDef {
         schema.prune(&mut out);
         schema.apply_defaults(&mut out);
         Some(out)
+    }
+}
+
+/// The identity and lifetime of one custom resource storage (see [`crate::crd_storage`]). It is
+/// defined here, next to the definition that holds it, so that resources need nothing from the
+/// storage decisions built on them.
+#[derive(Debug)]
+pub struct CrdStorage {
+    /// The uid of the CRD it serves.
+    pub crd_uid: String,
+    /// The resourceVersion of the CRD it was built from.
+    pub crd_rv: u64,
+    /// `spec` and `status.acceptedNames` of that CRD: a change of either replaces the storage.
+    pub source: Value,
+    /// Set to `true` when the storage is torn down.
+    destroyed: watch::Sender<bool>,
+}
+
+impl CrdStorage {
+    /// A live storage built from the stored CRD `crd`.
+    pub fn new(crd: &Value) -> Self {
+        let (destroyed, _) = watch::channel(false);
+        Self {
+            crd_uid: crd
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            crd_rv: crd
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or_default(),
+            source: Self::source(crd),
+            destroyed,
+        }
+    }
+
+    /// What a change of replaces a CRD's storage: its `spec` and `status.acceptedNames`.
+    pub fn source(crd: &Value) -> Value {
+        json!({
+            "spec": crd.get("spec").cloned().unwrap_or(Value::Null),
+            "acceptedNames": crd.pointer("/status/acceptedNames").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    /// Tears the storage down: every watch opened on it ends.
+    pub fn destroy(&self) {
+        self.destroyed.send_replace(true);
+    }
+
+    /// Resolves when the storage is torn down (at once if it already is).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.destroyed.subscribe()
     }
 }
 

@@ -60,7 +60,7 @@ pub fn track_update(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let time = crate::api::now();
+    let time = crate::clock::now();
     let mgr = Manager {
         name: manager,
         api_version: &api_version,
@@ -86,7 +86,7 @@ pub fn apply(
     subresource: &str,
 ) -> Result<Value, ApiError> {
     let api_version = def.api_version(version);
-    let time = crate::api::now();
+    let time = crate::clock::now();
     let mgr = Manager {
         name: manager,
         api_version: &api_version,

@@ -71,7 +71,7 @@ pub struct Store {
     /// Set when the garbage collector has work (a deletion or a new deletionTimestamp).
     pub gc_pending: bool,
     /// CRDs (as stored) whose update changed `spec` or accepted names: their storage is to be
-    /// replaced (see [`crate::crd_storage::schedule`]).
+    /// replaced (see [`crate::crd_switch::schedule`]).
     pub crd_updates: Vec<Arc<Value>>,
     /// etcd's request size limit (`--max-request-bytes`): larger objects are refused with the
     /// real server's 500 `etcdserver: request is too large`. `None`: no limit.

@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt as _;
-use http::{HeaderValue, Response, header};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::Selectors;
 use crate::error::{ApiError, ApiResult};
-use crate::http::Body;
 use crate::resources::ResourceRef;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{Event, EventType};
 
 /// Events to deliver before switching to the live channel.
@@ -72,7 +69,8 @@ fn error_line(err: &ApiError) -> Bytes {
     )
 }
 
-/// Starts a watch and returns the streaming response.
+/// Starts a watch and returns the stream of its chunks (each one or more event lines), which the
+/// HTTP front end sends as a chunked response body.
 pub fn watch(
     shared: Arc<Shared>,
     def: ResourceRef,
@@ -81,7 +79,7 @@ pub fn watch(
     query: &HashMap<String, String>,
     table: Option<String>,
     alias: bool,
-) -> ApiResult<Response<Body>> {
+) -> ApiResult<BoxStream<'static, Bytes>> {
     let sel = Selectors::parse(query, &def)?;
     let api_version = def.api_version(version);
     let res = def.key();
@@ -217,21 +215,11 @@ pub fn watch(
         }
     }
     watcher.pending = Some(first);
-    let stream = futures::stream::unfold(watcher, |mut w| async move {
+    Ok(futures::stream::unfold(watcher, |mut w| async move {
         let chunk = w.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), w))
+        Some((chunk, w))
     })
-    .boxed();
-    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut().insert(
-        header::TRANSFER_ENCODING,
-        HeaderValue::from_static("chunked"),
-    );
-    Ok(resp)
+    .boxed())
 }
 
 /// Resolves once the storage behind `destroyed` is torn down; never without one.
