@@ -45,6 +45,22 @@ pub struct Req<'a> {
     /// that creates its object without being a create (server-side apply, or an update of a
     /// missing object of a kind that allows it) must be allowed to `create` it too.
     pub create_authz: Option<(&'a User, RequestInfo)>,
+    /// The resource the client addressed when it serves `def`'s objects converted
+    /// (`events.k8s.io` Events are core Events): writes record their managed fields in its
+    /// terms, as the real server does.
+    pub view: Option<View>,
+    /// Warnings for the client (the `Warning` headers of the response), e.g. unknown fields
+    /// dropped under `fieldValidation=Warn`.
+    pub warnings: std::cell::RefCell<Vec<String>>,
+}
+
+/// A resource served as another's objects converted, as a write through it sees them.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The addressed resource.
+    pub def: ResourceRef,
+    /// A stored object as the addressed resource serves it.
+    pub to_view: fn(&Value) -> Value,
 }
 
 impl Req<'_> {
@@ -59,21 +75,68 @@ impl Req<'_> {
     /// The field manager of a non-apply write: `fieldManager`, else the user agent up to `/`,
     /// else `unknown` (as the real server names a client that sends no user agent).
     fn manager(&self) -> String {
-        match self.q("fieldManager") {
-            Some(m) if !m.is_empty() => m.to_owned(),
-            _ => {
-                let ua = self.user_agent.split('/').next().unwrap_or_default();
-                if ua.is_empty() {
-                    "unknown".to_owned()
-                } else {
-                    ua.chars().take(128).collect()
-                }
-            }
-        }
+        field_manager(self.query, self.user_agent)
     }
 
     fn api_version(&self) -> String {
         self.def.api_version(self.version)
+    }
+}
+
+/// What admission and the storage of a kind add after the writer's fields are recorded (pod
+/// priority and tolerations, Service cluster IPs and node ports avoiding the other Services').
+fn allocate(
+    store: &Store,
+    def: &ResourceDef,
+    old: Option<&Value>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    if old.is_none() {
+        crate::builtin::admit(&def.group, &def.kind, obj);
+    }
+    if !(def.group.is_empty() && def.kind == "Service") {
+        return Ok(());
+    }
+    let (mut ips, mut ports) = (Vec::new(), Vec::new());
+    let me = (s(obj, "/metadata/namespace"), s(obj, "/metadata/name"));
+    for svc in store.table(&def.key()).into_iter().flat_map(|t| t.values()) {
+        if (s(svc, "/metadata/namespace"), s(svc, "/metadata/name")) != me {
+            let (i, p) = crate::builtin::service_allocations(svc);
+            ips.extend(i);
+            ports.extend(p);
+        }
+    }
+    crate::builtin::allocate_service(obj, old, &ips, &ports)
+}
+
+/// Records the fields a non-apply write changed as owned by `manager`, in the terms of the
+/// resource the client addressed (see [`View`]).
+fn track_update(r: &Req<'_>, old: Option<&Value>, obj: &mut Value, manager: &str) {
+    let Some(view) = &r.view else {
+        return sem::track_update(&r.def, old, obj, manager, r.subresource);
+    };
+    let old = old.map(view.to_view);
+    let mut seen = (view.to_view)(obj);
+    sem::track_update(&view.def, old.as_ref(), &mut seen, manager, r.subresource);
+    match seen.pointer("/metadata/managedFields").cloned() {
+        Some(mf) => meta_mut(obj).insert("managedFields".into(), mf),
+        None => meta_mut(obj).remove("managedFields"),
+    };
+}
+
+/// The field manager of a non-apply write: `fieldManager`, else the user agent up to `/`, else
+/// `unknown` (as the real server names a client that sends no user agent).
+pub fn field_manager(query: &HashMap<String, String>, user_agent: &str) -> String {
+    match query.get("fieldManager") {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => {
+            let ua = user_agent.split('/').next().unwrap_or_default();
+            if ua.is_empty() {
+                "unknown".to_owned()
+            } else {
+                ua.chars().take(128).collect()
+            }
+        }
     }
 }
 
@@ -127,8 +190,44 @@ pub fn deleting(obj: &Value) -> bool {
         .is_some_and(|v| !v.is_null())
 }
 
-/// Creates the namespaces every cluster has.
+/// A Role or ClusterRole without rules (absent or `[]`) is read back as `rules: null` (the field
+/// has no `omitempty`), after the write recorded its ownership, as on the real server.
+fn empty_rules_read_back_null(def: &ResourceDef, obj: &mut Value) {
+    if def.group == "rbac.authorization.k8s.io"
+        && matches!(def.kind.as_str(), "Role" | "ClusterRole")
+        && let Some(o) = obj.as_object_mut()
+        && o.get("rules")
+            .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+    {
+        o.insert("rules".into(), Value::Null);
+    }
+}
+
+/// Stores a new object as the server creates it: uid, creation time, a fresh resourceVersion.
+fn put_new(store: &mut Store, def: &ResourceDef, mut obj: Value) {
+    let rv = store.next_rv();
+    let m = meta_mut(&mut obj);
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(now()));
+    m.insert("resourceVersion".into(), json!(rv.to_string()));
+    store.put(def, rv, obj, EventType::Added);
+}
+
+/// Creates the namespaces every cluster has, and the RBAC bootstrap policy.
 pub fn bootstrap(store: &mut Store) {
+    for (plural, mut obj) in crate::rbac::bootstrap_policy() {
+        let Some(def) = store
+            .resources
+            .get(&format!("{plural}.rbac.authorization.k8s.io"))
+            .cloned()
+        else {
+            continue;
+        };
+        // Written by kube-apiserver, with managed fields like any create (an update of an
+        // object without them would not be tracked).
+        sem::track_update(&def, None, &mut obj, "kube-apiserver", "");
+        put_new(store, &def, obj);
+    }
     let Some(def) = store.resources.get("namespaces").cloned() else {
         return;
     };
@@ -136,15 +235,11 @@ pub fn bootstrap(store: &mut Store) {
         let mut obj = json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
-            "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": "Active"},
         });
-        let rv = store.next_rv();
-        let m = meta_mut(&mut obj);
-        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        m.insert("creationTimestamp".into(), json!(now()));
-        m.insert("resourceVersion".into(), json!(rv.to_string()));
-        store.put(&def, rv, obj, EventType::Added);
+        sem::track_update(&def, None, &mut obj, "kube-apiserver", "");
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        obj["status"] = json!({"phase": "Active"});
+        put_new(store, &def, obj);
     }
 }
 
@@ -194,6 +289,19 @@ pub fn served(def: &ResourceDef, obj: &Value, api_version: &str) -> Value {
     }
 }
 
+/// An item of a list response: built-in kinds' items carry no `apiVersion`/`kind` (the real
+/// server encodes typed lists, whose items have an empty type), custom resources' items do.
+fn list_item(def: &ResourceDef, obj: &Value, api_version: &str) -> Value {
+    let mut item = served(def, obj, api_version);
+    if !def.custom
+        && let Some(m) = item.as_object_mut()
+    {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    item
+}
+
 /// GET of one object (or its status subresource, which returns the whole object).
 pub fn get(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
     let obj = store
@@ -212,8 +320,13 @@ pub struct Selectors {
 }
 
 impl Selectors {
-    /// Parses the selectors of a list or watch (`400 BadRequest` if malformed).
-    pub fn parse(query: &HashMap<String, String>, def: &ResourceDef) -> ApiResult<Self> {
+    /// Parses the selectors of a list or watch of `def` at `version` (`400 BadRequest` if
+    /// malformed or selecting by a field the version does not offer).
+    pub fn parse(
+        query: &HashMap<String, String>,
+        def: &ResourceDef,
+        version: &str,
+    ) -> ApiResult<Self> {
         let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut supported: Vec<&str> = vec!["metadata.name", "metadata.namespace"];
@@ -235,6 +348,9 @@ impl Selectors {
                 "type",
             ]),
             _ => {}
+        }
+        if let Some(v) = def.version(version) {
+            supported.extend(v.selectable_fields.iter().map(String::as_str));
         }
         let fields = FieldSelector::parse_with(
             query.get("fieldSelector").map_or("", String::as_str),
@@ -302,18 +418,34 @@ pub fn too_large(rv: u64, current: u64) -> ApiError {
     e
 }
 
+/// `422 Invalid` of the list's options (`ListOptions.meta.k8s.io`) about `resourceVersionMatch`.
+fn list_options_invalid(reason: &str, message: &str) -> ApiError {
+    ApiError::invalid_field(
+        "ListOptions",
+        "meta.k8s.io",
+        "",
+        reason,
+        "resourceVersionMatch",
+        message.to_owned(),
+    )
+}
+
 /// LIST with selectors, pagination (`limit`/`continue`, consistent snapshots) and
 /// `resourceVersion`/`resourceVersionMatch` semantics.
 pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
     let def = &r.def;
-    let sel = Selectors::parse(r.query, def)?;
+    let sel = Selectors::parse(r.query, def, r.version)?;
     let res = def.key();
+    let rv_param = r.q("resourceVersion").unwrap_or_default();
+    let rv_match = r.q("resourceVersionMatch").unwrap_or_default();
+    // A first page at `resourceVersion=0` (any version) is served whole from the watch cache:
+    // the limit is ignored.
+    let from_cache =
+        rv_param == "0" && rv_match != "Exact" && r.q("continue").is_none_or(str::is_empty);
     let limit = r
         .q("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
-    let rv_param = r.q("resourceVersion").unwrap_or_default();
-    let rv_match = r.q("resourceVersionMatch").unwrap_or_default();
+        .filter(|l| *l > 0 && !from_cache);
     let mut start: Option<ObjKey> = None;
     let snapshot: std::borrow::Cow<'_, Table>;
     let list_rv;
@@ -337,8 +469,9 @@ pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
         };
     } else {
         if !rv_match.is_empty() && rv_param.is_empty() {
-            return Err(ApiError::bad_request(
-                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            return Err(list_options_invalid(
+                "FieldValueForbidden",
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
             ));
         }
         match rv_match {
@@ -369,9 +502,12 @@ pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
                     std::borrow::Cow::Borrowed(store.table(&res).ok_or_else(ApiError::no_route)?);
             }
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
-                )));
+                return Err(list_options_invalid(
+                    "FieldValueNotSupported",
+                    &format!(
+                        "Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+                    ),
+                ));
             }
         }
     }
@@ -400,7 +536,7 @@ pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
             remaining += 1;
             continue;
         }
-        items.push(served(def, obj, &api_version));
+        items.push(list_item(def, obj, &api_version));
         last = Some(key.clone());
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
@@ -409,6 +545,10 @@ pub fn list(store: &Store, r: &Req<'_>) -> ApiResult<Value> {
         if sel.labels.is_empty() && sel.fields.is_empty() {
             metadata["remainingItemCount"] = json!(remaining);
         }
+    } else if def.custom {
+        // A custom resource list is unstructured on the real server: its (empty) `continue`
+        // is written out.
+        metadata["continue"] = json!("");
     }
     Ok(json!({
         "kind": def.list_kind,
@@ -718,6 +858,10 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
     let def = &*r.def;
     let version = r.version;
     let name = s(obj, "/metadata/name").to_owned();
+    if !def.custom {
+        crate::builtin::check_decoding(&def.group, &def.kind, version, obj)?;
+        crate::builtin::apply_defaults(&def.group, &def.kind, obj, old.is_none());
+    }
     match (def.group.as_str(), def.kind.as_str()) {
         ("", "Secret") => {
             if let Some(Value::Object(sd)) =
@@ -766,6 +910,29 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
                     ),
                 ));
             }
+            let causes = crate::builtin::validate_secret(obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid("Secret", "", &name, causes));
+            }
+        }
+        ("", "ConfigMap") => {
+            let causes = crate::builtin::validate_config_map(obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid("ConfigMap", "", &name, causes));
+            }
+        }
+        ("", "Event") => {
+            crate::builtin::shape_core_event(obj);
+            let causes = crate::builtin::validate_event(obj, r.view.is_some(), old.is_none());
+            if !causes.is_empty() {
+                return Err(ApiError::invalid("Event", "", &name, causes));
+            }
+        }
+        ("", "Pod" | "PodTemplate" | "ReplicationController") => {
+            let causes = crate::builtin::validate_pods(&def.group, &def.kind, obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&def.kind, "", &name, causes));
+            }
         }
         ("", "Namespace") => {
             // spec.finalizers only change through /finalize.
@@ -779,12 +946,9 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
                 };
             }
             if let Some(o) = obj.as_object_mut() {
-                let spec = o.entry("spec").or_insert_with(|| json!({}));
-                if old.is_none()
-                    && let Some(spec) = spec.as_object_mut()
-                {
-                    spec.insert("finalizers".into(), json!(["kubernetes"]));
-                }
+                // spec.finalizers is set on create after ownership is recorded (see
+                // `prepare_for_create`).
+                o.entry("spec").or_insert_with(|| json!({}));
                 let status = o.entry("status").or_insert_with(|| json!({}));
                 if old.is_none()
                     && let Some(st) = status.as_object_mut()
@@ -800,18 +964,39 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             prepare_crd(store, old, obj)?;
         }
+        ("rbac.authorization.k8s.io", kind) => {
+            // The RBAC registry's own checks come first (its storage wraps the standard one).
+            if let Some((user, _)) = &r.create_authz {
+                let ns = if def.namespaced { r.namespace } else { "" };
+                crate::rbac::check_escalation(store, user, kind, ns, old, obj)?;
+            }
+            if let Some(old) = old
+                && matches!(kind, "RoleBinding" | "ClusterRoleBinding")
+            {
+                crate::rbac::check_role_ref_unchanged(kind, old, obj)?;
+            }
+        }
         _ => {}
+    }
+    if !def.custom {
+        crate::semantics::types::omit_empty(&def.group, &def.kind, obj);
     }
     if def.custom {
         let schema = def.version(version).and_then(|v| v.structural.as_deref());
         if let Some(schema) = schema {
-            // fieldValidation=Strict (kubectl's default) rejects what pruning would drop.
-            if r.q("fieldValidation") == Some("Strict") {
+            // fieldValidation=Strict (kubectl's default) rejects what pruning would drop; Warn
+            // (the server's default) warns about it.
+            let validation = r.q("fieldValidation").unwrap_or("Warn");
+            if validation == "Strict" || validation == "Warn" {
                 let mut pruned = obj.clone();
                 schema.prune(&mut pruned);
                 let mut unknown = Vec::new();
                 sem::removed_fields(obj, &pruned, "", &mut unknown);
-                if !unknown.is_empty() {
+                if validation == "Warn" {
+                    r.warnings
+                        .borrow_mut()
+                        .extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+                } else if !unknown.is_empty() {
                     let list: Vec<String> = unknown
                         .iter()
                         .map(|f| format!("unknown field \"{f}\""))
@@ -823,7 +1008,7 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
                     )));
                 }
             }
-            let causes = sem::process_custom_resource(schema, obj);
+            let causes = sem::process_custom_resource(schema, obj, old);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&def.kind, &def.group, &name, causes));
             }
@@ -834,6 +1019,7 @@ fn prepare(store: &Store, r: &Req<'_>, old: Option<&Value>, obj: &mut Value) -> 
 
 fn prepare_crd(store: &Store, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
     let name = s(obj, "/metadata/name").to_owned();
+    default_crd_spec(obj);
     let def = crate::resources::from_crd(obj).map_err(|m| {
         let (field, msg) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
         ApiError::invalid_field(
@@ -931,20 +1117,106 @@ fn prepare_crd(store: &Store, old: Option<&Value>, obj: &mut Value) -> ApiResult
     if !stored.contains(&storage_version) {
         stored.push(storage_version);
     }
-    let old_conditions: Vec<Value> = old
-        .and_then(|o| o.pointer("/status/conditions"))
+    let status = match old {
+        // As created, a CRD has no accepted names and no conditions yet: the naming and
+        // establishing controllers set them with a status update right after.
+        None => json!({
+            "acceptedNames": {"kind": "", "plural": ""},
+            "conditions": null,
+            "storedVersions": stored,
+        }),
+        Some(old) => {
+            let mut status = established_crd_status(old, &def);
+            status["storedVersions"] = json!(stored);
+            status
+        }
+    };
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("status".into(), status);
+    }
+    Ok(())
+}
+
+/// Defaults of a CRD's spec (`SetDefaults_CustomResourceDefinitionSpec`): conversion strategy
+/// `None`, the singular name and the list kind from the kind.
+fn default_crd_spec(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let conversion = spec
+        .entry("conversion")
+        .or_insert_with(|| json!({"strategy": "None"}));
+    if let Some(c) = conversion.as_object_mut() {
+        c.entry("strategy").or_insert_with(|| json!("None"));
+    }
+    if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if names
+            .get("singular")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            names.insert("singular".into(), json!(kind.to_lowercase()));
+        }
+        if !kind.is_empty()
+            && names
+                .get("listKind")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            names.insert("listKind".into(), json!(format!("{kind}List")));
+        }
+    }
+}
+
+/// Sets condition `t` of a CRD to `True` (its transition time changes only if its status does).
+fn set_crd_condition(conditions: &mut Vec<Value>, t: &str, reason: &str, message: &str) {
+    let ts = now();
+    match conditions.iter_mut().find(|c| s(c, "/type") == t) {
+        Some(c) => {
+            if s(c, "/status") != "True" {
+                c["lastTransitionTime"] = json!(ts);
+            }
+            c["status"] = json!("True");
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+        }
+        None => conditions.push(json!({
+            "type": t, "status": "True", "lastTransitionTime": ts,
+            "reason": reason, "message": message,
+        })),
+    }
+}
+
+/// `crd`'s status once the naming and establishing controllers accepted the names of `def` (the
+/// resource it describes): `acceptedNames` and the `NamesAccepted` and `Established` conditions;
+/// other conditions (`Terminating`) are kept.
+fn established_crd_status(crd: &Value, def: &ResourceDef) -> Value {
+    let mut status = crd.get("status").cloned().unwrap_or_else(|| json!({}));
+    if !status.is_object() {
+        status = json!({});
+    }
+    let mut conditions: Vec<Value> = status
+        .get("conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let ts = now();
-    let cond = |t: &str, reason: &str, message: &str| {
-        let since = old_conditions
-            .iter()
-            .find(|c| s(c, "/type") == t && s(c, "/status") == "True")
-            .map(|c| s(c, "/lastTransitionTime").to_owned())
-            .unwrap_or_else(|| ts.clone());
-        json!({"type": t, "status": "True", "lastTransitionTime": since, "reason": reason, "message": message})
-    };
+    set_crd_condition(
+        &mut conditions,
+        "NamesAccepted",
+        "NoConflicts",
+        "no conflicts found",
+    );
+    set_crd_condition(
+        &mut conditions,
+        "Established",
+        "InitialNamesAccepted",
+        "the initial names have been accepted",
+    );
     let mut accepted = json!({"plural": def.plural, "singular": def.singular, "kind": def.kind, "listKind": def.list_kind});
     if !def.short_names.is_empty() {
         accepted["shortNames"] = json!(def.short_names);
@@ -952,27 +1224,23 @@ fn prepare_crd(store: &Store, old: Option<&Value>, obj: &mut Value) -> ApiResult
     if !def.categories.is_empty() {
         accepted["categories"] = json!(def.categories);
     }
-    if let Some(o) = obj.as_object_mut() {
-        o.insert(
-            "status".into(),
-            json!({
-                "conditions": [
-                    cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-                    cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-                ],
-                "acceptedNames": accepted,
-                "storedVersions": stored,
-            }),
-        );
+    status["conditions"] = json!(conditions);
+    status["acceptedNames"] = accepted;
+    status
+}
+
+/// What the naming and establishing controllers do right after a CRD is created: a status
+/// update (by `kube-apiserver`, through the `status` subresource) that accepts its names and
+/// marks it established. Returns the established CRD.
+fn establish_crd(store: &mut Store, crd_def: &ResourceDef, created: &Value) -> Arc<Value> {
+    let mut obj = created.clone();
+    if let Ok(def) = crate::resources::from_crd(created) {
+        obj["status"] = established_crd_status(created, &def);
     }
-    if old.is_none() {
-        let mut f = finalizers(obj);
-        if !f.iter().any(|x| x == CRD_CLEANUP_FINALIZER) {
-            f.push(CRD_CLEANUP_FINALIZER.to_owned());
-        }
-        set_finalizers(obj, &f);
-    }
-    Ok(())
+    sem::track_update(crd_def, Some(created), &mut obj, "kube-apiserver", "status");
+    let rv = store.next_rv();
+    set_rv(&mut obj, rv);
+    store.put(crd_def, rv, obj, EventType::Modified)
 }
 
 /// Everything except `metadata` (and `status` when it has its own endpoint): what a change of
@@ -990,10 +1258,9 @@ fn spec_part(def: &ResourceDef, obj: &Value) -> Value {
     o
 }
 
-fn without_managed_fields(obj: &Value) -> Value {
+fn without_resource_version(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
         m.remove("resourceVersion");
     }
     o
@@ -1073,7 +1340,7 @@ fn create_object(
             .and_then(Value::as_str)
             .is_some_and(|v| !v.is_empty())
         {
-            return Err(ApiError::internal(
+            return Err(ApiError::plain(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
@@ -1124,8 +1391,11 @@ fn create_object(
         crate::rbac::authorize(store, user, info)?;
     }
     if let Some(manager) = manager {
-        sem::track_update(&def, None, &mut obj, manager, r.subresource);
+        track_update(r, None, &mut obj, manager);
     }
+    allocate(store, &def, None, &mut obj)?;
+    empty_rules_read_back_null(&def, &mut obj);
+    prepare_for_create(&def, &mut obj);
     to_storage_version(&def, &mut obj);
     let rv = store.next_rv();
     set_rv(&mut obj, rv);
@@ -1135,12 +1405,41 @@ fn create_object(
     }
     check_size(store, &obj)?;
     let stored = store.put(&def, rv, obj, EventType::Added);
-    if def.key() == "customresourcedefinitions.apiextensions.k8s.io"
-        && let Ok(newdef) = crate::crd_storage::build(&stored)
-    {
-        store.register(newdef);
+    if def.key() == "customresourcedefinitions.apiextensions.k8s.io" {
+        let established = establish_crd(store, &def, &stored);
+        if let Ok(newdef) = crate::crd_storage::build(&established) {
+            store.register(newdef);
+        }
     }
-    Ok((201, at_version(&stored, &r.api_version())))
+    let mut created = at_version(&stored, &r.api_version());
+    // A dry run is never written, so the object it answers has no resourceVersion yet.
+    if r.q("dryRun") == Some("All") {
+        meta_mut(&mut created).remove("resourceVersion");
+    }
+    Ok((201, created))
+}
+
+/// What the real strategies' `PrepareForCreate` sets: it runs in the storage, after the field
+/// manager recorded the request's fields, so none of it is owned by anyone (a namespace's
+/// `spec.finalizers`).
+fn prepare_for_create(def: &ResourceDef, obj: &mut Value) {
+    if def.group.is_empty()
+        && def.kind == "Namespace"
+        && let Some(o) = obj.as_object_mut()
+    {
+        let spec = o.entry("spec").or_insert_with(|| json!({}));
+        if let Some(spec) = spec.as_object_mut() {
+            let f = spec.entry("finalizers").or_insert_with(|| json!([]));
+            if !f.is_array() {
+                *f = json!([]);
+            }
+            if let Some(f) = f.as_array_mut()
+                && !f.iter().any(|x| x == "kubernetes")
+            {
+                f.push(json!("kubernetes"));
+            }
+        }
+    }
 }
 
 /// UPDATE (PUT) of an object or its status.
@@ -1170,6 +1469,20 @@ pub fn update(store: &mut Store, r: &Req<'_>, body: &[u8]) -> ApiResult<(u16, Va
         return create_object(store, r, obj, Some(&manager), true);
     };
     let body_rv = s(&obj, "/metadata/resourceVersion").to_owned();
+    // Custom resources, like some built-in kinds, refuse an unconditional update.
+    if body_rv.is_empty()
+        && (r.def.custom || !crate::builtin::allows_unconditional_update(&r.def.group, &r.def.kind))
+    {
+        // The real server names the resource (not the kind) in this one `Invalid`.
+        return Err(ApiError::invalid_field(
+            &r.def.plural,
+            &r.def.group,
+            r.name,
+            "FieldValueInvalid",
+            "metadata.resourceVersion",
+            "Invalid value: 0x0: must be specified for an update".to_owned(),
+        ));
+    }
     if !body_rv.is_empty() && body_rv != s(&raw, "/metadata/resourceVersion") {
         return Err(ApiError::stale(&r.def.plural, &r.def.group, r.name));
     }
@@ -1290,15 +1603,21 @@ fn write_update(
             .filter(|f| !before.contains(f))
             .collect();
         if !added.is_empty() {
-            return Err(ApiError::invalid_field(
+            // `ObjectMeta` update validation runs twice (the common fields, then the kind's own
+            // update validation, custom resources' included), so the real server reports it
+            // twice.
+            let cause = Cause {
+                reason: "FieldValueForbidden".to_owned(),
+                message: format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                ),
+                field: "metadata.finalizers".to_owned(),
+            };
+            return Err(ApiError::invalid(
                 &def.kind,
                 &def.group,
                 r.name,
-                "FieldValueForbidden",
-                "metadata.finalizers",
-                format!(
-                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
-                ),
+                vec![cause; 2],
             ));
         }
     }
@@ -1318,16 +1637,20 @@ fn write_update(
         meta_mut(&mut obj).insert("generation".into(), json!(next));
     }
     if let Some(manager) = manager {
-        sem::track_update(&def, Some(old), &mut obj, manager, r.subresource);
+        track_update(r, Some(old), &mut obj, manager);
     }
-    // A write that changes nothing is not stored: same resourceVersion, no event.
-    if without_managed_fields(&obj) == without_managed_fields(raw) {
+    allocate(store, &def, Some(old), &mut obj)?;
+    empty_rules_read_back_null(&def, &mut obj);
+    // A write that changes nothing is not stored: same resourceVersion, no event. New
+    // ownership alone (an apply of the values another manager set) is a change.
+    if without_resource_version(&obj) == without_resource_version(raw) {
         return Ok((200, at_version(old, &r.api_version())));
     }
     if deleting(&obj) && finalizers(&obj).is_empty() && !is_namespace_pending(&obj) {
-        let key = r.key();
-        let gone = remove_object(store, &def, &key).unwrap_or_else(|| raw.clone());
-        return Ok((200, served(&def, &gone, &r.api_version())));
+        // The update empties the finalizers and the object is deleted; the answer is the object
+        // as that update left it (no finalizers, their ownership gone).
+        remove_object(store, &def, &r.key());
+        return Ok((200, at_version(&obj, &r.api_version())));
     }
     to_storage_version(&def, &mut obj);
     let rv = store.next_rv();
@@ -1417,14 +1740,21 @@ pub fn patch(
         || (content_type == "application/strategic-merge-patch+json"
             && !crate::semantics::patch::strategic_merge_supported(def.custom))
     {
-        return Err(ApiError::unsupported_media_type(format!(
+        let err = ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
             if def.custom {
                 ""
             } else {
                 ", application/strategic-merge-patch+json"
             }
-        )));
+        ));
+        // A media type no patch handler takes is refused with empty details; a strategic merge
+        // patch of a custom resource reaches its handler, which refuses it without.
+        return Err(if known.contains(&content_type) {
+            err
+        } else {
+            err.with_empty_details()
+        });
     }
     let raw = store.get(&def.key(), &r.key()).cloned();
     if content_type == "application/apply-patch+yaml"
@@ -1461,7 +1791,8 @@ pub fn patch(
     };
     let mut patched = patched.map_err(|e| {
         if e.status_code() == 422 {
-            ApiError::new(422, "Invalid", e.to_string())
+            // `NewGenericServerResponse` for no particular resource: empty details.
+            ApiError::new(422, "Invalid", e.to_string()).with_empty_details()
         } else {
             ApiError::bad_request(e.to_string())
         }
@@ -1556,7 +1887,9 @@ fn apply(
     }
     check_type(r, &mut applied)?;
     let applied_name = s(&applied, "/metadata/name").to_owned();
-    if applied_name != r.name {
+    // The name is checked on the merged object: a configuration without one applied to an
+    // existing object keeps the live name.
+    if applied_name != r.name && !(applied_name.is_empty() && old.is_some()) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({applied_name}) does not match the name on the URL ({})",
             r.name
@@ -1637,7 +1970,7 @@ impl DeleteOpts {
         {
             return Err(ApiError::invalid_field(
                 "DeleteOptions",
-                "",
+                "meta.k8s.io",
                 "",
                 "FieldValueNotSupported",
                 "propagationPolicy",
@@ -1650,15 +1983,23 @@ impl DeleteOpts {
     }
 }
 
-/// DELETE of one object: built-in kinds answer an immediate deletion with a success `Status`,
-/// custom resources (and pending deletions) with the object.
+/// DELETE of one object: an immediate deletion is answered with a success `Status` (custom
+/// resources too), pending deletions, Namespaces and CRDs with the object.
 pub fn delete(store: &mut Store, r: &Req<'_>, opts: &DeleteOpts) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
     let (code, obj) = delete_one(store, &def, &r.key(), opts)?;
     let gone = store.get(&def.key(), &r.key()).is_none();
     let obj = obj.map_or_else(|| json!({}), |o| served(&def, &o, &r.api_version()));
-    let returns_object =
-        def.custom || def.kind == "Namespace" || def.kind == "CustomResourceDefinition";
+    let returns_object = def.kind == "Namespace" || def.kind == "CustomResourceDefinition";
+    // ServiceAccounts answer with the deleted object, as their real registry does (without
+    // managed fields, as the real answer has none).
+    if gone && def.group.is_empty() && def.kind == "ServiceAccount" {
+        let mut obj = obj;
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        return Ok((200, obj));
+    }
     if gone && !returns_object {
         return Ok((
             200,
@@ -1684,11 +2025,12 @@ pub fn delete_one(
         .ok_or_else(|| ApiError::not_found(&def.plural, &def.group, &key.1))?;
     // Marking for deletion rewrites the object as the storage reads it.
     let old = read_stored(def, &old);
+    // Preconditions are checked by `BeforeDelete`, which names the Kind, not the resource.
     if let Some(uid) = &opts.uid {
         let have = s(&old, "/metadata/uid");
         if uid != have {
             return Err(ApiError::conflict(
-                &def.plural,
+                &def.kind,
                 &def.group,
                 &key.1,
                 &format!(
@@ -1701,7 +2043,7 @@ pub fn delete_one(
         let have = s(&old, "/metadata/resourceVersion");
         if rv != have {
             return Err(ApiError::conflict(
-                &def.plural,
+                &def.kind,
                 &def.group,
                 &key.1,
                 &format!(
@@ -1729,6 +2071,12 @@ pub fn delete_one(
         }
         _ => {}
     }
+    // A CRD is deleted in two steps, as its REST storage does: the first request adds the
+    // cleanup finalizer (its custom resources go first) and the `Terminating` condition.
+    let is_crd = def.key() == "customresourcedefinitions.apiextensions.k8s.io";
+    if is_crd && !deleting(&old) && !f.iter().any(|x| x == CRD_CLEANUP_FINALIZER) {
+        f.push(CRD_CLEANUP_FINALIZER.to_owned());
+    }
     if deleting(&old) {
         // Already being deleted: only the propagation finalizers may change.
         if f != finalizers(&old) {
@@ -1749,7 +2097,26 @@ pub fn delete_one(
     {
         let m = meta_mut(&mut obj);
         m.insert("deletionTimestamp".into(), json!(now()));
-        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        // A namespace's own delete sets only the timestamp (and the phase, below).
+        if !is_crd && def.kind != "Namespace" {
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+    }
+    if is_crd {
+        let mut conditions: Vec<Value> = obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        set_crd_condition(
+            &mut conditions,
+            "Terminating",
+            "InstanceDeletionPending",
+            "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+        );
+        if let Some(st) = obj.get_mut("status").filter(|st| st.is_object()) {
+            st["conditions"] = json!(conditions);
+        }
     }
     if def.kind == "Namespace"
         && let Some(o) = obj.as_object_mut()
@@ -1773,7 +2140,7 @@ pub fn delete_collection(
     opts: &DeleteOpts,
 ) -> ApiResult<(u16, Value)> {
     let def = r.def.clone();
-    let sel = Selectors::parse(r.query, &def)?;
+    let sel = Selectors::parse(r.query, &def, r.version)?;
     let keys: Vec<ObjKey> = store
         .table(&def.key())
         .map(|t| {
@@ -1786,17 +2153,22 @@ pub fn delete_collection(
     let mut items = Vec::new();
     for k in keys {
         match delete_one(store, &def, &k, opts) {
-            Ok((_, Some(o))) => items.push(served(&def, &o, &r.api_version())),
+            Ok((_, Some(o))) => items.push(list_item(&def, &o, &r.api_version())),
             Ok((_, None)) => {}
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
+    let mut metadata = json!({"resourceVersion": store.rv.to_string()});
+    if def.custom {
+        // Unstructured, as a custom resource LIST.
+        metadata["continue"] = json!("");
+    }
     Ok((
         200,
         json!({
             "kind": def.list_kind, "apiVersion": r.api_version(),
-            "metadata": {"resourceVersion": store.rv.to_string()},
+            "metadata": metadata,
             "items": items,
         }),
     ))

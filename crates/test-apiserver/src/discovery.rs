@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::resources::{ALL_VERBS, ResourceDef};
+use crate::resources::{
+    ALL_VERBS, CUSTOM_RESOURCE_VERBS, ResourceDef, kube_version_order, storage_version_hash,
+};
 use crate::store::Store;
 
 /// The document at the non-resource path `segs` (split at `/`); `404` for an unknown path.
@@ -27,7 +29,8 @@ pub fn document(store: &Store, segs: &[&str]) -> ApiResult<Value> {
                 .filter(|d| d.group.is_empty())
                 .flat_map(|d| resource_entries(d))
                 .collect();
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})
+            // The core list has no `apiVersion` (the group lists do).
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": by_name(resources)})
         }
         ["apis"] => {
             let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -45,6 +48,7 @@ pub fn document(store: &Store, segs: &[&str]) -> ApiResult<Value> {
                         entry.1.push(v.name.clone());
                     }
                 }
+                entry.1.sort_by(|a, b| kube_version_order(a, b));
             }
             let groups: Vec<Value> = groups.iter().map(|(g, vs)| api_group(g, vs)).collect();
             json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -61,6 +65,7 @@ pub fn document(store: &Store, segs: &[&str]) -> ApiResult<Value> {
             if vs.is_empty() {
                 return Err(ApiError::no_route());
             }
+            vs.sort_by(|a, b| kube_version_order(a, b));
             api_group(g, &vs)
         }
         ["apis", g, v] => {
@@ -73,7 +78,7 @@ pub fn document(store: &Store, segs: &[&str]) -> ApiResult<Value> {
             if resources.is_empty() {
                 return Err(ApiError::no_route());
             }
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/{v}"), "resources": resources})
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/{v}"), "resources": by_name(resources)})
         }
         ["openapi", "v3"] => {
             let mut paths = serde_json::Map::new();
@@ -99,17 +104,86 @@ pub fn document(store: &Store, segs: &[&str]) -> ApiResult<Value> {
     Ok(value)
 }
 
+/// Whether the path `segs` lies under an API the server has handlers for: `/api` and the groups
+/// of its resources. Anything else gets the real server's plain text `404 page not found`
+/// instead of a `Status`.
+pub fn serves_path(store: &Store, segs: &[&str]) -> bool {
+    match segs {
+        ["api", ..] | ["apis"] => true,
+        ["apis", group, ..] => store.resources.values().any(|d| d.group == *group),
+        _ => false,
+    }
+}
+
+/// The verbs a resource answers (others get `405`): reviews are only created, and Namespaces
+/// have no `deletecollection`.
+pub fn verbs(def: &ResourceDef) -> &'static [&'static str] {
+    if def.review {
+        &["create"]
+    } else if def.custom {
+        CUSTOM_RESOURCE_VERBS
+    } else if def.group.is_empty() && def.kind == "Namespace" {
+        &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ]
+    } else {
+        ALL_VERBS
+    }
+}
+
+/// The group and version a resource's objects are stored as, which its `storageVersionHash`
+/// is made of: CRDs are still stored as `apiextensions.k8s.io/v1beta1`, `events.k8s.io` Events
+/// as core Events.
+fn storage_group_version(def: &ResourceDef) -> (&str, &str) {
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => (&def.group, "v1beta1"),
+        _ if def.alias_of.is_some() => ("", "v1"),
+        _ => (&def.group, def.storage_version()),
+    }
+}
+
 fn resource_entries(def: &ResourceDef) -> Vec<Value> {
     let mut out = vec![json!({
         "name": def.plural,
         "singularName": def.singular,
         "namespaced": def.namespaced,
         "kind": def.kind,
-        "verbs": if def.review { &["create"][..] } else { ALL_VERBS },
+        "verbs": verbs(def),
         "shortNames": def.short_names,
         "categories": def.categories,
-        "storageVersionHash": "",
+        "storageVersionHash": if def.review {
+            String::new()
+        } else {
+            let (group, version) = storage_group_version(def);
+            storage_version_hash(group, version, &def.kind)
+        },
     })];
+    if def.review
+        && let Some(o) = out[0].as_object_mut()
+    {
+        o.remove("storageVersionHash");
+    }
+    // Subresources served besides `status`.
+    if def.group.is_empty() && def.kind == "Namespace" {
+        out.push(json!({
+            "name": "namespaces/finalize",
+            "singularName": "",
+            "namespaced": false,
+            "kind": "Namespace",
+            "verbs": ["update"],
+        }));
+    }
+    if def.group.is_empty() && def.kind == "ServiceAccount" {
+        out.push(json!({
+            "name": "serviceaccounts/token",
+            "singularName": "",
+            "namespaced": true,
+            "group": "authentication.k8s.io",
+            "version": "v1",
+            "kind": "TokenRequest",
+            "verbs": ["create"],
+        }));
+    }
     if def.has_status {
         out.push(json!({
             "name": format!("{}/status", def.plural),
@@ -132,6 +206,20 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
         }
     }
     out
+}
+
+/// Discovery entries in the real server's order: by name, subresources after their resource.
+fn by_name(mut entries: Vec<Value>) -> Vec<Value> {
+    entries.sort_by(|a, b| {
+        let name = |v: &Value| {
+            v.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        name(a).cmp(&name(b))
+    });
+    entries
 }
 
 fn api_group(group: &str, versions: &[String]) -> Value {

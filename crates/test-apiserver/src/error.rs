@@ -28,6 +28,9 @@ pub struct Details {
     pub causes: Vec<Cause>,
     /// `details.retryAfterSeconds` and the `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Render `details: {}` even when nothing above is set: the real server's errors built for
+    /// an empty resource (no route, method not allowed) carry empty details, others none.
+    pub always: bool,
 }
 
 /// A failed API request, convertible into a `Status` object and an HTTP status code.
@@ -92,6 +95,13 @@ impl ApiError {
             "NotFound",
             "the server could not find the requested resource",
         )
+        .with_empty_details()
+    }
+
+    /// The same error with `details: {}` rendered even when empty (see [`Details::always`]).
+    pub fn with_empty_details(mut self) -> Self {
+        self.details.always = true;
+        self
     }
 
     /// `409 AlreadyExists`.
@@ -204,6 +214,7 @@ impl ApiError {
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         )
+        .with_empty_details()
     }
 
     /// `410 Gone` with reason `Expired`.
@@ -223,6 +234,12 @@ impl ApiError {
             "InternalError",
             format!("Internal error occurred: {}", message.into()),
         )
+    }
+
+    /// A `500` from a plain Go error (not an API status) inside the server: the real server
+    /// answers it with neither reason nor details.
+    pub fn plain(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
     }
 
     /// An injected failure with the reason a real server would give for `code`.
@@ -287,10 +304,16 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if !details.is_empty()
+        if (!details.is_empty() || self.details.always)
             && let Some(obj) = status.as_object_mut()
         {
             obj.insert("details".into(), Value::Object(details));
+        }
+        // `StatusReasonUnknown` is the empty string, which `Status` omits.
+        if self.reason.is_empty()
+            && let Some(obj) = status.as_object_mut()
+        {
+            obj.remove("reason");
         }
         status
     }

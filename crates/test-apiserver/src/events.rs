@@ -35,7 +35,9 @@ fn convert(obj: &Value, to_new: bool) -> Value {
 
 /// A stored core Event as `events.k8s.io/v1`.
 pub fn to_new(core: &Value) -> Value {
-    convert(core, true)
+    let mut new = convert(core, true);
+    crate::builtin::shape_new_event(&mut new);
+    new
 }
 
 /// An `events.k8s.io/v1` Event as the core Event it is stored as.

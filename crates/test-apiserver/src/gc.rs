@@ -9,21 +9,68 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::api::{self, CRD_CLEANUP_FINALIZER, DeleteOpts, deleting};
+use crate::resources::ResourceDef;
 use crate::shared::Shared;
 use crate::store::{ObjKey, Store};
 
-/// Runs garbage collection whenever a write asks for it.
+/// Runs garbage collection whenever a write asks for it, and the namespace controller once a
+/// terminating namespace's grace period ([`crate::Options::namespace_deletion_delay`]) is over.
 pub async fn run(shared: Arc<Shared>) {
+    let delay = shared.options.namespace_deletion_delay;
+    // Terminating namespaces (by uid) and when the controller first saw them.
+    let mut seen: HashMap<String, Instant> = HashMap::new();
     loop {
-        shared.gc.notified().await;
+        let mut next = None;
         if let Ok(mut store) = shared.store.write() {
-            collect(&mut store);
+            let now = Instant::now();
+            let terminating = terminating_namespaces(&store);
+            seen.retain(|uid, _| terminating.iter().any(|(u, _)| u == uid));
+            let mut due = HashSet::new();
+            for (uid, name) in terminating {
+                let since = *seen.entry(uid).or_insert(now);
+                let left = (since + delay).saturating_duration_since(now);
+                if left.is_zero() {
+                    due.insert(name);
+                } else {
+                    next = Some(next.map_or(left, |n: Duration| n.min(left)));
+                }
+            }
+            collect(&mut store, &due);
+        }
+        match next {
+            Some(wait) => {
+                tokio::select! {
+                    () = shared.gc.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => shared.gc.notified().await,
         }
     }
+}
+
+/// `(uid, name)` of every namespace marked for deletion.
+fn terminating_namespaces(store: &Store) -> Vec<(String, String)> {
+    let field = |o: &Value, p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    store
+        .table("namespaces")
+        .map(|t| {
+            t.values()
+                .filter(|o| deleting(o))
+                .map(|o| (field(o, "/metadata/uid"), field(o, "/metadata/name")))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct Owner<'a> {
@@ -40,11 +87,12 @@ enum Action {
     FinalizeNamespace(String),
 }
 
-/// Runs passes until nothing changes.
-pub fn collect(store: &mut Store) {
+/// Runs passes until nothing changes; the namespace controller only works on the terminating
+/// namespaces in `due` (their grace period is over).
+pub fn collect(store: &mut Store, due: &HashSet<String>) {
     for _ in 0..10_000 {
         store.gc_pending = false;
-        let actions = plan(store);
+        let actions = plan(store, due);
         if actions.is_empty() {
             break;
         }
@@ -74,7 +122,7 @@ fn owner_kind_namespaced(store: &Store, reference: &Value) -> Option<bool> {
         .map(|d| d.namespaced)
 }
 
-fn plan(store: &Store) -> Vec<Action> {
+fn plan(store: &Store, due: &HashSet<String>) -> Vec<Action> {
     // uid -> the owner as the garbage collector sees it.
     let mut owners: HashMap<&str, Owner<'_>> = HashMap::new();
     for table in store.objects.values() {
@@ -109,6 +157,9 @@ fn plan(store: &Store) -> Vec<Action> {
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            if !due.contains(name) {
+                continue;
+            }
             terminating_ns.insert(name, 0);
             let spec_pending = !strs(obj.pointer("/spec/finalizers")).is_empty();
             let meta_pending = !strs(obj.pointer("/metadata/finalizers")).is_empty();
@@ -252,6 +303,13 @@ fn plan(store: &Store) -> Vec<Action> {
     actions
 }
 
+/// The collector's patches go through the field manager like any write: the fields they remove
+/// leave every manager's set (an entry left empty is dropped). They only remove, so the
+/// collector itself never becomes an owner.
+fn track_removal(def: &ResourceDef, old: &Value, obj: &mut Value) {
+    crate::sem::track_update(def, Some(old), obj, "kube-controller-manager", "");
+}
+
 fn execute(store: &mut Store, action: Action) {
     match action {
         Action::Delete(res, key, policy) => {
@@ -270,6 +328,7 @@ fn execute(store: &mut Store, action: Action) {
             ) else {
                 return;
             };
+            let old = obj.clone();
             let mut obj = (*obj).clone();
             if let Some(refs) = obj
                 .pointer_mut("/metadata/ownerReferences")
@@ -282,6 +341,7 @@ fn execute(store: &mut Store, action: Action) {
                     m.remove("ownerReferences");
                 }
             }
+            track_removal(&def, &old, &mut obj);
             api::store_modified(store, &def, obj);
         }
         Action::RemoveFinalizer(res, key, fin) => {
@@ -291,6 +351,7 @@ fn execute(store: &mut Store, action: Action) {
             ) else {
                 return;
             };
+            let old = obj.clone();
             let mut obj = (*obj).clone();
             if let Some(f) = obj
                 .pointer_mut("/metadata/finalizers")
@@ -303,6 +364,7 @@ fn execute(store: &mut Store, action: Action) {
                     m.remove("finalizers");
                 }
             }
+            track_removal(&def, &old, &mut obj);
             api::store_modified(store, &def, obj);
         }
         Action::FinalizeNamespace(name) => {

@@ -149,12 +149,27 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
-fn authenticate<'a>(shared: &'a Shared, req: &Request<Incoming>) -> Option<&'a User> {
-    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = auth
+/// Who sends the request: a configured user or the ServiceAccount of a token issued by a
+/// `TokenRequest`; without a bearer token, `system:anonymous` (the real server's anonymous
+/// authenticator); `None` for a bearer token that no authenticator accepts (`401`).
+fn authenticate(shared: &Shared, req: &Request<Incoming>) -> Option<User> {
+    let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
+        return Some(User::anonymous());
+    };
+    let auth = auth.to_str().ok()?;
+    let Some(token) = auth
         .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))?;
-    shared.users.get(token.trim())
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Some(User::anonymous());
+    };
+    if let Some(user) = shared.users.get(token) {
+        return Some(user.clone());
+    }
+    let store = shared.store.read().ok()?;
+    crate::authn::authenticate(&store, token)
 }
 
 /// Serves one HTTP request.
@@ -167,7 +182,7 @@ pub async fn handle(
     let query = parse_query(req.uri().query());
     let path = req.uri().path().to_owned();
     let info = request_info(req.method(), &path, &query);
-    let user = authenticate(&shared, &req).cloned();
+    let user = authenticate(&shared, &req);
     let resp = match &user {
         None => error_response(&ApiError::unauthorized()),
         Some(user) => match serve(&shared, req, &info, &query, user).await {
@@ -219,6 +234,15 @@ async fn serve(
             return Err(ApiError::injected(code, f.retry_after));
         }
     }
+    // As on the real server, authorization comes before routing: what a user may not do is
+    // `403` whether or not the path exists.
+    if shared.options.rbac && !crate::rbac::is_privileged(user) {
+        let store = shared
+            .store
+            .read()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        crate::rbac::authorize(&store, user, &authz_info(info, query))?;
+    }
     if !info.is_resource {
         return non_resource(shared, info, req.headers());
     }
@@ -230,27 +254,27 @@ async fn serve(
         store.resource(&info.group, &info.version, &info.resource)
     };
     let Some(def) = def else {
-        return Err(ApiError::no_route());
+        return no_route(shared, info);
     };
     let subresource_ok = info.subresource.is_empty()
         || (info.subresource == "status" && def.has_status)
+        || (info.subresource == "token" && def.kind == "ServiceAccount" && def.group.is_empty())
         || (info.subresource == "finalize" && def.kind == "Namespace" && def.group.is_empty());
     if !subresource_ok {
         return Err(ApiError::no_route());
+    }
+    // A verb the resource does not offer (e.g. deletecollection of namespaces).
+    if info.subresource.is_empty()
+        && !def.review
+        && !crate::discovery::verbs(&def).contains(&info.verb.as_str())
+    {
+        return Err(ApiError::method_not_allowed());
     }
     if def.namespaced && !info.name.is_empty() && info.namespace.is_empty() {
         return Err(ApiError::no_route());
     }
     if !def.namespaced && info.resource != "namespaces" && !info.namespace.is_empty() {
         return Err(ApiError::no_route());
-    }
-    // Reviews are open to every authenticated user (the default `system:basic-user` binding).
-    if shared.options.rbac && !def.review {
-        let store = shared
-            .store
-            .read()
-            .map_err(|_| ApiError::internal("store lock poisoned"))?;
-        crate::rbac::authorize(&store, user, &authz_info(info, query))?;
     }
     // events.k8s.io/v1 Events are stored as core Events and converted on the way in and out.
     let alias = def.alias_of.is_some();
@@ -261,6 +285,10 @@ async fn serve(
     } else {
         query
     };
+    let view = def.alias_of.map(|_| api::View {
+        def: def.clone(),
+        to_view: crate::events::to_new,
+    });
     let (def, version) = match def.alias_of {
         Some(target) => {
             let store = shared
@@ -371,10 +399,28 @@ async fn serve(
         if info.verb != "create" {
             return Err(ApiError::method_not_allowed());
         }
-        return self_subject_access_review(shared, user, &body);
+        if def.kind == "SelfSubjectReview" {
+            return Ok(json_response(
+                201,
+                &crate::authn::self_subject_review(user, &body)?,
+            ));
+        }
+        return self_subject_access_review(shared, user, &body, &user_agent, query);
+    }
+    if info.subresource == "token" {
+        if info.verb != "create" {
+            return Err(ApiError::method_not_allowed());
+        }
+        let mut store = shared
+            .store
+            .write()
+            .map_err(|_| ApiError::internal("store lock poisoned"))?;
+        let manager = api::field_manager(query, &user_agent);
+        let value = crate::authn::token_request(&mut store, namespace, name, &body, &manager)?;
+        return Ok(json_response(201, &value));
     }
     // Apply and update may create the object: the real server then authorizes `create` too.
-    let create_authz = shared.options.rbac.then(|| {
+    let create_authz = (shared.options.rbac && !crate::rbac::is_privileged(user)).then(|| {
         let mut attrs = authz_info(info, query);
         attrs.verb = "create".to_owned();
         (user, attrs)
@@ -388,6 +434,8 @@ async fn serve(
         query,
         user_agent: &user_agent,
         create_authz,
+        view,
+        warnings: std::cell::RefCell::default(),
     };
     let (code, value) = match info.verb.as_str() {
         "get" => {
@@ -469,9 +517,24 @@ async fn serve(
             ),
         };
         let t = crate::table::table(&def, printer, &objects, meta, &include, true);
-        return Ok(json_response(code, &t));
+        return Ok(with_warnings(json_response(code, &t), &r.warnings.take()));
     }
-    Ok(json_response(code, &value))
+    Ok(with_warnings(
+        json_response(code, &value),
+        &r.warnings.take(),
+    ))
+}
+
+/// Adds one `Warning: 299 - "<text>"` header per warning (the text quoted as Go's
+/// `strconv.Quote` does), as the real server does.
+fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 /// The streaming response of a watch: its chunks as they come, JSON lines.
@@ -501,12 +564,7 @@ fn non_resource(
         .store
         .read()
         .map_err(|_| ApiError::internal("store lock poisoned"))?;
-    let segs: Vec<&str> = info
-        .path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs = path_segments(&info.path);
     if matches!(segs.as_slice(), ["healthz"] | ["livez"] | ["readyz"]) {
         let mut resp = Response::new(full("ok"));
         resp.headers_mut().insert(
@@ -517,55 +575,135 @@ fn non_resource(
     }
     // Aggregated discovery is not offered: answering with plain `application/json` makes
     // kubectl and kube-rs fall back to the legacy per-group documents.
-    let value = crate::discovery::document(&store, &segs)?;
-    Ok(json_response(200, &value))
+    match crate::discovery::document(&store, &segs) {
+        Ok(value) => Ok(json_response(200, &value)),
+        Err(e) if e.code == 404 && !crate::discovery::serves_path(&store, &segs) => {
+            Ok(page_not_found())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The non-empty segments of a request path.
+fn path_segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The answer to a resource path nothing serves: a JSON `Status` under `/api` and under the
+/// groups the server knows (their handlers answer), else the plain text `404 page not found`
+/// of the real server's fallback handler.
+fn no_route(shared: &Shared, info: &RequestInfo) -> ApiResult<Response<Body>> {
+    let store = shared
+        .store
+        .read()
+        .map_err(|_| ApiError::internal("store lock poisoned"))?;
+    let segs = path_segments(&info.path);
+    if crate::discovery::serves_path(&store, &segs) {
+        Err(ApiError::no_route())
+    } else {
+        Ok(page_not_found())
+    }
+}
+
+/// The real server's `404 page not found` for a path outside every API it serves.
+fn page_not_found() -> Response<Body> {
+    let mut resp = Response::new(full("404 page not found\n"));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// `SelfSubjectAccessReview`: asks the authorizer whether the caller may do something, as
-/// `kubectl auth can-i` does. Without RBAC every request is allowed.
+/// `kubectl auth can-i` does, answered with the real authorizer's reason and the `managedFields`
+/// the real server records for the request. Without RBAC every request is allowed.
 fn self_subject_access_review(
     shared: &Shared,
     user: &User,
     body: &[u8],
+    user_agent: &str,
+    query: &HashMap<String, String>,
 ) -> ApiResult<Response<Body>> {
-    let mut review: Value = serde_json::from_slice(body).map_err(|e| {
+    let review: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("error decoding SelfSubjectAccessReview: {e}"))
     })?;
-    let attrs = review
+    let resource = review
         .pointer("/spec/resourceAttributes")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let field = |k: &str| {
+        .filter(|v| !v.is_null());
+    let non_resource = review
+        .pointer("/spec/nonResourceAttributes")
+        .filter(|v| !v.is_null());
+    let field = |attrs: &Value, k: &str| {
         attrs
             .get(k)
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned()
     };
-    let info = RequestInfo {
-        is_resource: true,
-        verb: field("verb"),
-        group: field("group"),
-        version: field("version"),
-        resource: field("resource"),
-        subresource: field("subresource"),
-        namespace: field("namespace"),
-        name: field("name"),
-        path: String::new(),
+    let invalid = |field: &str, message: &str| {
+        ApiError::invalid_field(
+            "SelfSubjectAccessReview",
+            "authorization.k8s.io",
+            "",
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: \"null\": {message}"),
+        )
     };
-    let allowed = if !shared.options.rbac || attrs.is_null() {
-        Ok(())
-    } else {
+    let info = match (resource, non_resource) {
+        (Some(attrs), None) => RequestInfo {
+            is_resource: true,
+            verb: field(attrs, "verb"),
+            group: field(attrs, "group"),
+            version: field(attrs, "version"),
+            resource: field(attrs, "resource"),
+            subresource: field(attrs, "subresource"),
+            namespace: field(attrs, "namespace"),
+            name: field(attrs, "name"),
+            path: String::new(),
+        },
+        (None, Some(attrs)) => RequestInfo {
+            verb: field(attrs, "verb"),
+            path: field(attrs, "path"),
+            ..RequestInfo::default()
+        },
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "spec.nonResourceAttributes",
+                "cannot be specified in combination with resourceAttributes",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                "spec.resourceAttributes",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            ));
+        }
+    };
+    let (allowed, reason) = if shared.options.rbac {
         let store = shared
             .store
             .read()
             .map_err(|_| ApiError::internal("store lock poisoned"))?;
-        crate::rbac::authorize(&store, user, &info)
+        crate::rbac::decide(&store, user, &info)
+    } else {
+        (true, String::new())
     };
-    let status = match allowed {
-        Ok(()) => json!({"allowed": true}),
-        Err(_) => json!({"allowed": false}),
-    };
+    let mut status = json!({"allowed": allowed});
+    if !reason.is_empty() {
+        status["reason"] = json!(reason);
+    }
+    let manager = api::field_manager(query, user_agent);
+    let mut review = crate::authn::review_managed_fields(&review, &manager);
     if let Some(o) = review.as_object_mut() {
         o.insert("status".into(), status);
         o.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));

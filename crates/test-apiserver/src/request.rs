@@ -2,6 +2,8 @@
 //! attributes ([`RequestInfo`]). Plain data without HTTP types, so that authorization and the
 //! verbs can use them below the HTTP front end that produces them.
 
+use std::collections::BTreeMap;
+
 /// A user the server authenticates by bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -11,6 +13,10 @@ pub struct User {
     pub groups: Vec<String>,
     /// The bearer token that identifies the user.
     pub token: String,
+    /// The user's uid (a ServiceAccount's uid for its tokens; empty for configured users).
+    pub uid: String,
+    /// Extra attributes, e.g. `authentication.kubernetes.io/credential-id` of a bound token.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -20,6 +26,20 @@ impl User {
             name: name.to_owned(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             token: format!("{}-token", name.replace(':', "-")),
+            uid: String::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Who a request without credentials is: `system:anonymous` in `system:unauthenticated`,
+    /// as the real server's anonymous authenticator answers.
+    pub fn anonymous() -> Self {
+        Self {
+            name: "system:anonymous".to_owned(),
+            groups: vec!["system:unauthenticated".to_owned()],
+            token: String::new(),
+            uid: String::new(),
+            extra: BTreeMap::new(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct VersionDef {
     pub printer_columns: Option<Value>,
     /// Whether this version is the storage version.
     pub storage: bool,
+    /// Fields a field selector may use besides `metadata.name`/`metadata.namespace` (a CRD
+    /// version's `selectableFields`, as dotted paths such as `spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 /// A resource type: everything the server needs to route, validate and describe it.
@@ -184,6 +187,66 @@ impl CrdStorage {
     }
 }
 
+/// Verbs of a custom resource in discovery, in the order the apiextensions-apiserver lists them.
+pub const CUSTOM_RESOURCE_VERBS: &[&str] = &[
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "create",
+    "update",
+    "watch",
+];
+
+/// The `storageVersionHash` of discovery: base64 of the first 8 bytes of the SHA-256 of
+/// `<group>/<version>/<kind>` of the storage version (clients compare it to notice a change of
+/// storage version, e.g. for storage migration).
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{group}/{version}/{kind}").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8])
+}
+
+/// Orders version names as Kubernetes does (`version.CompareKubeAwareVersionStrings`): those
+/// of the form `v<major>[alpha|beta<minor>]` first, GA before beta before alpha, higher numbers
+/// first; any other name after them, alphabetically.
+pub fn kube_version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    /// (major, stability: 2 GA / 1 beta / 0 alpha, minor) of a Kubernetes-like version.
+    fn parse(v: &str) -> Option<(u64, u8, u64)> {
+        let rest = v.strip_prefix('v')?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let major: u64 = rest[..digits].parse().ok()?;
+        if major == 0 {
+            return None;
+        }
+        let tail = &rest[digits..];
+        if tail.is_empty() {
+            return Some((major, 2, 0));
+        }
+        let (stability, minor) = if let Some(m) = tail.strip_prefix("beta") {
+            (1, m)
+        } else {
+            (0, tail.strip_prefix("alpha")?)
+        };
+        if minor.is_empty() || !minor.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        Some((major, stability, minor.parse().ok()?))
+    }
+    match (parse(a), parse(b)) {
+        (Some((ma, sa, na)), Some((mb, sb, nb))) => sb.cmp(&sa).then(mb.cmp(&ma)).then(nb.cmp(&na)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
 /// `plural.group` (or `plural` for the core group).
 pub fn resource_key(plural: &str, group: &str) -> String {
     crate::error::qualified(plural, group)
@@ -205,6 +268,7 @@ fn builtin(
             structural: None,
             printer_columns: None,
             storage: true,
+            selectable_fields: Vec::new(),
         }],
         plural: plural.to_owned(),
         singular: kind.to_lowercase(),
@@ -256,8 +320,20 @@ pub fn builtins() -> Vec<ResourceDef> {
         false,
     );
     ssar.review = true;
-    vec![
+    // What `kubectl auth whoami` asks.
+    let mut ssr = builtin(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+        &[],
+        false,
+    );
+    ssr.review = true;
+    let mut all = vec![
         ssar,
+        ssr,
         builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
         builtin("", "v1", "secrets", "Secret", true, &[], false),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
@@ -294,7 +370,92 @@ pub fn builtins() -> Vec<ResourceDef> {
             &[],
             false,
         ),
-    ]
+    ];
+    all.extend(core_generic());
+    all
+}
+
+/// Core kinds served as plain stored objects: nothing runs for them (no scheduler, kubelet,
+/// IP allocation or endpoints controller), as on an API server alone, but they exist, so that
+/// discovery lists what a real server lists and clients find what they look for. Pod specs are
+/// defaulted (see [`crate::builtin::default_pod_spec`]); other kinds are not validated.
+fn core_generic() -> Vec<ResourceDef> {
+    // (plural, kind, namespaced, short names, status subresource, in category `all`,
+    // maintains `metadata.generation`)
+    type Generic = (
+        &'static str,
+        &'static str,
+        bool,
+        &'static [&'static str],
+        bool,
+        bool,
+        bool,
+    );
+    const KINDS: &[Generic] = &[
+        ("endpoints", "Endpoints", true, &["ep"], false, false, false),
+        (
+            "limitranges",
+            "LimitRange",
+            true,
+            &["limits"],
+            false,
+            false,
+            false,
+        ),
+        ("nodes", "Node", false, &["no"], true, false, false),
+        (
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+            true,
+            false,
+            false,
+        ),
+        (
+            "persistentvolumes",
+            "PersistentVolume",
+            false,
+            &["pv"],
+            true,
+            false,
+            false,
+        ),
+        ("pods", "Pod", true, &["po"], true, true, true),
+        ("podtemplates", "PodTemplate", true, &[], false, false, true),
+        (
+            "replicationcontrollers",
+            "ReplicationController",
+            true,
+            &["rc"],
+            true,
+            true,
+            true,
+        ),
+        (
+            "resourcequotas",
+            "ResourceQuota",
+            true,
+            &["quota"],
+            true,
+            false,
+            false,
+        ),
+        ("services", "Service", true, &["svc"], true, true, false),
+    ];
+    KINDS
+        .iter()
+        .map(
+            |&(plural, kind, namespaced, short, status, all, generation)| {
+                let mut d = builtin("", "v1", plural, kind, namespaced, short, status);
+                if all {
+                    d.categories = vec!["all".to_owned()];
+                }
+                d.tracks_generation = generation;
+                d
+            },
+        )
+        .collect()
 }
 
 /// Builds the resource definition a CRD object describes, or explains why it cannot be served.
@@ -348,7 +509,18 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
             })?)),
             None => None,
         };
+        let selectable_fields = v
+            .get("selectableFields")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         versions.push(VersionDef {
+            selectable_fields,
             printer_columns: v.get("additionalPrinterColumns").cloned(),
             name,
             structural,
@@ -361,8 +533,8 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
                 .to_owned(),
         );
     }
-    // Discovery prefers the highest version by Kubernetes version ordering; the CRD's own order is
-    // close enough and is what kubectl shows for single-version CRDs.
+    // Discovery lists (and prefers) versions in Kubernetes version order, whatever the CRD's.
+    versions.sort_by(|a, b| kube_version_order(&a.name, &b.name));
     Ok(ResourceDef {
         group: group.to_owned(),
         versions,
@@ -380,4 +552,51 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         alias_of: None,
         storage: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_version_hash_matches_the_real_server() {
+        assert_eq!(
+            storage_version_hash("coordination.k8s.io", "v1", "Lease"),
+            "gqkMMb/YqFM="
+        );
+        assert_eq!(
+            storage_version_hash("conformance-97.example.com", "v1", "Widget"),
+            "cwEznLWlc7E="
+        );
+    }
+
+    #[test]
+    fn versions_sort_ga_then_beta_then_alpha() {
+        let mut v = vec![
+            "v1beta1",
+            "foo",
+            "v2alpha1",
+            "v1",
+            "v11alpha2",
+            "v2",
+            "v10beta3",
+            "v1alpha1",
+            "bar",
+        ];
+        v.sort_by(|a, b| kube_version_order(a, b));
+        assert_eq!(
+            v,
+            [
+                "v2",
+                "v1",
+                "v10beta3",
+                "v1beta1",
+                "v11alpha2",
+                "v2alpha1",
+                "v1alpha1",
+                "bar",
+                "foo"
+            ]
+        );
+    }
 }

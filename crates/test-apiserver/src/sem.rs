@@ -9,11 +9,16 @@ use crate::semantics::schema::StructuralSchema;
 use crate::semantics::ssa::{self, ApplyError, Manager};
 use crate::semantics::types::{BuiltinTypes, DefaultTypes, TypeInfo};
 
-/// Prunes, defaults and validates a custom resource against its version's structural schema;
-/// returns the field errors (empty when valid).
-pub fn process_custom_resource(schema: &StructuralSchema, obj: &mut Value) -> Vec<Cause> {
+/// Prunes, defaults and validates a custom resource against its version's structural schema
+/// and validation rules (`old`: the object an update replaces); returns the field errors (empty
+/// when valid).
+pub fn process_custom_resource(
+    schema: &StructuralSchema,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Vec<Cause> {
     schema
-        .admit(obj)
+        .admit_update(obj, old)
         .into_iter()
         .map(|e| Cause {
             reason: e.reason().to_owned(),
@@ -68,7 +73,24 @@ pub fn track_update(
         status_subresource: def.has_status,
         time: &time,
     };
+    // The real field manager (`skipNonAppliedManager`) does not start tracking on an update
+    // of an existing object that has no managed fields, unless the client sends some.
+    if let Some(existing) = old
+        && ssa::managed_fields(existing).is_empty()
+        && ssa::managed_fields(obj).is_empty()
+    {
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        return;
+    }
     let version = version_of(obj, def);
+    // A create owns what it changed from the zero value of the kind's type.
+    let zero = old
+        .is_none()
+        .then(|| crate::builtin::zero_object(&def.group, &def.kind))
+        .flatten();
+    let old = old.or(zero.as_ref());
     let updated = with_types(def, &version, |types| {
         ssa::record_update(old, obj, &mgr, types)
     });
@@ -99,15 +121,8 @@ pub fn apply(
     })
     .map_err(|e| match e {
         ApplyError::Conflicts(c) => {
+            // The real conflict error names no object: its details carry only the causes.
             let mut err = ApiError::new(409, "Conflict", c.to_string());
-            err.details.name = applied
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if !def.group.is_empty() {
-                err.details.group = Some(def.group.clone());
-            }
-            err.details.kind = Some(def.plural.clone());
             err.details.causes = c
                 .causes()
                 .into_iter()

@@ -44,6 +44,10 @@ pub struct TestApiServer {
     tls: Option<crate::tls::TlsMaterial>,
     listener: Option<JoinHandle<()>>,
     gc: JoinHandle<()>,
+    /// The ClusterRole aggregation controller.
+    aggregation: JoinHandle<()>,
+    /// Forgets old history every `Options::compaction_interval`.
+    compactor: Option<JoinHandle<()>>,
 }
 
 impl TestApiServer {
@@ -89,6 +93,10 @@ impl TestApiServer {
             source,
         })?;
         let gc = tokio::spawn(crate::gc::run(shared.clone()));
+        let aggregation = tokio::spawn(crate::aggregation::run(shared.clone()));
+        let compactor = options
+            .compaction_interval
+            .map(|interval| tokio::spawn(compact_every(shared.clone(), interval)));
         let task = tokio::spawn(serve(
             listener,
             shared.clone(),
@@ -100,6 +108,8 @@ impl TestApiServer {
             tls,
             listener: Some(task),
             gc,
+            aggregation,
+            compactor,
         })
     }
 
@@ -244,6 +254,28 @@ impl Drop for TestApiServer {
             task.abort();
         }
         self.gc.abort();
+        self.aggregation.abort();
+        if let Some(compactor) = &self.compactor {
+            compactor.abort();
+        }
+    }
+}
+
+/// etcd compaction as kube-apiserver drives it: at each tick, compact to the revision seen at
+/// the previous tick, so history is kept for at least one interval.
+async fn compact_every(shared: Arc<Shared>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous = None;
+    loop {
+        ticker.tick().await;
+        let Ok(mut store) = shared.store.write() else {
+            return;
+        };
+        if let Some(rv) = previous {
+            store.compact_to(rv);
+        }
+        previous = Some(store.rv);
     }
 }
 

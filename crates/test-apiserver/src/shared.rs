@@ -21,7 +21,10 @@ pub struct Options {
     pub port: u16,
     /// Extra users; an `admin` user in `system:masters` always exists.
     pub users: Vec<User>,
-    /// Authorize every request with the RBAC objects stored in the server.
+    /// Authorize every request with the RBAC objects stored in the server (default, as on a
+    /// real cluster: `system:masters` may do anything, everyone else what the bootstrap policy
+    /// and the stored bindings grant). `false`: every request is allowed (`AlwaysAllow`), the
+    /// anonymous ones included.
     pub rbac: bool,
     /// How many events are kept for watches; older resourceVersions get `410 Gone`.
     pub history_limit: usize,
@@ -40,6 +43,16 @@ pub struct Options {
     /// `etcdserver: request is too large`, as a real server does (etcd's default is 1.5 MiB).
     /// Default `None`: no limit.
     pub max_object_bytes: Option<usize>,
+    /// Like kube-apiserver's `--etcd-compaction-interval`: every interval, history up to the
+    /// resourceVersion seen at the previous tick is forgotten, so a watch or an exact list from
+    /// a resourceVersion older than one to two intervals gets `410 Expired`. Default `None`:
+    /// only `history_limit` bounds the history.
+    pub compaction_interval: Option<Duration>,
+    /// How long the namespace controller waits after a namespace is marked for deletion before
+    /// it deletes the namespace's content (and then the namespace). Default 5 s, the real
+    /// controller's `namespaceDeletionGracePeriod`: until then the namespace is `Terminating`
+    /// but its objects are untouched.
+    pub namespace_deletion_delay: Duration,
 }
 
 impl Default for Options {
@@ -48,12 +61,14 @@ impl Default for Options {
             tls: true,
             port: 0,
             users: Vec::new(),
-            rbac: false,
+            rbac: true,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
             crd_storage_switch_delay: Duration::ZERO,
             crd_storage_teardown_delay: Duration::from_secs(1),
             max_object_bytes: None,
+            compaction_interval: None,
+            namespace_deletion_delay: Duration::from_secs(5),
         }
     }
 }
@@ -71,9 +86,15 @@ impl Options {
         self
     }
 
-    /// Enables RBAC.
+    /// Enables RBAC (the default).
     pub fn rbac(mut self) -> Self {
         self.rbac = true;
+        self
+    }
+
+    /// Allows every request (`AlwaysAllow` instead of RBAC).
+    pub fn always_allow(mut self) -> Self {
+        self.rbac = false;
         self
     }
 
@@ -87,6 +108,20 @@ impl Options {
     /// Sets the field of the same name: larger objects are refused as etcd refuses them.
     pub fn max_object_bytes(mut self, bytes: usize) -> Self {
         self.max_object_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the field of the same name: history older than one to two `interval`s is
+    /// forgotten, as etcd compaction does on a real server.
+    pub fn compaction_interval(mut self, interval: Duration) -> Self {
+        self.compaction_interval = Some(interval);
+        self
+    }
+
+    /// Sets the field of the same name: a deleted namespace's content is deleted `delay` after
+    /// the namespace was marked for deletion.
+    pub fn namespace_deletion_delay(mut self, delay: Duration) -> Self {
+        self.namespace_deletion_delay = delay;
         self
     }
 

@@ -51,6 +51,25 @@ pub type ObjKey = (String, String);
 /// Objects of one resource, ordered by key (list order and continue tokens depend on it).
 pub type Table = BTreeMap<ObjKey, Arc<Value>>;
 
+/// What the server keeps of a ServiceAccount token it issued (a `TokenRequest`), to
+/// authenticate it later: the real server verifies the JWT's signature and then these claims
+/// against the live objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundToken {
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+    /// The ServiceAccount's name.
+    pub name: String,
+    /// The ServiceAccount's uid when the token was issued.
+    pub uid: String,
+    /// The object the token is bound to: (`plural`, name, uid), `secrets` or `pods`.
+    pub bound: Option<(String, String, String)>,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires: u64,
+    /// The token's unique id (`jti` claim).
+    pub jti: String,
+}
+
 /// The whole state of one server.
 #[derive(Debug)]
 pub struct Store {
@@ -64,6 +83,8 @@ pub struct Store {
     pub history: VecDeque<Arc<Event>>,
     /// Every event with an RV greater than this is in `history`.
     pub history_start: u64,
+    /// The revision the (simulated) etcd was compacted to: exact reads before it expire.
+    pub compacted: u64,
     /// How many events to retain.
     pub history_limit: usize,
     /// Live fan-out of events.
@@ -76,6 +97,8 @@ pub struct Store {
     /// etcd's request size limit (`--max-request-bytes`): larger objects are refused with the
     /// real server's 500 `etcdserver: request is too large`. `None`: no limit.
     pub max_object_bytes: Option<usize>,
+    /// ServiceAccount tokens issued by `TokenRequest`, by token.
+    pub tokens: HashMap<String, BoundToken>,
 }
 
 impl Store {
@@ -88,11 +111,13 @@ impl Store {
             objects: HashMap::new(),
             history: VecDeque::new(),
             history_start: 0,
+            compacted: 0,
             history_limit: history_limit.max(1),
             tx,
             gc_pending: false,
             crd_updates: Vec::new(),
             max_object_bytes: None,
+            tokens: HashMap::new(),
         };
         for def in builtins() {
             store.register(def);
@@ -219,6 +244,8 @@ impl Store {
             gc_pending: false,
             crd_updates: Vec::new(),
             max_object_bytes: self.max_object_bytes,
+            tokens: self.tokens.clone(),
+            compacted: self.compacted,
         }
     }
 
@@ -228,10 +255,17 @@ impl Store {
         self.history_start = self.rv;
     }
 
+    /// etcd compaction to a revision: exact reads (lists at a resourceVersion, continue
+    /// tokens) before it expire, while watches are still served from the history, as a real
+    /// server serves them from its watch cache.
+    pub fn compact_to(&mut self, rv: u64) {
+        self.compacted = self.compacted.max(rv.min(self.rv));
+    }
+
     /// The objects of `res` as they were at `rv`, reconstructed by undoing later events; `None`
     /// if that RV is no longer covered by the history.
     pub fn snapshot_at(&self, res: &str, rv: u64) -> Option<Table> {
-        if rv < self.history_start {
+        if rv < self.history_start || rv < self.compacted {
             return None;
         }
         let mut table = self.objects.get(res).cloned().unwrap_or_default();
@@ -272,5 +306,45 @@ pub fn obj_key(obj: &Value) -> ObjKey {
 pub fn set_rv(obj: &mut Value, rv: u64) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn configmap(store: &mut Store, name: &str) -> u64 {
+        let def = builtins()
+            .into_iter()
+            .find(|d| d.plural == "configmaps")
+            .expect("configmaps are built in");
+        let rv = store.next_rv();
+        let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"}});
+        set_rv(&mut obj, rv);
+        store.put(&def, rv, obj, EventType::Added);
+        rv
+    }
+
+    #[test]
+    fn compaction_expires_exact_reads_but_keeps_watch_history() {
+        let mut store = Store::new(100);
+        let first = configmap(&mut store, "a");
+        let second = configmap(&mut store, "b");
+        let res = "configmaps";
+        assert!(store.snapshot_at(res, first).is_some());
+        store.compact_to(second);
+        // etcd refuses reads before the compacted revision, not at it.
+        assert!(store.snapshot_at(res, first).is_none());
+        assert!(store.snapshot_at(res, second).is_some());
+        // The watch history (the real server's watch cache) is untouched.
+        assert_eq!(store.history_start, 0);
+        assert_eq!(store.history.len(), 2);
+        // Compaction never goes backwards nor past the current revision.
+        store.compact_to(first);
+        assert_eq!(store.compacted, second);
+        store.compact_to(u64::MAX);
+        assert_eq!(store.compacted, store.rv);
     }
 }

@@ -257,10 +257,16 @@ pub fn table(
     def: &ResourceDef,
     printer_columns: Option<&Value>,
     objects: &[Value],
-    list_meta: Value,
+    mut list_meta: Value,
     include: &str,
     headers: bool,
 ) -> Value {
+    // A Table's `ListMeta` is typed: an empty `continue` is left out.
+    if let Some(m) = list_meta.as_object_mut()
+        && m.get("continue").and_then(Value::as_str) == Some("")
+    {
+        m.remove("continue");
+    }
     let cols = columns(def, printer_columns);
     let defs: Vec<Value> = if headers {
         cols.iter()

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::Selectors;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::resources::ResourceRef;
 use crate::shared::Shared;
 use crate::store::{Event, EventType};
@@ -69,6 +69,56 @@ fn error_line(err: &ApiError) -> Bytes {
     )
 }
 
+/// The real server's `validateWatchOptions`: `sendInitialEvents` requires
+/// `resourceVersionMatch=NotOlderThan`, which in turn is only allowed with `sendInitialEvents`.
+fn validate_watch_options(query: &HashMap<String, String>) -> ApiResult<()> {
+    let forbidden = |field: &str, message: &str| Cause {
+        reason: "FieldValueForbidden".into(),
+        message: format!("Forbidden: {message}"),
+        field: field.into(),
+    };
+    let rv_match = query
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let send_initial = query.contains_key("sendInitialEvents");
+    let mut causes = Vec::new();
+    if send_initial && rv_match != "NotOlderThan" {
+        causes.push(forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if !rv_match.is_empty() {
+        if !send_initial {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if rv_match != "NotOlderThan" {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!(
+                    "Unsupported value: \"{rv_match}\": supported values: \"NotOlderThan\""
+                ),
+                field: "resourceVersionMatch".into(),
+            });
+        }
+        if query.get("continue").is_some_and(|c| !c.is_empty()) {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", causes))
+    }
+}
+
 /// Starts a watch and returns the stream of its chunks (each one or more event lines), which the
 /// HTTP front end sends as a chunked response body.
 pub fn watch(
@@ -80,11 +130,13 @@ pub fn watch(
     table: Option<String>,
     alias: bool,
 ) -> ApiResult<BoxStream<'static, Bytes>> {
-    let sel = Selectors::parse(query, &def)?;
+    validate_watch_options(query)?;
+    let sel = Selectors::parse(query, &def, version)?;
     let api_version = def.api_version(version);
     let res = def.key();
     let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
-    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let send_initial_param = query.get("sendInitialEvents").map(|v| v == "true");
+    let send_initial = send_initial_param == Some(true);
     let bookmarks = query
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true");
@@ -102,7 +154,10 @@ pub fn watch(
             namespace.is_empty()
                 || o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
         };
-        if rv_param.is_empty() || rv_param == "0" || send_initial {
+        // `sendInitialEvents=false` without a resourceVersion starts at "now" with no ADDED events.
+        if send_initial
+            || (send_initial_param.is_none() && (rv_param.is_empty() || rv_param == "0"))
+        {
             let mut synthetic = Vec::new();
             if let Some(table) = store.table(&res) {
                 for (key, obj) in table {
@@ -117,17 +172,22 @@ pub fn watch(
             Start {
                 backlog: Vec::new(),
                 synthetic,
-                initial_end: send_initial.then_some(store.rv),
+                // The initial-events-end marker is a bookmark, sent only to clients that allow them.
+                initial_end: (send_initial && bookmarks).then_some(store.rv),
                 expired: None,
                 last_rv: store.rv,
                 rx,
             }
         } else {
-            let rv = rv_param.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "Invalid value: \"{rv_param}\": resourceVersion must be a number"
-                ))
-            })?;
+            // With `sendInitialEvents=false`, no resourceVersion (or `0`) means "from now".
+            let rv = match rv_param.as_str() {
+                "" | "0" => store.rv,
+                _ => rv_param.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Invalid value: \"{rv_param}\": resourceVersion must be a number"
+                    ))
+                })?,
+            };
             if rv > store.rv {
                 // The real watch cache waits briefly for a future RV, then gives up like this.
                 Start {
@@ -456,5 +516,55 @@ impl Watcher {
         }
         self.last_rv = self.last_rv.max(current);
         self.last_rv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn fields(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        match validate_watch_options(&query(q)) {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .details
+                .causes
+                .iter()
+                .map(|c| (c.field.clone(), c.reason.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn send_initial_events_requires_not_older_than() {
+        assert!(
+            fields(&[
+                ("sendInitialEvents", "true"),
+                ("resourceVersionMatch", "NotOlderThan")
+            ])
+            .is_empty()
+        );
+        assert_eq!(
+            fields(&[("sendInitialEvents", "true")]),
+            [("resourceVersionMatch".into(), "FieldValueForbidden".into())]
+        );
+        assert_eq!(
+            fields(&[("resourceVersionMatch", "Exact")]),
+            [
+                ("resourceVersionMatch".into(), "FieldValueForbidden".into()),
+                (
+                    "resourceVersionMatch".into(),
+                    "FieldValueNotSupported".into()
+                )
+            ]
+        );
+        assert!(fields(&[("resourceVersion", "5")]).is_empty());
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// The modules by layer, bottom to top, as in `src/lib.rs`. A new module must be placed here.
 const LAYERS: &[&[&str]] = &[
     &[
+        "builtin",
         "clock",
         "error",
         "events",
@@ -21,10 +22,10 @@ const LAYERS: &[&[&str]] = &[
         "tls",
     ],
     &["resources", "store"],
-    &["crd_storage", "rbac", "sem"],
+    &["authn", "crd_storage", "rbac", "sem"],
     &["api", "discovery", "table"],
     &["shared"],
-    &["crd_switch", "gc", "watch"],
+    &["aggregation", "crd_switch", "gc", "watch"],
     &["http"],
     &["server"],
 ];

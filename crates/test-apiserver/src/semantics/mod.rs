@@ -5,6 +5,7 @@
 //! Everything here works on [`serde_json::Value`] and is free of I/O, locking and async, so each
 //! rule can be unit-tested against the behaviour of the real kube-apiserver in isolation.
 
+pub mod cel;
 pub mod patch;
 pub mod schema;
 pub mod selector;

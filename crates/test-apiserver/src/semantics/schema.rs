@@ -22,6 +22,7 @@
 //! Not implemented: CEL (`x-kubernetes-validations`); of the string formats only `date-time`,
 //! `date`, `uuid*`, `ipv4`, `ipv6` and `byte` are checked.
 
+use crate::semantics::cel;
 use crate::semantics::types::{ListType, MapType, Seg, TypeInfo, object_meta_list_type};
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -258,6 +259,19 @@ pub struct StructuralSchema {
     any_of: Vec<StructuralSchema>,
     one_of: Vec<StructuralSchema>,
     not: Option<Box<StructuralSchema>>,
+    /// `x-kubernetes-validations`.
+    validations: Vec<CelRule>,
+}
+
+/// One `x-kubernetes-validations` rule of a schema node.
+#[derive(Debug, Clone)]
+struct CelRule {
+    rule: String,
+    /// `None` when the rule is outside the supported CEL subset: it is not evaluated.
+    expr: Option<cel::Expr>,
+    message: Option<String>,
+    reason: Option<String>,
+    field_path: Option<String>,
 }
 
 fn schema_err<T>(path: &str, message: impl Into<String>) -> Result<T, SchemaError> {
@@ -665,15 +679,168 @@ impl StructuralSchema {
         if let Some(n) = m.get("not") {
             s.not = Some(Box::new(Self::parse(n, &format!("{path}.not"))?));
         }
+        if let Some(Value::Array(rules)) = m.get("x-kubernetes-validations") {
+            s.validations = rules
+                .iter()
+                .filter_map(|r| {
+                    let rule = r.get("rule").and_then(Value::as_str)?.to_owned();
+                    Some(CelRule {
+                        expr: cel::parse(&rule).ok(),
+                        rule,
+                        message: r.get("message").and_then(Value::as_str).map(str::to_owned),
+                        reason: r.get("reason").and_then(Value::as_str).map(str::to_owned),
+                        field_path: r
+                            .get("fieldPath")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    })
+                })
+                .collect();
+        }
         Ok(s)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Validation rules (CEL)
+
+    /// Evaluates the `x-kubernetes-validations` rules of every node of `obj` (`old`: the object
+    /// before an update, which transition rules reading `oldSelf` need; they are skipped on
+    /// create and where the old value is missing). Rules outside the supported CEL subset, and
+    /// rules whose evaluation fails, are skipped.
+    pub fn validate_rules(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        self.rules_node(obj, old, "", &mut errs);
+        errs
+    }
+
+    fn rules_node(&self, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+        if v.is_null() {
+            return;
+        }
+        for r in &self.validations {
+            let Some(expr) = &r.expr else { continue };
+            let transition = expr.uses("oldSelf");
+            if transition && old.is_none() {
+                continue;
+            }
+            if cel::check(expr, v, old.filter(|_| transition)) != Ok(false) {
+                continue;
+            }
+            let at = match r.field_path.as_deref() {
+                Some(fp) if !fp.is_empty() => {
+                    let fp = fp.trim_start_matches('.');
+                    if path.is_empty() {
+                        fp.to_owned()
+                    } else {
+                        format!("{path}.{fp}")
+                    }
+                }
+                _ => path.to_owned(),
+            };
+            let kind = match r.reason.as_deref() {
+                Some("FieldValueForbidden") => FieldErrorKind::Forbidden,
+                Some("FieldValueRequired") => FieldErrorKind::Required,
+                Some("FieldValueDuplicate") => FieldErrorKind::Duplicate,
+                _ => FieldErrorKind::Invalid,
+            };
+            let shown = if self.int_or_string {
+                "integer-or-string".to_owned()
+            } else {
+                self.type_.clone().unwrap_or_else(|| "object".to_owned())
+            };
+            let message = r
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("failed rule: {}", r.rule));
+            errs.push(FieldError::new(
+                &at,
+                kind,
+                Some(Value::String(shown)),
+                message,
+            ));
+        }
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let Some(s) = self
+                        .properties
+                        .get(k)
+                        .or(self.additional_properties.as_deref())
+                    else {
+                        continue;
+                    };
+                    let o = old.and_then(|o| o.get(k));
+                    s.rules_node(child, o, &Self::child_path(path, k), errs);
+                }
+            }
+            Value::Array(items) => {
+                let Some(s) = &self.items else { return };
+                for (i, it) in items.iter().enumerate() {
+                    // Only items of map lists correlate with an old item (by their keys).
+                    let o = (self.list_type.as_deref() == Some("map"))
+                        .then(|| {
+                            old.and_then(Value::as_array)?
+                                .iter()
+                                .find(|o| self.list_map_keys.iter().all(|k| o.get(k) == it.get(k)))
+                        })
+                        .flatten();
+                    s.rules_node(it, o, &format!("{path}[{i}]"), errs);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The full write path of a custom object: prune unknown fields, drop `null`s of
     /// non-nullable fields, apply defaults, validate. Returns the validation errors (empty = ok).
     pub fn admit(&self, obj: &mut Value) -> Vec<FieldError> {
+        self.admit_update(obj, None)
+    }
+
+    /// [`Self::admit`], then the validation rules (`old`: the object an update replaces). As on
+    /// the real server, the rules are not evaluated when the schema validation found errors
+    /// that bound their cost (wrong types, unsupported or missing values, too long or too many).
+    pub fn admit_update(&self, obj: &mut Value, old: Option<&Value>) -> Vec<FieldError> {
         self.prune(obj);
         self.apply_defaults(obj);
-        self.validate(obj)
+        let mut errs = self.validate(obj);
+        let blocking = errs.iter().any(|e| {
+            matches!(
+                e.kind,
+                FieldErrorKind::TypeInvalid
+                    | FieldErrorKind::Unsupported
+                    | FieldErrorKind::Required
+                    | FieldErrorKind::TooLong
+                    | FieldErrorKind::TooMany
+            )
+        });
+        if !self.has_rules() {
+            return errs;
+        }
+        if blocking {
+            // `field.Invalid(nil, nil, …)`: a nil path prints as `<nil>`.
+            errs.push(FieldError::new(
+                "<nil>",
+                FieldErrorKind::Invalid,
+                Some(Value::Null),
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".to_owned(),
+            ));
+        } else {
+            errs.extend(self.validate_rules(obj, old));
+        }
+        errs
+    }
+
+    /// Whether any node has `x-kubernetes-validations` (the real server has a CEL validator
+    /// for the version only then).
+    fn has_rules(&self) -> bool {
+        !self.validations.is_empty()
+            || self.properties.values().any(Self::has_rules)
+            || self
+                .additional_properties
+                .as_deref()
+                .is_some_and(Self::has_rules)
+            || self.items.as_deref().is_some_and(Self::has_rules)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -988,6 +1155,8 @@ impl StructuralSchema {
         shown: &str,
         errs: &mut Vec<FieldError>,
     ) {
+        // go-openapi's string validator stops at the first failing check (maxLength, then
+        // minLength, then pattern); the format is checked separately.
         let len = s.chars().count() as u64;
         if let Some(max) = self.max_length
             && len > max
@@ -1001,8 +1170,7 @@ impl StructuralSchema {
                     if max == 1 { "byte" } else { "bytes" }
                 ),
             ));
-        }
-        if let Some(min) = self.min_length
+        } else if let Some(min) = self.min_length
             && len < min
         {
             errs.push(FieldError::new(
@@ -1011,8 +1179,7 @@ impl StructuralSchema {
                 Some(v.clone()),
                 format!("{shown} in body should be at least {min} chars long"),
             ));
-        }
-        if let Some((p, re)) = &self.pattern
+        } else if let Some((p, re)) = &self.pattern
             && !re.is_match(s)
         {
             errs.push(FieldError::new(
@@ -1325,7 +1492,8 @@ impl TypeInfo for StructuralSchema {
     }
 
     fn map_type(&self, path: &[Seg<'_>]) -> MapType {
-        self.map_type_at(path)
+        crate::semantics::types::object_meta_map_type(path)
+            .unwrap_or_else(|| self.map_type_at(path))
     }
 
     fn is_declared_field(&self, path: &[Seg<'_>]) -> bool {
@@ -1368,6 +1536,45 @@ mod tests {
 
     fn schema(v: Value) -> StructuralSchema {
         StructuralSchema::from_value(&v).unwrap()
+    }
+
+    fn ruled_schema() -> StructuralSchema {
+        schema(
+            json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "ref": {"type": "object", "properties": {"name": {"type": "string"}},
+                "x-kubernetes-validations": [
+                    {"rule": "self == oldSelf", "message": "ref is immutable"}]},
+            "size": {"type": "integer", "maximum": 5},
+            "a": {"type": "boolean"}, "b": {"type": "boolean"}},
+            "x-kubernetes-validations": [
+                {"rule": "!(has(self.a) && self.a && has(self.b) && self.b)",
+                    "fieldPath": ".a", "reason": "FieldValueForbidden"},
+                {"rule": "self.unknownFunction()"}]}}}),
+        )
+    }
+
+    #[test]
+    fn validation_rules_run_on_create_and_transition_rules_on_update() {
+        let s = ruled_schema();
+        let old = json!({"spec": {"ref": {"name": "x"}}});
+        let mut created = old.clone();
+        assert!(s.admit_update(&mut created, None).is_empty());
+        let mut changed = json!({"spec": {"ref": {"name": "y"}}});
+        let errs = s.admit_update(&mut changed, Some(&old));
+        assert_eq!(
+            errs.iter().map(FieldError::message).collect::<Vec<_>>(),
+            ["spec.ref: Invalid value: \"object\": ref is immutable"]
+        );
+        let mut both = json!({"spec": {"a": true, "b": true}});
+        let errs = s.admit_update(&mut both, None);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "spec.a");
+        assert_eq!(errs[0].reason(), "FieldValueForbidden");
+        // A schema error that bounds the rules' cost stops them, with a note.
+        let mut big = json!({"spec": {"a": true, "b": true, "size": "x"}});
+        let errs = s.admit_update(&mut big, None);
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[1].path, "<nil>");
     }
 
     fn crd_schema() -> StructuralSchema {

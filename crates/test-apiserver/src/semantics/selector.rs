@@ -493,7 +493,9 @@ impl LabelSelector {
 
     /// Matches against a whole object's `metadata.labels`.
     pub fn matches_object(&self, obj: &Value) -> bool {
-        self.matches_value(obj.pointer("/metadata/labels"))
+        // Every watch event goes through here: no JSON-pointer parsing, nothing for no selector.
+        self.requirements.is_empty()
+            || self.matches_value(obj.get("metadata").and_then(|m| m.get("labels")))
     }
 }
 

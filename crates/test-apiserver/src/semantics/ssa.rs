@@ -555,6 +555,9 @@ impl Walker<'_> {
                 // modified: only its children are added or removed (`emptyPromoteToLeaf`).
                 (Some(Node::Leaf(Value::Object(m))), Node::Inner) if m.is_empty() => {}
                 (Some(Node::Inner), Node::Leaf(Value::Object(m))) if m.is_empty() => {}
+                // Likewise a `null` (a nil slice such as a CRD's initial `status.conditions`)
+                // that gains items.
+                (Some(Node::Leaf(Value::Null)), Node::Inner) => {}
                 (Some(_), _) => c.modified.insert(p),
             }
         }
@@ -959,16 +962,25 @@ pub fn apply(
     }
     let object_changed =
         !cmp.added.is_empty() || !cmp.modified.is_empty() || !cmp.removed.is_empty();
+    // As structured-merge-diff's managed fields updater: the applier's entry gets a new time
+    // only when its apply changed the object; one that changed nothing (the same values as
+    // another manager's) is recorded without a time.
     match mine {
         Some(i) => {
             let e = &mut entries[i];
-            if object_changed || e.fields != new_set || e.api_version != mgr.api_version {
+            if object_changed {
                 e.time = now;
             }
             e.fields = new_set;
             e.api_version = mgr.api_version.to_owned();
         }
-        None => entries.push(me),
+        None => {
+            let mut me = me;
+            if !object_changed {
+                me.time = None;
+            }
+            entries.push(me)
+        }
     }
     write_managed_fields(&mut merged, entries);
     Ok(merged)
@@ -1414,6 +1426,43 @@ mod tests {
         .unwrap();
         assert_eq!(a3["spec"]["a"], 1);
         assert_eq!(owned(&a3, "two"), set(&[".spec.a"]));
+    }
+
+    #[test]
+    fn an_apply_that_changes_nothing_leaves_no_time() {
+        let time_of = |obj: &Value, manager: &str| {
+            managed_fields(obj)
+                .into_iter()
+                .find(|e| e.manager == manager)
+                .and_then(|e| e.time)
+        };
+        let a1 = apply(
+            None,
+            &cr(json!({"a": 1, "b": 2})),
+            &mgr("one", "t1"),
+            false,
+            &DefaultTypes,
+        )
+        .unwrap();
+        let a2 = apply(
+            Some(&a1),
+            &cr(json!({"a": 1})),
+            &mgr("two", "t2"),
+            false,
+            &DefaultTypes,
+        )
+        .unwrap();
+        assert_eq!(time_of(&a2, "two"), None);
+        // Dropping a field another manager keeps changes nothing: the applier's time stays.
+        let a3 = apply(
+            Some(&a2),
+            &cr(json!({"b": 2})),
+            &mgr("one", "t3"),
+            false,
+            &DefaultTypes,
+        )
+        .unwrap();
+        assert_eq!(time_of(&a3, "one").as_deref(), Some("t1"));
     }
 
     fn list_schema() -> StructuralSchema {
