@@ -324,6 +324,10 @@ fn owner_and_dependent() -> Vec<Req> {
     ]
 }
 
+/// How often both servers compact their history (etcd compaction on the real one), so that
+/// resourceVersions a few seconds old expire.
+pub const COMPACTION: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The behaviours, by area.
 pub fn behaviours() -> Vec<Behaviour> {
     let mut all = Vec::new();
@@ -336,6 +340,7 @@ pub fn behaviours() -> Vec<Behaviour> {
     all.extend(garbage_collection());
     all.extend(watches());
     all.extend(custom_resources());
+    all.extend(klutch_bindings());
     all.extend(authentication());
     all.extend(authorization());
     all.extend(builtin_kinds());
@@ -542,6 +547,19 @@ fn crud() -> Vec<Behaviour> {
             vec![get(&format!("{CMS}?resourceVersionMatch=NotOlderThan"))],
         ),
         b(
+            "crud/list-exact-compacted-410",
+            vec![
+                post(CMS, cm("a", json!({}))).capture("rv", "/metadata/resourceVersion"),
+                post(CMS, cm("b", json!({}))),
+            ],
+            // Waits for the server's compaction (every `COMPACTION`) to pass `{rv}`.
+            vec![
+                get(CMS)
+                    .query("resourceVersion={rv}&resourceVersionMatch=Exact")
+                    .until_code(410),
+            ],
+        ),
+        b(
             "crud/list-label-selector",
             vec![
                 post(CMS, cm_labelled("a", json!({"team": "x"}))),
@@ -746,6 +764,15 @@ fn server_side_apply() -> Vec<Behaviour> {
             )],
         ),
         b(
+            "ssa/apply-without-name-to-existing",
+            vec![post(CMS, cm("s", json!({"k": "v"})))],
+            vec![apply(
+                &s(),
+                "m1",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k2": "v2"}}),
+            )],
+        ),
+        b(
             "ssa/apply-kind-mismatch-400",
             vec![],
             vec![apply(&s(), "m1", secret("s", "Opaque", json!({})))],
@@ -785,6 +812,37 @@ fn deletion() -> Vec<Behaviour> {
                 &cm_path("f"),
                 MERGE,
                 json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}}),
+            )],
+        ),
+        b(
+            "delete/empty-finalizers-with-resourceversion-deletes",
+            vec![
+                held(),
+                delete(&cm_path("f")).capture("rv", "/metadata/resourceVersion"),
+            ],
+            // What the konnector sends to drop its finalizer.
+            vec![
+                patch(
+                    &cm_path("f"),
+                    MERGE,
+                    json!({"metadata": {"resourceVersion": "{rv}", "finalizers": []}}),
+                ),
+                get(&cm_path("f")),
+            ],
+        ),
+        b(
+            "delete/finalizer-patch-keeps-others",
+            vec![
+                post(
+                    CMS,
+                    cm_meta(json!({"name": "f", "finalizers": ["example.com/a", "example.com/b"]})),
+                )
+                .capture("rv", "/metadata/resourceVersion"),
+            ],
+            vec![patch(
+                &cm_path("f"),
+                MERGE,
+                json!({"metadata": {"resourceVersion": "{rv}", "finalizers": ["example.com/b"]}}),
             )],
         ),
         b(
@@ -956,9 +1014,16 @@ fn watches() -> Vec<Behaviour> {
             vec![watch_from_rv(CMS, 2)],
         ),
         b(
-            "watch/too-old-resource-version-410",
-            vec![],
-            vec![get(CMS).query("watch=1&resourceVersion=1").events(1)],
+            "watch/compacted-resource-version-served-from-cache",
+            vec![
+                first(),
+                post(CMS, cm("b", json!({}))),
+                // Waits for the server's compaction (every `COMPACTION`) to pass `{rv}`.
+                get(CMS)
+                    .query("resourceVersion={rv}&resourceVersionMatch=Exact")
+                    .until_code(410),
+            ],
+            vec![watch_from_rv(CMS, 1)],
         ),
         b(
             "watch/initial-events-end-bookmark",
@@ -978,11 +1043,15 @@ fn watches() -> Vec<Behaviour> {
             vec![get(CMS).query("watch=1&sendInitialEvents=true").events(1)],
         ),
         b(
-            "watch/send-initial-events-without-bookmarks-422",
+            "watch/send-initial-events-without-bookmarks",
             vec![],
+            // Accepted; no bookmark ends the (empty) initial events.
             vec![
                 get(CMS)
-                    .query("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan")
+                    .query(
+                        "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan\
+                         &timeoutSeconds=1",
+                    )
                     .events(1),
             ],
         ),
@@ -1052,7 +1121,7 @@ fn watches() -> Vec<Behaviour> {
                     json!({"metadata": {"finalizers": null}}),
                 ),
             ],
-            vec![watch_from_rv(CMS, 3)],
+            vec![watch_from_rv(CMS, 2)],
         ),
         b(
             "watch/timeout-ends-stream",
@@ -1106,6 +1175,66 @@ fn watches() -> Vec<Behaviour> {
                 s
             },
             vec![watch_from_rv(WIDGETS, 1)],
+        ),
+    ]
+}
+
+/// The Klutch project's `APIServiceBinding` CRD, as the konnector installs it.
+fn binding_crd() -> Value {
+    serde_yaml::from_str(include_str!(
+        "fixtures/klutch.anynines.com_apiservicebindings.yaml"
+    ))
+    .expect("the fixture is YAML")
+}
+
+const BINDINGS: &str = "/apis/klutch.anynines.com/v1alpha1/namespaces/{ns}/apiservicebindings";
+
+/// The binding CRD (shared by the behaviours using it: a second create is a harmless 409)
+/// and a binding `b` with one accepted claim.
+fn with_binding() -> Vec<Req> {
+    vec![
+        post(CRDS, binding_crd()),
+        get(BINDINGS).until_code(200),
+        post(
+            BINDINGS,
+            json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "APIServiceBinding",
+            "metadata": {"name": "b"},
+            "spec": {
+                "kubeconfigSecretRef": {"key": "kubeconfig", "name": "kc", "namespace": "{ns}"},
+                "permissionClaims": [{"group": "", "resource": "secrets", "version": "v1",
+                    "state": "Accepted", "selector": {}}]
+            }}),
+        ),
+    ]
+}
+
+fn klutch_bindings() -> Vec<Behaviour> {
+    let b_path = || format!("{BINDINGS}/b");
+    vec![
+        b(
+            "crd/klutch-binding-defaults",
+            with_binding(),
+            vec![get(&b_path())],
+        ),
+        b(
+            "crd/klutch-binding-status-conditions",
+            with_binding(),
+            vec![patch(
+                &format!("{}/status", b_path()),
+                MERGE,
+                json!({"status": {"providerPrettyName": "Provider", "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Synced", "message": "ok",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            )],
+        ),
+        b(
+            "crd/klutch-binding-cel-immutable-422",
+            with_binding(),
+            vec![patch(
+                &b_path(),
+                MERGE,
+                json!({"spec": {"kubeconfigSecretRef": {"name": "other"}}}),
+            )],
         ),
     ]
 }
@@ -1256,6 +1385,31 @@ fn custom_resources() -> Vec<Behaviour> {
             )],
         ),
         b(
+            "crd/status-patch-with-resourceversion",
+            {
+                let mut s = with_crd();
+                s.push(
+                    post(WIDGETS, widget("w", json!({"size": 1})))
+                        .capture("rv", "/metadata/resourceVersion"),
+                );
+                s
+            },
+            // What the konnector sends to write an export's status: the first wins, the
+            // second (same, now stale, resourceVersion) conflicts.
+            vec![
+                patch(
+                    &format!("{}/status", w()),
+                    MERGE,
+                    json!({"metadata": {"resourceVersion": "{rv}"}, "status": {"phase": "A"}}),
+                ),
+                patch(
+                    &format!("{}/status", w()),
+                    MERGE,
+                    json!({"metadata": {"resourceVersion": "{rv}"}, "status": {"phase": "B"}}),
+                ),
+            ],
+        ),
+        b(
             "crd/generation-follows-spec",
             with_widget(json!({"size": 1})),
             vec![
@@ -1312,6 +1466,15 @@ fn custom_resources() -> Vec<Behaviour> {
                     widget("w", json!({"ports": [{"name": "b", "port": 2}]})),
                 ),
             ],
+        ),
+        b(
+            "crd/apply-force-moves-ownership",
+            vec![
+                post(CRDS, widget_crd()),
+                get(WIDGETS).until_code(200),
+                apply(&w(), "app", widget("w", json!({"size": 1, "color": "red"}))),
+            ],
+            vec![apply(&w(), "konnector", widget("w", json!({"size": 2}))).query("force=true")],
         ),
         b(
             "crd/apply-status",
@@ -1632,6 +1795,45 @@ fn builtin_kinds() -> Vec<Behaviour> {
                 post("/apis/events.k8s.io/v1/namespaces/{ns}/events", event_new),
                 get("/api/v1/namespaces/{ns}/events/e2"),
             ],
+        ),
+        b(
+            "builtin/lease-renew-as-leader-election-does",
+            vec![
+                post(
+                    LEASES,
+                    lease(json!({"holderIdentity": "a", "leaseDurationSeconds": 15,
+                        "acquireTime": "2026-01-01T00:00:00.000000Z",
+                        "renewTime": "2026-01-01T00:00:00.000000Z", "leaseTransitions": 0})),
+                )
+                .capture("rv", "/metadata/resourceVersion"),
+            ],
+            vec![put(
+                &format!("{LEASES}/l"),
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "l", "resourceVersion": "{rv}"},
+                    "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+                        "acquireTime": "2026-01-01T00:00:00.000000Z",
+                        "renewTime": "2026-01-01T00:00:10.500000Z", "leaseTransitions": 0}}),
+            )],
+        ),
+        b(
+            "builtin/event-series-merge-patch",
+            vec![post(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                    "metadata": {"name": "e3"},
+                    "eventTime": "2026-01-01T00:00:00.000000Z",
+                    "reportingController": "example.com/conformance", "reportingInstance": "i1",
+                    "action": "Sync", "reason": "Synced", "note": "hi", "type": "Normal",
+                    "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "name": "a",
+                        "namespace": "{ns}"}}),
+            )],
+            vec![patch(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/e3",
+                MERGE,
+                json!({"series": {"count": 2,
+                    "lastObservedTime": "2026-01-01T00:00:05.000000Z"}}),
+            )],
         ),
         b(
             "builtin/secret-string-data",
