@@ -19,12 +19,10 @@
 //! chart's bindings name (TokenRequest API), so it holds exactly what the chart grants plus the
 //! defaults every ServiceAccount has (discovery). The test's own clients are the admin.
 //!
-//! The chart's aggregated ClusterRole: test-apiserver does not implement ClusterRole
-//! aggregation, so in memory the test does what the controller manager does: it copies in the
-//! rules of the ClusterRoles carrying the aggregation label (here the one granting the bound
-//! resource, as the chart's README tells users to ship). On a real control plane
-//! kube-controller-manager's clusterrole-aggregation-controller fills it, and the test waits
-//! until it has.
+//! The chart's aggregated ClusterRole: the ClusterRole aggregation controller
+//! (kube-controller-manager's on a real control plane, test-apiserver's own in memory) copies in
+//! the rules of the ClusterRoles carrying the aggregation label (here the one granting the bound
+//! resource, as the chart's README tells users to ship); the test waits until it has.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -194,14 +192,9 @@ fn labelled_bound_role(control_plane: bool) -> Value {
 /// Loads what `helm install` creates for the konnector's rights (the chart's ServiceAccount and
 /// RBAC objects) and `bound_role`. The chart's aggregated ClusterRoles (bound resources, and
 /// claimed resources in namespaces scope) get the rules of the ClusterRoles their selectors
-/// match: filled in by the test in memory, by kube-controller-manager on a real control plane
-/// (the test waits until it has them).
-async fn load_chart_rbac(
-    cluster: &Cluster,
-    admin: &kube::Client,
-    docs: &[Value],
-    bound_role: Value,
-) {
+/// match: filled in by the ClusterRole aggregation controller (the test waits until it has
+/// them).
+async fn load_chart_rbac(admin: &kube::Client, docs: &[Value], bound_role: Value) {
     let mut objects: Vec<Value> = docs
         .iter()
         .filter(|d| {
@@ -245,9 +238,6 @@ async fn load_chart_rbac(
                 rules.extend(role["rules"].as_array().cloned().unwrap_or_default());
             }
         }
-        if cluster.backend() == Backend::Memory {
-            o["rules"] = Value::Array(rules.clone());
-        }
         aggregated.push((o["metadata"]["name"].as_str().unwrap().to_string(), rules));
     }
     assert!(
@@ -258,29 +248,27 @@ async fn load_chart_rbac(
     for o in objects {
         create_dynamic(admin, &resource_of(&o), o).await;
     }
-    if cluster.backend() == Backend::Real {
-        let roles: Api<DynamicObject> = Api::all_with(admin.clone(), &rbac_resource("ClusterRole"));
-        // An aggregated ClusterRole that selects nothing (the claimed-resources one when no
-        // claim is granted) stays empty: nothing to wait for.
-        for (name, expected) in aggregated.iter().filter(|(_, r)| !r.is_empty()) {
-            let filled = wait_until(
-                &format!("kube-controller-manager aggregating the rules into ClusterRole {name}"),
-                STEP,
-                || async {
-                    let rules = roles
-                        .get(name)
-                        .await
-                        .ok()
-                        .and_then(|r| r.data["rules"].as_array().cloned())
-                        .unwrap_or_default();
-                    rules.len() == expected.len() && expected.iter().all(|e| rules.contains(e))
-                },
-            )
-            .await;
-            if let Err(e) = filled {
-                let now = roles.get(name).await.map(|r| r.data["rules"].clone());
-                panic!("{e}: expected {expected:?}, it has {now:?}");
-            }
+    let roles: Api<DynamicObject> = Api::all_with(admin.clone(), &rbac_resource("ClusterRole"));
+    // An aggregated ClusterRole that selects nothing (the claimed-resources one when no
+    // claim is granted) stays empty: nothing to wait for.
+    for (name, expected) in aggregated.iter().filter(|(_, r)| !r.is_empty()) {
+        let filled = wait_until(
+            &format!("the aggregation controller filling ClusterRole {name}"),
+            STEP,
+            || async {
+                let rules = roles
+                    .get(name)
+                    .await
+                    .ok()
+                    .and_then(|r| r.data["rules"].as_array().cloned())
+                    .unwrap_or_default();
+                rules.len() == expected.len() && expected.iter().all(|e| rules.contains(e))
+            },
+        )
+        .await;
+        if let Err(e) = filled {
+            let now = roles.get(name).await.map(|r| r.data["rules"].clone());
+            panic!("{e}: expected {expected:?}, it has {now:?}");
         }
     }
 }
@@ -506,7 +494,7 @@ async fn default_mode_happy_path_under_the_charts_rbac(backend: Backend) {
 
     // What `kubectl bind` and `helm install -n klutch-bind` leave in the app cluster.
     create_namespace(&app_admin, BIND_NS).await;
-    load_chart_rbac(&app, &app_admin, &docs, labelled_bound_role(false)).await;
+    load_chart_rbac(&app_admin, &docs, labelled_bound_role(false)).await;
     let sa = service_account(&app, BIND_NS, SA_NAME).await;
     assert_eq!(sa.user, SA);
     let provider_kubeconfig = kubeconfig_in(&provider, KONNECTOR_USER, P).unwrap();
@@ -689,7 +677,7 @@ async fn control_plane_mode_happy_path_under_the_charts_rbac(backend: Backend) {
         .create(&PostParams::default(), &binding(ROOT, APP_SECRET))
         .await
         .unwrap();
-    load_chart_rbac(&cp, &cp_admin, &docs, labelled_bound_role(true)).await;
+    load_chart_rbac(&cp_admin, &docs, labelled_bound_role(true)).await;
     let cp_sa = service_account(&cp, ROOT, SA_NAME).await;
     assert_eq!(cp_sa.user, CP_SA);
     let cp_backend = tokio::spawn(map_namespaces(cp_admin.clone(), ROOT));
@@ -1090,7 +1078,7 @@ async fn claims_world(backend: Backend) -> ClaimsWorld {
     for ns in [BIND_NS, LISTED, UNSERVED] {
         create_namespace(&app_admin, ns).await;
     }
-    load_chart_rbac(&app, &app_admin, &docs, labelled_bound_role(false)).await;
+    load_chart_rbac(&app_admin, &docs, labelled_bound_role(false)).await;
     let sa = service_account(&app, BIND_NS, SA_NAME).await;
     let provider_kubeconfig = kubeconfig_in(&provider, KONNECTOR_USER, P).unwrap();
     provider_world(&provider_admin, P, "kubeconfig", &provider_kubeconfig).await;
@@ -1286,7 +1274,7 @@ async fn control_plane_mode_claims_do_not_reach_other_tenants(backend: Backend) 
         .unwrap();
     let listed_service = format!("{ROOT}-{LISTED}");
     create_namespace(&cp_admin, &listed_service).await;
-    load_chart_rbac(&cp, &cp_admin, &docs, labelled_bound_role(true)).await;
+    load_chart_rbac(&cp_admin, &docs, labelled_bound_role(true)).await;
     let cp_sa = service_account(&cp, ROOT, SA_NAME).await;
     // The hook as the README shows it, for this release, is the chart's own RoleBinding.
     let readme_rb = readme_claims_role_binding(&listed_service);
