@@ -27,7 +27,7 @@ use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use behaviours::{Req, Until, Who, behaviours};
+use behaviours::{Behaviour, Req, Until, Who, behaviours};
 
 /// A response as compared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,35 +300,45 @@ fn namespace_of(behaviour: &str) -> String {
     format!("c-{name}")
 }
 
+/// How many behaviours run at once (each in its own namespace, so they do not interfere).
+const PARALLEL: usize = 8;
+
 /// Runs every behaviour against `target`, each in its own namespace.
 async fn run_all(target: &Target) -> BTreeMap<String, Vec<Recorded>> {
-    let mut out = BTreeMap::new();
+    use futures::StreamExt as _;
     let only = std::env::var("CONFORMANCE_ONLY").ok();
-    for behaviour in &behaviours() {
-        if only.as_deref().is_some_and(|o| !behaviour.name.contains(o)) {
-            continue;
-        }
-        let ns = namespace_of(behaviour.name);
-        let mut vars = BTreeMap::from([("ns".to_string(), ns.clone())]);
-        let create_ns = behaviours::post(
-            "/api/v1/namespaces",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "{ns}"}}),
-        );
-        send(target, &create_ns, &mut vars).await;
-        for r in &behaviour.setup {
-            send(target, r, &mut vars).await;
-        }
-        let mut responses = Vec::new();
-        for r in &behaviour.steps {
-            let mut recorded = send(target, r, &mut vars).await;
-            // The namespace is named after the behaviour: stable across servers.
-            recorded.body =
-                serde_json::from_str(&recorded.body.to_string().replace(&ns, "{ns}")).unwrap();
-            responses.push(recorded);
-        }
-        out.insert(behaviour.name.to_string(), responses);
+    let all = behaviours();
+    let selected = all
+        .iter()
+        .filter(|b| only.as_deref().is_none_or(|o| b.name.contains(o)));
+    futures::stream::iter(selected)
+        .map(|b| run_one(target, b))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+/// Runs one behaviour in its namespace: the comparable responses of its steps.
+async fn run_one(target: &Target, behaviour: &Behaviour) -> (String, Vec<Recorded>) {
+    let ns = namespace_of(behaviour.name);
+    let mut vars = BTreeMap::from([("ns".to_string(), ns.clone())]);
+    let create_ns = behaviours::post(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "{ns}"}}),
+    );
+    send(target, &create_ns, &mut vars).await;
+    for r in &behaviour.setup {
+        send(target, r, &mut vars).await;
     }
-    out
+    let mut responses = Vec::new();
+    for r in &behaviour.steps {
+        let mut recorded = send(target, r, &mut vars).await;
+        // The namespace is named after the behaviour: stable across servers.
+        recorded.body =
+            serde_json::from_str(&recorded.body.to_string().replace(&ns, "{ns}")).unwrap();
+        responses.push(recorded);
+    }
+    (behaviour.name.to_string(), responses)
 }
 
 fn recording_path() -> PathBuf {
