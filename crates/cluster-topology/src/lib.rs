@@ -14,6 +14,7 @@
 
 pub mod client_layer;
 pub mod flags;
+pub mod fleet;
 pub mod handle;
 pub mod identity;
 pub mod kubeconfig;

@@ -1,0 +1,353 @@
+//! Fleet mode (issue 12, in progress): one control-plane konnector deployment serves every app
+//! cluster, each as a per-cluster control-plane konnector would, sharded over its replicas.
+//!
+//! Two pure decisions live here:
+//! - [`member_of`]: what an `AppClusterBinding` `ns/name` means for the fleet - the settings a
+//!   per-cluster konnector for it is started with by the backend (reference §10.2): binding root
+//!   namespace `R = klutch-bind-<ns>-<name>`, the app kubeconfig Secret mirrored into `R`, the
+//!   Lease in `R`.
+//! - [`plan_shards`]: which app clusters this replica should hold. Ownership is the very Lease a
+//!   per-cluster konnector takes (`klutch-bind` in `R`), so a fleet and a per-cluster konnector
+//!   never write for one app cluster at once. Every replica computes the same balanced
+//!   assignment from the replicas it sees alive ([`ideal_owners`], rendezvous hashing capped at
+//!   the fair share), takes the free Leases assigned to it and releases the ones assigned to
+//!   another replica, so Leases spread evenly and only about `1/N` of them move when a replica
+//!   joins or leaves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use konnector_api::v1alpha1::AppClusterBinding;
+
+use crate::flags::SecretKeyRef;
+
+/// The Lease that decides who serves an app cluster, in its binding root namespace.
+pub const LEASE_NAME: &str = "klutch-bind";
+
+/// A binding that cannot be served by the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The object has no namespace or name (never from a real server).
+    #[error("AppClusterBinding without a namespace or name")]
+    Unnamed,
+    /// `klutch-bind-<ns>-<name>` is not a valid namespace name.
+    #[error(
+        "AppClusterBinding {namespace}/{name}: its binding root namespace {root:?} is longer than 63 characters"
+    )]
+    RootTooLong {
+        /// Namespace of the binding.
+        namespace: String,
+        /// Name of the binding.
+        name: String,
+        /// The namespace name it would need.
+        root: String,
+    },
+}
+
+/// One app cluster of the fleet: what a per-cluster control-plane konnector for its
+/// `AppClusterBinding` is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember {
+    /// `namespace/name` of the `AppClusterBinding`.
+    pub binding: (String, String),
+    /// `R`: binding root namespace, lease namespace and home of the mirrored kubeconfig.
+    pub root_namespace: String,
+    /// The app cluster's kubeconfig: `R/<spec.kubeconfigSecretRef.name>`, key as referenced.
+    pub app_kubeconfig: SecretKeyRef,
+}
+
+/// `klutch-bind-<ns>-<name>`, the namespace the backend creates for an `AppClusterBinding`.
+pub fn root_namespace(namespace: &str, name: &str) -> String {
+    format!("klutch-bind-{namespace}-{name}")
+}
+
+/// The fleet member an `AppClusterBinding` defines.
+pub fn member_of(binding: &AppClusterBinding) -> Result<FleetMember, FleetError> {
+    let (Some(namespace), Some(name)) = (
+        binding.metadata.namespace.as_deref(),
+        binding.metadata.name.as_deref(),
+    ) else {
+        return Err(FleetError::Unnamed);
+    };
+    let root = root_namespace(namespace, name);
+    if root.len() > 63 {
+        return Err(FleetError::RootTooLong {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            root,
+        });
+    }
+    let secret = &binding.spec.kubeconfig_secret_ref;
+    Ok(FleetMember {
+        binding: (namespace.to_owned(), name.to_owned()),
+        app_kubeconfig: SecretKeyRef::new(root.clone(), secret.name.clone(), secret.key.clone()),
+        root_namespace: root,
+    })
+}
+
+/// An app cluster's Lease as this replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLease {
+    /// The app cluster (its root namespace `R`).
+    pub cluster: String,
+    /// `spec.holderIdentity`, if any.
+    pub holder: Option<String>,
+    /// Whether the holder's lease is still valid (renewed within its duration, judged on this
+    /// replica's clock as in `leader::decide`). A missing Lease is `holder: None`.
+    pub live: bool,
+}
+
+/// What this replica should do with the app clusters' Leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// Free (or expired) Leases assigned to this replica: take them.
+    pub acquire: Vec<String>,
+    /// Leases this replica holds that are assigned to another live replica: hand them over
+    /// (stop the app cluster's writers, then clear the holder).
+    pub release: Vec<String>,
+}
+
+/// FNV-1a 64 of `cluster`, a separator and `replica`: the rendezvous weight of the pair.
+/// Stable across processes and versions (no std hasher), so every replica agrees.
+fn weight(cluster: &str, replica: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cluster.bytes().chain([0u8]).chain(replica.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The balanced assignment of `clusters` to `replicas` every replica computes alike: every
+/// replica holds `floor(C/N)` or one more (never over its fair share plus one); clusters go to
+/// their highest-weight replica with room, strongest preferences first, so a replica joining
+/// or leaving moves about `C/N` of them.
+pub fn ideal_owners<'a>(
+    replicas: &BTreeSet<String>,
+    clusters: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, String> {
+    let mut owners = BTreeMap::new();
+    if replicas.is_empty() {
+        return owners;
+    }
+    // Every (weight, cluster, replica) pair, strongest first; ties broken by name.
+    let clusters: BTreeSet<&str> = clusters.into_iter().collect();
+    // `floor` each, and `extra` of the replicas one more: loads differ by one at most.
+    let floor = clusters.len() / replicas.len();
+    let extra = clusters.len() % replicas.len();
+    let mut at_ceiling = 0;
+    let mut pairs: Vec<(u64, &str, &str)> = clusters
+        .iter()
+        .flat_map(|c| replicas.iter().map(move |r| (weight(c, r), *c, r.as_str())))
+        .collect();
+    pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)).then(a.2.cmp(b.2)));
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, cluster, replica) in pairs {
+        if owners.contains_key(cluster) {
+            continue;
+        }
+        let held = load.entry(replica).or_default();
+        let room = *held < floor || (*held == floor && at_ceiling < extra);
+        if room {
+            if *held == floor {
+                at_ceiling += 1;
+            }
+            *held += 1;
+            owners.insert(cluster.to_owned(), replica.to_owned());
+        }
+    }
+    owners
+}
+
+/// What replica `me` should do, given the fleet replicas it sees alive (itself included or
+/// not) and every app cluster's Lease. A Lease held and live by someone outside the assignment
+/// (another fleet replica, or a per-cluster konnector) is never taken: it moves only when its
+/// holder releases it or lets it expire.
+pub fn plan_shards(me: &str, alive: &BTreeSet<String>, leases: &[ShardLease]) -> ShardPlan {
+    let mut replicas = alive.clone();
+    replicas.insert(me.to_owned());
+    let owners = ideal_owners(&replicas, leases.iter().map(|l| l.cluster.as_str()));
+    let mut plan = ShardPlan::default();
+    for lease in leases {
+        let assigned_to_me = owners.get(&lease.cluster).is_some_and(|o| o == me);
+        let mine = lease.holder.as_deref() == Some(me);
+        let free = lease.holder.as_deref().is_none_or(str::is_empty) || !lease.live;
+        if assigned_to_me && !mine && free {
+            plan.acquire.push(lease.cluster.clone());
+        } else if mine && lease.live && !assigned_to_me {
+            plan.release.push(lease.cluster.clone());
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn clusters(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("klutch-bind-ns-app{i}")).collect()
+    }
+
+    fn loads(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+        let mut load = BTreeMap::new();
+        for r in owners.values() {
+            *load.entry(r.clone()).or_default() += 1;
+        }
+        load
+    }
+
+    #[test]
+    fn the_assignment_is_balanced_and_complete() {
+        for (n_clusters, names) in [
+            (20, &["a", "b", "c"][..]),
+            (100, &["a", "b", "c", "d", "e", "f", "g"][..]),
+            (2, &["a", "b", "c"][..]),
+        ] {
+            let cs = clusters(n_clusters);
+            let owners = ideal_owners(&replicas(names), cs.iter().map(String::as_str));
+            assert_eq!(owners.len(), n_clusters, "every cluster has an owner");
+            // Never over the fair share plus one.
+            let most = n_clusters / names.len() + 1;
+            let load = loads(&owners);
+            assert!(load.values().all(|l| *l <= most), "{load:?} over {most}");
+            // With as many clusters as replicas or more, nobody is idle and the spread is 1.
+            if n_clusters >= names.len() {
+                let (min, max) = (load.values().min(), load.values().max());
+                assert!(max.unwrap() - min.unwrap() <= 1, "{load:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_replica_computes_the_same_assignment() {
+        let cs = clusters(30);
+        let one = ideal_owners(&replicas(&["a", "b", "c"]), cs.iter().map(String::as_str));
+        let reversed: Vec<&str> = cs.iter().rev().map(String::as_str).collect();
+        let two = ideal_owners(&replicas(&["c", "a", "b"]), reversed);
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn a_joining_replica_moves_only_its_share() {
+        let cs = clusters(60);
+        let before = ideal_owners(&replicas(&["a", "b", "c"]), cs.iter().map(String::as_str));
+        let after = ideal_owners(
+            &replicas(&["a", "b", "c", "d"]),
+            cs.iter().map(String::as_str),
+        );
+        let moved = cs.iter().filter(|c| before[*c] != after[*c]).count();
+        // d takes 15; the quota cap may shift a few more between a, b and c, never a reshuffle.
+        assert!((15..=25).contains(&moved), "{moved} of 60 moved");
+        assert_eq!(loads(&after)["d"], 15);
+    }
+
+    #[test]
+    fn a_replica_takes_its_free_leases_and_releases_what_is_assigned_elsewhere() {
+        let cs = clusters(6);
+        let alive = replicas(&["a", "b"]);
+        let owners = ideal_owners(&alive, cs.iter().map(String::as_str));
+        // a holds everything (it was alone); b just joined.
+        let leases: Vec<ShardLease> = cs
+            .iter()
+            .map(|c| ShardLease {
+                cluster: c.clone(),
+                holder: Some("a".into()),
+                live: true,
+            })
+            .collect();
+        let for_a = plan_shards("a", &alive, &leases);
+        let for_b = plan_shards("b", &alive, &leases);
+        let assigned_to_b: Vec<String> = cs.iter().filter(|c| owners[*c] == "b").cloned().collect();
+        assert_eq!(for_a.release, assigned_to_b);
+        assert!(for_a.acquire.is_empty());
+        // b waits for the hand-over: a live Lease is never taken.
+        assert_eq!(for_b, ShardPlan::default());
+        // Once released, b takes them.
+        let released: Vec<ShardLease> = leases
+            .iter()
+            .map(|l| ShardLease {
+                holder: (!assigned_to_b.contains(&l.cluster)).then(|| "a".into()),
+                ..l.clone()
+            })
+            .collect();
+        assert_eq!(plan_shards("b", &alive, &released).acquire, assigned_to_b);
+        assert_eq!(plan_shards("a", &alive, &released), ShardPlan::default());
+    }
+
+    #[test]
+    fn a_dead_replicas_leases_are_taken_only_once_expired() {
+        let cs = clusters(4);
+        // c died: the survivors no longer see it, its Leases are live until they expire.
+        let alive = replicas(&["a", "b"]);
+        let mut leases: Vec<ShardLease> = cs
+            .iter()
+            .map(|c| ShardLease {
+                cluster: c.clone(),
+                holder: Some("c".into()),
+                live: true,
+            })
+            .collect();
+        assert_eq!(plan_shards("a", &alive, &leases), ShardPlan::default());
+        for l in &mut leases {
+            l.live = false;
+        }
+        let a = plan_shards("a", &alive, &leases);
+        let b = plan_shards("b", &alive, &leases);
+        let mut all: Vec<String> = a.acquire.iter().chain(&b.acquire).cloned().collect();
+        all.sort();
+        assert_eq!(
+            all, cs,
+            "between them, the survivors take every expired Lease once"
+        );
+        assert_eq!(a.acquire.len(), 2);
+    }
+
+    #[test]
+    fn a_per_cluster_konnector_keeps_its_app_cluster_until_it_is_gone() {
+        let lease = |live| ShardLease {
+            cluster: "klutch-bind-default-app".into(),
+            holder: Some("konnector-app-7d9f".into()),
+            live,
+        };
+        let alive = replicas(&["a"]);
+        assert_eq!(
+            plan_shards("a", &alive, &[lease(true)]),
+            ShardPlan::default()
+        );
+        assert_eq!(
+            plan_shards("a", &alive, &[lease(false)]).acquire,
+            vec!["klutch-bind-default-app".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_appclusterbinding_becomes_the_per_cluster_settings() {
+        let acb: AppClusterBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "klutch.anynines.com/v1alpha1", "kind": "AppClusterBinding",
+            "metadata": {"name": "control-plane-test", "namespace": "default"},
+            "spec": {"kubeconfigSecretRef": {"name": "app-cluster-kubeconfig",
+                "namespace": "default", "key": "kubeconfig"}}
+        }))
+        .unwrap();
+        let m = member_of(&acb).unwrap();
+        assert_eq!(m.root_namespace, "klutch-bind-default-control-plane-test");
+        assert_eq!(
+            m.app_kubeconfig,
+            SecretKeyRef::new(
+                "klutch-bind-default-control-plane-test",
+                "app-cluster-kubeconfig",
+                "kubeconfig"
+            )
+        );
+        let mut long = acb.clone();
+        long.metadata.name = Some("x".repeat(60));
+        assert!(matches!(
+            member_of(&long),
+            Err(FleetError::RootTooLong { .. })
+        ));
+    }
+}
