@@ -10,14 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{self, Req};
+use crate::resources::CLUSTERROLES;
 use crate::semantics::selector::LabelSelector;
 use crate::shared::Shared;
 use crate::store::Store;
 
-const CLUSTERROLES: &str = "clusterroles.rbac.authorization.k8s.io";
 /// The field manager of the real controller.
 pub const MANAGER: &str = "clusterrole-aggregation-controller";
 
@@ -132,24 +131,19 @@ pub fn reconcile(store: &mut Store) {
     }
 }
 
-/// Runs the controller: reconciles on start and after every change of a ClusterRole.
+/// Runs the controller: reconciles on start and whenever a write changed a ClusterRole (the
+/// writer wakes it, as writes wake the garbage collector: other writes cost it nothing).
 pub async fn run(shared: Arc<Shared>) {
-    let mut events = match shared.store.write() {
-        Ok(mut store) => {
-            reconcile(&mut store);
-            store.tx.subscribe()
-        }
-        Err(_) => return,
-    };
     loop {
-        match events.recv().await {
-            Ok(event) if &*event.res != CLUSTERROLES => continue,
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
-        }
-        if let Ok(mut store) = shared.store.write() {
+        {
+            let Ok(mut store) = shared.store.write() else {
+                return;
+            };
             reconcile(&mut store);
+            // Its own writes need no second pass: the rules are the union already.
+            store.aggregation_pending = false;
         }
+        shared.aggregation.notified().await;
     }
 }
 

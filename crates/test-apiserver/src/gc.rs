@@ -41,6 +41,10 @@ pub async fn run(shared: Arc<Shared>) {
                 }
             }
             collect(&mut store, &due);
+            // The collector may have deleted ClusterRoles.
+            if store.aggregation_pending {
+                shared.aggregation.notify_one();
+            }
         }
         match next {
             Some(wait) => {

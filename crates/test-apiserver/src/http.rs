@@ -489,6 +489,9 @@ async fn serve(
             if store.gc_pending {
                 shared.gc.notify_one();
             }
+            if store.aggregation_pending {
+                shared.aggregation.notify_one();
+            }
             // CRD spec changes replace their resource's storage (never for dry runs: a scratch
             // store is discarded with what it asked for).
             crate::crd_switch::schedule(shared, &mut guard);

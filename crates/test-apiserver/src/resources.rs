@@ -8,6 +8,9 @@ use tokio::sync::watch;
 
 use crate::semantics::schema::StructuralSchema;
 
+/// The key ClusterRoles are stored under (their changes wake the aggregation controller).
+pub const CLUSTERROLES: &str = "clusterroles.rbac.authorization.k8s.io";
+
 /// Verbs of a normal resource, as advertised in discovery.
 pub const ALL_VERBS: &[&str] = &[
     "create",

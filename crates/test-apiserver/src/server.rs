@@ -76,6 +76,7 @@ impl TestApiServer {
             faults: Mutex::new(Vec::new()),
             drop_watches,
             gc: Notify::new(),
+            aggregation: Notify::new(),
         });
         let tls = if options.tls {
             Some(crate::tls::TlsMaterial::generate().map_err(StartError::Tls)?)

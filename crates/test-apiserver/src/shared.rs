@@ -229,4 +229,6 @@ pub(crate) struct Shared {
     pub drop_watches: watch::Sender<u64>,
     /// Wakes the garbage collector.
     pub gc: Notify,
+    /// Wakes the ClusterRole aggregation controller.
+    pub aggregation: Notify,
 }

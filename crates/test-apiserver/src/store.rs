@@ -91,6 +91,8 @@ pub struct Store {
     pub tx: broadcast::Sender<Arc<Event>>,
     /// Set when the garbage collector has work (a deletion or a new deletionTimestamp).
     pub gc_pending: bool,
+    /// Set when a ClusterRole changed: the aggregation controller has work.
+    pub aggregation_pending: bool,
     /// CRDs (as stored) whose update changed `spec` or accepted names: their storage is to be
     /// replaced (see [`crate::crd_switch::schedule`]).
     pub crd_updates: Vec<Arc<Value>>,
@@ -115,6 +117,7 @@ impl Store {
             history_limit: history_limit.max(1),
             tx,
             gc_pending: false,
+            aggregation_pending: false,
             crd_updates: Vec::new(),
             max_object_bytes: None,
             tokens: HashMap::new(),
@@ -209,6 +212,7 @@ impl Store {
         object: Arc<Value>,
         old: Option<Arc<Value>>,
     ) {
+        self.aggregation_pending |= res == crate::resources::CLUSTERROLES;
         let json = Bytes::from(serde_json::to_vec(&*object).unwrap_or_default());
         let event = Arc::new(Event {
             rv,
@@ -242,6 +246,7 @@ impl Store {
             history_limit: 1,
             tx,
             gc_pending: false,
+            aggregation_pending: false,
             crd_updates: Vec::new(),
             max_object_bytes: self.max_object_bytes,
             tokens: self.tokens.clone(),
