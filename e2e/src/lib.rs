@@ -37,6 +37,7 @@ pub mod steps;
 /// The real control plane launcher, for scenarios that set its options.
 pub use kube_control_plane;
 pub mod backend;
+pub mod fleet;
 pub mod world;
 
 /// How long a konnector gets to start or to fail at startup in tests.

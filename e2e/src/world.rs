@@ -53,7 +53,7 @@ fn mangodb_schema() -> Value {
 }
 
 /// The provider's CRD of [`mangodb`].
-fn mangodb_crd() -> anyhow::Result<CustomResourceDefinition> {
+pub fn mangodb_crd() -> anyhow::Result<CustomResourceDefinition> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": EXPORT},
         "spec": {"group": "mangodb.com", "scope": "Namespaced",

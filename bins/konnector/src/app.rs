@@ -59,6 +59,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ));
     }
 
+    if let Mode::Fleet { selector } = &mode {
+        return run_fleet(&cli, selector.clone(), &ready, metrics, shutdown).await;
+    }
+
     let startup = async {
         let topology = Topology::connect(TopologyOptions {
             kubeconfig: cli.kubeconfig_path(),
@@ -81,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The backend installs the CRDs on the control plane; the konnector may not even
             // have the rights to.
-            Mode::ControlPlane { .. } => {}
+            Mode::ControlPlane { .. } | Mode::Fleet { .. } => {}
         }
         anyhow::Ok(topology)
     };
@@ -148,6 +152,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     .await?;
     // The election task releases the lease when shutdown is requested.
     let _ = election.await;
+    tracing::info!("konnector stopped");
+    Ok(())
+}
+
+/// Fleet mode: the control plane only; every app cluster is reached through its
+/// AppClusterBinding, served while this replica holds its Lease.
+async fn run_fleet(
+    cli: &Cli,
+    selector: cluster_topology::fleet::LabelSelector,
+    ready: &ReadyCell,
+    metrics: sync_engine::metrics::Metrics,
+    shutdown: signals::Shutdown,
+) -> anyhow::Result<()> {
+    let control_plane = cluster_topology::connect_control_plane(
+        cli.kubeconfig_path().as_deref(),
+        &cli.client_options(),
+    )?;
+    metrics.register_client(control_plane.health().label(), &control_plane.health());
+    let identity = leader::identity(std::env::var("POD_NAME").ok());
+    tracing::info!(
+        control_plane = %control_plane.current().server(),
+        %identity,
+        lease_namespace = %cli.lease_namespace,
+        "fleet mode: serving the app clusters of the AppClusterBindings on the control plane"
+    );
+    let fleet = sync_engine::fleet::Fleet::new(
+        control_plane,
+        sync_engine::fleet::FleetOptions {
+            identity,
+            lease_namespace: cli.lease_namespace.clone(),
+            lease_name: cli.lease_name.clone(),
+            selector,
+            client: cli.client_options(),
+            sync_workers: cli.sync_workers,
+        },
+        metrics,
+    );
+    ready.set_fleet(fleet.readiness());
+    fleet.run(shutdown.requested()).await?;
     tracing::info!("konnector stopped");
     Ok(())
 }

@@ -54,7 +54,18 @@ pub struct Cli {
     #[arg(long, default_value = "")]
     pub binding_root_namespace: String,
 
-    /// Name of the leader-election Lease.
+    /// Fleet mode (with --control-plane-mode): serve every app cluster an AppClusterBinding on
+    /// the control plane defines, sharded over the replicas by each app cluster's Lease.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, default_value_t = false)]
+    pub fleet: bool,
+
+    /// Fleet mode: serve only the AppClusterBindings this label selector selects.
+    #[arg(long, default_value = "")]
+    pub fleet_selector: String,
+
+    /// Name of the leader-election Lease (fleet mode: of each app cluster's Lease in its
+    /// binding root namespace).
     #[arg(long, default_value = "klutch-bind")]
     pub lease_name: String,
 
@@ -132,6 +143,8 @@ impl Cli {
                 .clone(),
             app_cluster_kubeconfig_secret_key: self.app_cluster_kubeconfig_secret_key.clone(),
             binding_root_namespace: self.binding_root_namespace.clone(),
+            fleet: self.fleet,
+            fleet_selector: self.fleet_selector.clone(),
         }
     }
 

@@ -17,6 +17,8 @@ enum Phase {
     Following,
     /// Running the engine (leading or following): ready once its root caches have synced.
     Running(sync_engine::engine::Readiness),
+    /// Running a fleet: ready once its control-plane caches synced and its heartbeat is held.
+    Fleet(sync_engine::fleet::FleetReadiness),
 }
 
 /// Readiness of this replica, shared with the health server.
@@ -30,7 +32,13 @@ impl ReadyCell {
             Phase::Starting => false,
             Phase::Following => true,
             Phase::Running(r) => r.is_ready(),
+            Phase::Fleet(r) => r.is_ready(),
         }
+    }
+
+    /// Follows a fleet's readiness from now on.
+    pub fn set_fleet(&self, readiness: sync_engine::fleet::FleetReadiness) {
+        self.set(Phase::Fleet(readiness));
     }
 
     fn set(&self, phase: Phase) {

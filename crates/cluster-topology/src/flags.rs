@@ -51,12 +51,24 @@ pub enum Mode {
         /// Namespace on the control plane holding the binding root resources.
         binding_root_namespace: String,
     },
+    /// Fleet mode (`--control-plane-mode --fleet`): the konnector runs in the control plane and
+    /// serves every app cluster an `AppClusterBinding` selected by `selector` defines, each as
+    /// a control-plane-mode konnector would (see [`crate::fleet`]).
+    Fleet {
+        /// `--fleet-selector`.
+        selector: crate::fleet::LabelSelector,
+    },
 }
 
 impl Mode {
     /// Whether this is control-plane mode.
     pub fn is_control_plane(&self) -> bool {
         matches!(self, Self::ControlPlane { .. })
+    }
+
+    /// Whether this is fleet mode.
+    pub fn is_fleet(&self) -> bool {
+        matches!(self, Self::Fleet { .. })
     }
 }
 
@@ -73,6 +85,10 @@ pub struct ModeFlags {
     pub app_cluster_kubeconfig_secret_key: String,
     /// `--binding-root-namespace`.
     pub binding_root_namespace: String,
+    /// `--fleet`.
+    pub fleet: bool,
+    /// `--fleet-selector`.
+    pub fleet_selector: String,
 }
 
 impl Default for ModeFlags {
@@ -84,12 +100,15 @@ impl Default for ModeFlags {
             app_cluster_kubeconfig_secret_namespace: String::new(),
             app_cluster_kubeconfig_secret_key: konnector_api::strings::KUBECONFIG_KEY.to_owned(),
             binding_root_namespace: String::new(),
+            fleet: false,
+            fleet_selector: String::new(),
         }
     }
 }
 
-/// A control-plane flag combination the konnector refuses (exact reference messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A control-plane flag combination the konnector refuses (exact reference messages, and ours
+/// for fleet mode).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlagError {
     /// `--app-cluster-kubeconfig-secret-name` is empty.
     #[error(
@@ -107,12 +126,35 @@ pub enum FlagError {
     /// `--binding-root-namespace` is empty.
     #[error("--binding-root-namespace is required when --control-plane-mode is enabled")]
     MissingBindingRootNamespace,
+    /// `--fleet` without `--control-plane-mode`.
+    #[error("--fleet requires --control-plane-mode")]
+    FleetWithoutControlPlaneMode,
+    /// `--fleet-selector` without `--fleet`.
+    #[error("--fleet-selector requires --fleet")]
+    SelectorWithoutFleet,
+    /// A per-cluster control-plane flag given with `--fleet`.
+    #[error(
+        "{flag} does not apply with --fleet: each AppClusterBinding names its app cluster's kubeconfig Secret and binding root namespace"
+    )]
+    NotWithFleet {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// `--fleet-selector` does not parse.
+    #[error("--fleet-selector: {0}")]
+    Selector(crate::fleet::SelectorError),
 }
 
 impl ModeFlags {
     /// Validates the flags in the reference's order (first failure wins) and returns the mode.
     /// In default mode nothing is checked and the control-plane flags are ignored.
     pub fn validate(&self) -> Result<Mode, FlagError> {
+        if !self.fleet_selector.is_empty() && !self.fleet {
+            return Err(FlagError::SelectorWithoutFleet);
+        }
+        if self.fleet {
+            return self.validate_fleet();
+        }
         if !self.control_plane_mode {
             return Ok(Mode::Default);
         }
@@ -137,6 +179,38 @@ impl ModeFlags {
             binding_root_namespace: self.binding_root_namespace.clone(),
         })
     }
+
+    /// Fleet mode: control-plane mode without any per-cluster flag (the key only at its
+    /// default), and a selector that parses.
+    fn validate_fleet(&self) -> Result<Mode, FlagError> {
+        if !self.control_plane_mode {
+            return Err(FlagError::FleetWithoutControlPlaneMode);
+        }
+        let per_cluster = [
+            (
+                "--app-cluster-kubeconfig-secret-name",
+                !self.app_cluster_kubeconfig_secret_name.is_empty(),
+            ),
+            (
+                "--app-cluster-kubeconfig-secret-namespace",
+                !self.app_cluster_kubeconfig_secret_namespace.is_empty(),
+            ),
+            (
+                "--app-cluster-kubeconfig-secret-key",
+                self.app_cluster_kubeconfig_secret_key != konnector_api::strings::KUBECONFIG_KEY,
+            ),
+            (
+                "--binding-root-namespace",
+                !self.binding_root_namespace.is_empty(),
+            ),
+        ];
+        if let Some((flag, _)) = per_cluster.iter().find(|(_, given)| *given) {
+            return Err(FlagError::NotWithFleet { flag });
+        }
+        let selector = crate::fleet::LabelSelector::parse(&self.fleet_selector)
+            .map_err(FlagError::Selector)?;
+        Ok(Mode::Fleet { selector })
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +224,46 @@ mod tests {
             app_cluster_kubeconfig_secret_namespace: "klutch-system".into(),
             app_cluster_kubeconfig_secret_key: "kubeconfig".into(),
             binding_root_namespace: "klutch-bind-ns-acb".into(),
+            ..ModeFlags::default()
+        }
+    }
+
+    fn fleet() -> ModeFlags {
+        ModeFlags {
+            control_plane_mode: true,
+            fleet: true,
+            ..ModeFlags::default()
+        }
+    }
+
+    #[test]
+    fn fleet_mode_takes_no_per_cluster_flag() {
+        assert!(fleet().validate().is_ok_and(|m| m.is_fleet()));
+        let selected = ModeFlags {
+            fleet_selector: "tier=gold".into(),
+            ..fleet()
+        };
+        assert!(matches!(selected.validate(), Ok(Mode::Fleet { .. })));
+        let cases = [
+            (ModeFlags { control_plane_mode: false, ..fleet() }, "--fleet requires --control-plane-mode".to_owned()),
+            (ModeFlags { fleet: false, fleet_selector: "a=b".into(), ..fleet() }, "--fleet-selector requires --fleet".to_owned()),
+            (ModeFlags { fleet_selector: "a in b".into(), ..fleet() }, "--fleet-selector: invalid label selector \"a in b\": \"a in b\": expected a list in parentheses".to_owned()),
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("--app-cluster-kubeconfig-secret-name", ModeFlags { app_cluster_kubeconfig_secret_name: "x".into(), ..fleet() }),
+                ("--app-cluster-kubeconfig-secret-namespace", ModeFlags { app_cluster_kubeconfig_secret_namespace: "x".into(), ..fleet() }),
+                ("--app-cluster-kubeconfig-secret-key", ModeFlags { app_cluster_kubeconfig_secret_key: "x".into(), ..fleet() }),
+                ("--binding-root-namespace", ModeFlags { binding_root_namespace: "x".into(), ..fleet() }),
+            ]
+            .map(|(flag, flags)| (flags, format!("{flag} does not apply with --fleet: each AppClusterBinding names its app cluster's kubeconfig Secret and binding root namespace"))),
+        );
+        for (flags, message) in cases {
+            match flags.validate() {
+                Err(e) => assert_eq!(e.to_string(), message),
+                Ok(mode) => panic!("expected {message:?}, got {mode:?}"),
+            }
         }
     }
 
@@ -237,6 +351,7 @@ mod tests {
             app_cluster_kubeconfig_secret_namespace: String::new(),
             app_cluster_kubeconfig_secret_key: String::new(),
             binding_root_namespace: String::new(),
+            ..ModeFlags::default()
         };
         assert_eq!(all_empty.validate(), Err(FlagError::MissingSecretName));
         let name_set = ModeFlags {

@@ -180,6 +180,120 @@ pub fn plan_shards(me: &str, alive: &BTreeSet<String>, leases: &[ShardLease]) ->
     plan
 }
 
+/// A label selector as `kubectl -l` takes it (`a=b,c!=d,e in (f,g),h notin (i),j,!k`), to pick
+/// the `AppClusterBinding`s a fleet serves (`--fleet-selector`). Matched in memory, so that a
+/// bad selector fails at startup with a clear message rather than as a refused watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    requirements: Vec<(String, Op)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    In(BTreeSet<String>),
+    NotIn(BTreeSet<String>),
+    Exists,
+    NotExists,
+}
+
+/// Why a label selector does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid label selector {selector:?}: {reason}")]
+pub struct SelectorError {
+    /// The selector as given.
+    pub selector: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Splits at the commas outside parentheses.
+fn split_requirements(s: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0usize, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// A label key or value: what Kubernetes accepts, loosely (letters, digits, `-_./`).
+fn valid_word(w: &str, key: bool) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    !(key && w.is_empty()) && w.chars().all(ok) && w.len() <= 316
+}
+
+impl LabelSelector {
+    /// Parses `selector`; the empty selector selects everything.
+    pub fn parse(selector: &str) -> Result<Self, SelectorError> {
+        let fail = |reason: String| SelectorError {
+            selector: selector.to_owned(),
+            reason,
+        };
+        let mut requirements = Vec::new();
+        if selector.trim().is_empty() {
+            return Ok(Self { requirements });
+        }
+        for part in split_requirements(selector) {
+            let part = part.trim();
+            let word = |w: &str, key: bool| -> Result<String, SelectorError> {
+                let w = w.trim();
+                if valid_word(w, key) {
+                    Ok(w.to_owned())
+                } else {
+                    Err(fail(format!(
+                        "{w:?} is not a valid label {}",
+                        if key { "key" } else { "value" }
+                    )))
+                }
+            };
+            let set = |rest: &str| -> Result<BTreeSet<String>, SelectorError> {
+                let inner = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| fail(format!("{part:?}: expected a list in parentheses")))?;
+                inner.split(',').map(|v| word(v, false)).collect()
+            };
+            let (key, op) = if let Some(key) = part.strip_prefix('!') {
+                (word(key, true)?, Op::NotExists)
+            } else if let Some((k, v)) = part.split_once("!=") {
+                (word(k, true)?, Op::NotIn([word(v, false)?].into()))
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (word(k, true)?, Op::In([word(v, false)?].into()))
+            } else if let Some((k, rest)) = part.split_once(" notin ") {
+                (word(k, true)?, Op::NotIn(set(rest)?))
+            } else if let Some((k, rest)) = part.split_once(" in ") {
+                (word(k, true)?, Op::In(set(rest)?))
+            } else {
+                (word(part, true)?, Op::Exists)
+            };
+            requirements.push((key, op));
+        }
+        Ok(Self { requirements })
+    }
+
+    /// Whether an object with `labels` is selected.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|(key, op)| {
+            let value = labels.get(key);
+            match op {
+                Op::In(values) => value.is_some_and(|v| values.contains(v)),
+                Op::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
+                Op::Exists => value.is_some(),
+                Op::NotExists => value.is_none(),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +463,37 @@ mod tests {
             member_of(&long),
             Err(FleetError::RootTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn label_selectors_parse_and_match_as_kubectl_does() {
+        let labels: BTreeMap<String, String> = [("tier", "gold"), ("team", "a")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (selector, expected) in [
+            ("", true),
+            ("tier=gold", true),
+            ("tier==gold", true),
+            ("tier!=gold", false),
+            ("tier in (gold, silver)", true),
+            ("tier notin (gold)", false),
+            ("team,tier=gold", true),
+            ("!team", false),
+            ("missing", false),
+            ("!missing,team=a", true),
+            ("missing!=x", true),
+        ] {
+            let parsed = LabelSelector::parse(selector).unwrap();
+            assert_eq!(parsed.matches(&labels), expected, "{selector:?}");
+        }
+        for bad in ["tier=gold,", "ti er=x", "tier in gold", "=x"] {
+            let e = LabelSelector::parse(bad).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid label selector {bad:?}: ")),
+                "{e}"
+            );
+        }
     }
 }

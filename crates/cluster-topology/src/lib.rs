@@ -40,4 +40,5 @@ pub use rotation::{
 };
 pub use topology::{
     NamespaceScope, ProviderConnection, ProviderEndpoint, StartupError, Topology, TopologyOptions,
+    connect_control_plane,
 };

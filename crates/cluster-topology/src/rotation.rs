@@ -168,7 +168,7 @@ pub async fn fetch_secret_kubeconfig(
 
 /// `data[key]`, falling back to `stringData[key]` (which real API servers never return, but
 /// hand-built objects may carry).
-fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     secret
         .data
         .as_ref()

@@ -67,6 +67,31 @@ pub enum StartupError {
     /// Control-plane mode: the app kubeconfig cannot be used.
     #[error("failed to parse app cluster kubeconfig: {0}")]
     ParseAppKubeconfig(String),
+    /// Fleet mode has no single app cluster (connect with [`connect_control_plane`]).
+    #[error("fleet mode serves many app clusters, not one")]
+    Fleet,
+}
+
+/// Connects to the control plane (the local configuration: `--kubeconfig`, `KUBECONFIG`,
+/// `~/.kube/config` or in-cluster), as control-plane and fleet mode do. Its clients report to a
+/// health labelled `binding`.
+pub fn connect_control_plane(
+    kubeconfig: Option<&std::path::Path>,
+    client: &ClientOptions,
+) -> Result<ClusterHandle, StartupError> {
+    let local = load_local(kubeconfig).map_err(StartupError::LoadControlPlane)?;
+    let health = ClientHealth::new(client.clone().with_label("binding"));
+    let built = build_client_with_health(local.config.clone(), &health).map_err(|e| {
+        StartupError::LocalClient {
+            role: Role::Binding,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(ClusterHandle::with_health(
+        Role::Binding,
+        ClusterConnection::new(built, local.config, local.namespace, None),
+        health,
+    ))
 }
 
 /// Namespace scope of the binding-cluster watches (APIServiceBindings, their Secrets).
@@ -95,6 +120,8 @@ impl NamespaceScope {
 #[derive(Debug)]
 pub struct Topology {
     mode: Mode,
+    /// The binding root namespace in control-plane mode; `None` in default mode.
+    root: Option<String>,
     binding: ClusterHandle,
     app: ClusterHandle,
     events: broadcast::Sender<CredentialEvent>,
@@ -107,10 +134,11 @@ impl Topology {
     /// this reads the app kubeconfig Secret once and starts watching it; nothing is written.
     pub async fn connect(options: TopologyOptions) -> Result<Self, StartupError> {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let local = load_local(options.kubeconfig.as_deref());
         match &options.mode {
+            Mode::Fleet { .. } => Err(StartupError::Fleet),
             Mode::Default => {
-                let local = local.map_err(StartupError::LoadLocal)?;
+                let local =
+                    load_local(options.kubeconfig.as_deref()).map_err(StartupError::LoadLocal)?;
                 // One cluster in both roles: one health, labelled as the app cluster it is.
                 let health = ClientHealth::new(options.client.clone().with_label("app"));
                 let client =
@@ -133,6 +161,7 @@ impl Topology {
                 );
                 Ok(Self {
                     mode: options.mode,
+                    root: None,
                     binding,
                     app,
                     events,
@@ -142,24 +171,13 @@ impl Topology {
             }
             Mode::ControlPlane {
                 app_kubeconfig_secret,
-                ..
+                binding_root_namespace,
             } => {
-                let local = local.map_err(StartupError::LoadControlPlane)?;
                 // The control plane serves the binding role and (as `binding` in the engine)
                 // the provider role.
-                let health = ClientHealth::new(options.client.clone().with_label("binding"));
-                let client =
-                    build_client_with_health(local.config.clone(), &health).map_err(|e| {
-                        StartupError::LocalClient {
-                            role: Role::Binding,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                let binding = ClusterHandle::with_health(
-                    Role::Binding,
-                    ClusterConnection::new(client.clone(), local.config, local.namespace, None),
-                    health,
-                );
+                let binding =
+                    connect_control_plane(options.kubeconfig.as_deref(), &options.client)?;
+                let client = binding.client();
                 let secret = app_kubeconfig_secret.clone();
                 let bytes = fetch_secret_kubeconfig(&client, &secret)
                     .await
@@ -186,6 +204,7 @@ impl Topology {
                     events.clone(),
                 );
                 Ok(Self {
+                    root: Some(binding_root_namespace.clone()),
                     mode: options.mode,
                     binding,
                     app,
@@ -222,13 +241,7 @@ impl Topology {
     /// `--binding-root-namespace` in control-plane mode; `None` in default mode, where it is
     /// the provider namespace of each binding's kubeconfig.
     pub fn binding_root_namespace(&self) -> Option<&str> {
-        match &self.mode {
-            Mode::Default => None,
-            Mode::ControlPlane {
-                binding_root_namespace,
-                ..
-            } => Some(binding_root_namespace),
-        }
+        self.root.as_deref()
     }
 
     /// Where binding-cluster watches look: all namespaces in default mode, only the binding root
@@ -256,8 +269,8 @@ impl Topology {
         &self,
         kubeconfig: &[u8],
     ) -> Result<ProviderEndpoint, KubeconfigError> {
-        match &self.mode {
-            Mode::Default => {
+        match &self.root {
+            None => {
                 let parsed = parse_kubeconfig(kubeconfig, NamespaceRequirement::Required)?;
                 let namespace = parsed.namespace.clone().unwrap_or_default();
                 Ok(ProviderEndpoint {
@@ -265,10 +278,7 @@ impl Topology {
                     namespace,
                 })
             }
-            Mode::ControlPlane {
-                binding_root_namespace,
-                ..
-            } => {
+            Some(binding_root_namespace) => {
                 parse_kubeconfig(kubeconfig, NamespaceRequirement::Optional)?;
                 Ok(ProviderEndpoint {
                     id: self.binding.current().endpoint(binding_root_namespace),
@@ -289,8 +299,8 @@ impl Topology {
         &self,
         secret: &SecretKeyRef,
     ) -> Result<ProviderConnection, SecretKubeconfigError> {
-        match &self.mode {
-            Mode::Default => {
+        match &self.root {
+            None => {
                 let (handle, watch) = watch_secret_kubeconfig(
                     self.binding.client(),
                     secret.clone(),
@@ -306,10 +316,7 @@ impl Topology {
                     _watch: Some(watch),
                 })
             }
-            Mode::ControlPlane {
-                binding_root_namespace,
-                ..
-            } => Ok(ProviderConnection {
+            Some(binding_root_namespace) => Ok(ProviderConnection {
                 handle: self.binding.for_role(Role::Provider),
                 fixed_namespace: Some(binding_root_namespace.clone()),
                 _watch: None,

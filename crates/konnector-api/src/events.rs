@@ -45,6 +45,15 @@ pub mod reasons {
     /// Warning: a watch the konnector needs is forbidden (403) or unauthorized (401); it is
     /// retried with a backoff of up to five minutes.
     pub const WATCH_FORBIDDEN: &str = "WatchForbidden";
+    /// Normal, on an `AppClusterBinding` (fleet mode): a replica took its app cluster's Lease
+    /// and serves it from now on.
+    pub const APP_CLUSTER_ACQUIRED: &str = "AppClusterAcquired";
+    /// Normal, on an `AppClusterBinding` (fleet mode): a replica stopped serving its app cluster
+    /// and released the Lease (handed over, shutting down, or the binding went).
+    pub const APP_CLUSTER_RELEASED: &str = "AppClusterReleased";
+    /// Warning, on an `AppClusterBinding` (fleet mode): its app cluster cannot be served (its
+    /// kubeconfig Secret is missing or unusable); the other app clusters are not affected.
+    pub const APP_CLUSTER_UNAVAILABLE: &str = "AppClusterUnavailable";
 }
 
 /// Event `action`s: what the konnector was doing when it happened.
@@ -61,4 +70,6 @@ pub mod actions {
     pub const SYNC: &str = "Sync";
     /// Listing and watching a resource.
     pub const WATCH: &str = "Watch";
+    /// Taking over or handing over an app cluster's Lease (fleet mode).
+    pub const SHARD: &str = "Shard";
 }

@@ -160,6 +160,8 @@ pub struct Engine {
     client_options: cluster_topology::ClientOptions,
     /// Reconciles each export syncer runs at once (`--sync-workers`).
     sync_workers: std::num::NonZeroUsize,
+    /// The hub that watches the binding cluster for several engines (fleet mode).
+    shared_watches: Option<Arc<WatchHub>>,
 }
 
 /// Identity of a provider session: a provider endpoint with its namespace (default mode), or
@@ -198,7 +200,32 @@ impl Engine {
             hub: Arc::new(WatchHub::new()),
             client_options: cluster_topology::ClientOptions::default(),
             sync_workers: crate::runtime::export_sync::WORKERS,
+            shared_watches: None,
         }
+    }
+
+    /// A hub over the given metrics and leadership, sharing the binding cluster's watches if
+    /// [`Engine::with_shared_watches`] said so.
+    fn rebuild_hub(
+        &mut self,
+        metrics: crate::metrics::Metrics,
+        leadership: crate::runtime::leadership::Leadership,
+    ) {
+        let hub = WatchHub::with(metrics, leadership);
+        self.hub = Arc::new(match &self.shared_watches {
+            Some(shared) => hub.sharing(BINDING_CLUSTER, shared.clone(), BINDING_CLUSTER),
+            None => hub,
+        });
+    }
+
+    /// Takes the binding cluster's watches from `shared` (which must watch the same cluster as
+    /// this engine's binding cluster), as views of one watch per resource: fleet mode runs one
+    /// engine per app cluster over one control plane, which then sees one watch per resource
+    /// rather than one per app cluster. Each engine keeps its own leadership and app cluster.
+    pub fn with_shared_watches(mut self, shared: Arc<WatchHub>) -> Self {
+        self.shared_watches = Some(shared);
+        self.rebuild_hub(self.hub.metrics().clone(), self.hub.leadership().clone());
+        self
     }
 
     /// Provider clients built from binding Secrets (default mode) follow `options`
@@ -218,14 +245,16 @@ impl Engine {
 
     /// Reports to `metrics` (register them with [`Metrics::register`](crate::metrics::Metrics::register)).
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
-        self.hub = Arc::new(WatchHub::with(metrics, self.hub.leadership().clone()));
+        let leadership = self.hub.leadership().clone();
+        self.rebuild_hub(metrics, leadership);
         self
     }
 
     /// Writes only while `leadership` leads; caches and planning inputs stay warm meanwhile.
     /// Without it the engine always writes (for embedders that elect elsewhere, or not at all).
     pub fn with_leadership(mut self, leadership: crate::runtime::leadership::Leadership) -> Self {
-        self.hub = Arc::new(WatchHub::with(self.hub.metrics().clone(), leadership));
+        let metrics = self.hub.metrics().clone();
+        self.rebuild_hub(metrics, leadership);
         self
     }
 

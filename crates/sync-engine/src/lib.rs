@@ -5,6 +5,7 @@
 
 pub mod crd;
 pub mod engine;
+pub mod fleet;
 pub mod mapping;
 pub mod metrics;
 pub mod objects;

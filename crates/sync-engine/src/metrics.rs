@@ -361,6 +361,20 @@ pub struct Metrics {
     pub events: EventStatsCollector,
     /// The watch caches whose size is reported.
     pub caches: WatchCacheCollector,
+    /// Fleet mode: app clusters whose Lease this replica holds.
+    pub fleet_app_clusters: Gauge,
+    /// Fleet mode: Leases of app clusters taken and given up, by app cluster (its binding root
+    /// namespace) and event (`acquired`, `released`).
+    pub fleet_lease_changes: Family<FleetLabels, Counter>,
+}
+
+/// Labels of [`Metrics::fleet_lease_changes`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FleetLabels {
+    /// The app cluster's binding root namespace.
+    pub app_cluster: String,
+    /// `acquired` or `released`.
+    pub event: String,
 }
 
 impl Default for Metrics {
@@ -380,6 +394,8 @@ impl Default for Metrics {
             clients: ClientHealthCollector::default(),
             events: EventStatsCollector::default(),
             caches: WatchCacheCollector::default(),
+            fleet_app_clusters: Gauge::default(),
+            fleet_lease_changes: Family::default(),
         }
     }
 }
@@ -427,6 +443,16 @@ impl Metrics {
             "leader",
             "1 while this replica holds the lease",
             self.leader.clone(),
+        );
+        r.register(
+            "fleet_app_clusters",
+            "Fleet mode: app clusters whose Lease this replica holds",
+            self.fleet_app_clusters.clone(),
+        );
+        r.register(
+            "fleet_lease_changes",
+            "Fleet mode: app cluster Leases taken and given up, by app cluster and event",
+            self.fleet_lease_changes.clone(),
         );
         r.register(
             "credential_reloads",

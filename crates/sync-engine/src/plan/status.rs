@@ -224,6 +224,19 @@ pub fn app_kubeconfig_valid(secret: &str, rejected: Option<&str>) -> Condition {
     }
 }
 
+/// `AppKubeconfigValid=False` for an app cluster a fleet cannot serve yet (fleet mode): its
+/// kubeconfig Secret is missing or unusable, and there is no last good kubeconfig to keep using.
+pub fn app_kubeconfig_unusable(secret: &str, problem: &str) -> Condition {
+    Condition::false_(
+        APP_KUBECONFIG_VALID,
+        reasons::APP_KUBECONFIG_REJECTED,
+        Severity::Warning,
+        format!(
+            "App cluster kubeconfig secret {secret} cannot be used ({problem}); the app cluster is not served until it is fixed."
+        ),
+    )
+}
+
 /// `Heartbeating`: the last ClusterBinding status write succeeded, or why it failed.
 pub fn heartbeating(result: Result<(), &str>) -> Condition {
     match result {

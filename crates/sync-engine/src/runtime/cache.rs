@@ -144,6 +144,40 @@ impl Cache {
         texts.iter().filter_map(|t| Self::decode(t)).collect()
     }
 
+    /// Every object in `namespace` (a namespace view of a cluster-wide watch, fleet mode).
+    pub fn list_in(&self, namespace: &str) -> Vec<Arc<DynamicObject>> {
+        let texts = self.texts_in(namespace);
+        texts.iter().filter_map(|t| Self::decode(t)).collect()
+    }
+
+    /// Every object in `namespace` that parses as a `K`.
+    pub fn list_as_in<K: serde::de::DeserializeOwned>(&self, namespace: &str) -> Vec<K> {
+        let texts = self.texts_in(namespace);
+        texts
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect()
+    }
+
+    /// Names of the objects in `namespace`.
+    pub fn keys_in(&self, namespace: &str) -> Vec<(Option<String>, String)> {
+        let prefix = format!("{namespace}/");
+        self.read()
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|name| (Some(namespace.to_owned()), name.to_owned()))
+            .collect()
+    }
+
+    fn texts_in(&self, namespace: &str) -> Vec<Box<str>> {
+        let prefix = format!("{namespace}/");
+        self.read()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
     /// Namespace and name of every object, without parsing any.
     pub fn keys(&self) -> Vec<(Option<String>, String)> {
         self.read()

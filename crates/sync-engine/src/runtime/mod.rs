@@ -10,6 +10,7 @@ pub mod exec;
 pub mod expectations;
 pub mod export_sync;
 pub mod leadership;
+pub mod lease;
 pub mod provider_view;
 pub mod queue;
 pub mod session;

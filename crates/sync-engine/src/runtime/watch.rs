@@ -113,6 +113,31 @@ pub struct SharedWatch {
     listed: tokio::sync::watch::Receiver<bool>,
     errors: tokio::sync::watch::Receiver<Option<WatchError>>,
     task: JoinHandle<()>,
+    /// Set for a view of a wider watch ([`WatchHub::sharing`]): what it shows of it.
+    view: Option<View>,
+}
+
+/// What a view shows of the watch it is taken from: one namespace, or one named object in it.
+#[derive(Debug)]
+struct View {
+    /// Kept alive as long as the view is.
+    _parent: Arc<SharedWatch>,
+    namespace: String,
+    name: Option<String>,
+}
+
+impl View {
+    fn admits(&self, namespace: Option<&str>, name: &str) -> bool {
+        namespace == Some(self.namespace.as_str()) && self.name.as_deref().is_none_or(|n| n == name)
+    }
+}
+
+/// The name a field selector selects, if it selects exactly one name (`metadata.name=x`).
+fn selected_name(fields: &str) -> Option<&str> {
+    let name = fields
+        .strip_prefix("metadata.name==")
+        .or_else(|| fields.strip_prefix("metadata.name="))?;
+    (!name.is_empty() && !name.contains([',', '=', '!'])).then_some(name)
 }
 
 impl std::fmt::Debug for SharedWatch {
@@ -173,6 +198,55 @@ impl SharedWatch {
             listed,
             errors,
             task,
+            view: None,
+        })
+    }
+
+    /// A view of `parent` (a cluster-wide watch) showing only `namespace`, or only the object
+    /// `name` in it: the same cache, readiness and errors, and only the changes it shows.
+    fn view_of(
+        parent: Arc<SharedWatch>,
+        key: WatchKey,
+        namespace: String,
+        name: Option<String>,
+    ) -> Arc<Self> {
+        let view = View {
+            _parent: parent.clone(),
+            namespace,
+            name,
+        };
+        let (events, _) = broadcast::channel(CHANGE_BUFFER);
+        let mut sub = parent.subscribe();
+        let to = events.clone();
+        let (ns, only) = (view.namespace.clone(), view.name.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let change = match sub.recv().await {
+                    Ok(Change::Object { namespace, name }) => {
+                        if namespace.as_deref() != Some(ns.as_str())
+                            || only.as_deref().is_some_and(|n| n != name)
+                        {
+                            continue;
+                        }
+                        Change::Object { namespace, name }
+                    }
+                    Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Change::Resync
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                let _ = to.send(change);
+            }
+        });
+        Arc::new(SharedWatch {
+            key,
+            resource: parent.resource.clone(),
+            cache: parent.cache.clone(),
+            events,
+            listed: parent.listed.clone(),
+            errors: parent.errors.clone(),
+            task,
+            view: Some(view),
         })
     }
 
@@ -193,7 +267,7 @@ impl SharedWatch {
         &self.resource
     }
 
-    /// The cache.
+    /// The cache (of the whole watch a view is taken from).
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
@@ -217,17 +291,44 @@ impl SharedWatch {
 
     /// The cached object `namespace/name`.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<DynamicObject>> {
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.admits(namespace, name))
+        {
+            return None;
+        }
         self.cache.get(namespace, name)
     }
 
     /// Every cached object (each parsed: [`SharedWatch::keys`] when names are enough).
     pub fn list(&self) -> Vec<Arc<DynamicObject>> {
-        self.cache.list()
+        match &self.view {
+            None => self.cache.list(),
+            Some(View {
+                namespace,
+                name: None,
+                ..
+            }) => self.cache.list_in(namespace),
+            Some(View {
+                namespace,
+                name: Some(name),
+                ..
+            }) => self.cache.get(Some(namespace), name).into_iter().collect(),
+        }
     }
 
     /// Namespace and name of every cached object.
     pub fn keys(&self) -> Vec<(Option<String>, String)> {
-        self.cache.keys()
+        match &self.view {
+            None => self.cache.keys(),
+            Some(v) => self
+                .cache
+                .keys_in(&v.namespace)
+                .into_iter()
+                .filter(|(ns, name)| v.admits(ns.as_deref(), name))
+                .collect(),
+        }
     }
 
     /// Changes to the cache so far: equal values mean equal content.
@@ -241,6 +342,13 @@ impl SharedWatch {
     where
         K: kube::Resource + serde::de::DeserializeOwned,
     {
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.admits(namespace, name))
+        {
+            return None;
+        }
         self.cache.get_as(namespace, name)
     }
 
@@ -249,7 +357,23 @@ impl SharedWatch {
     where
         K: kube::Resource + serde::de::DeserializeOwned,
     {
-        self.cache.list_as()
+        match &self.view {
+            None => self.cache.list_as(),
+            Some(View {
+                namespace,
+                name: None,
+                ..
+            }) => self.cache.list_as_in(namespace),
+            Some(View {
+                namespace,
+                name: Some(name),
+                ..
+            }) => self
+                .cache
+                .get_as(Some(namespace), name)
+                .into_iter()
+                .collect(),
+        }
     }
 }
 
@@ -799,6 +923,18 @@ pub struct WatchHub {
     watch_timeout: Duration,
     events: Arc<EventSinks>,
     reconnects: Reconnects,
+    sharing: Option<Sharing>,
+}
+
+/// A cluster whose watches another hub serves ([`WatchHub::sharing`]).
+#[derive(Debug, Clone)]
+struct Sharing {
+    /// The cluster id in this hub.
+    cluster: String,
+    /// The hub that watches it for everyone.
+    shared: Arc<WatchHub>,
+    /// The cluster id in the shared hub.
+    shared_cluster: String,
 }
 
 impl Default for WatchHub {
@@ -829,7 +965,29 @@ impl WatchHub {
             reconnects: Reconnects::default(),
             watch_timeout: WATCH_TIMEOUT,
             events: Arc::default(),
+            sharing: None,
         }
+    }
+
+    /// Watches of `cluster` are served by `shared` (as its `shared_cluster`) instead of being
+    /// opened by this hub: a namespace-scoped watch becomes a view of `shared`'s one watch of
+    /// the resource in all namespaces, a watch of one named object (`metadata.name=x`) a view
+    /// of that too, any other the very watch `shared` hands out. Fleet mode gives each app
+    /// cluster's engine a hub of its own (its leadership, its app cluster) that shares the
+    /// control plane's watches this way, so that the control plane sees one watch per resource
+    /// whatever the number of app clusters.
+    pub fn sharing(mut self, cluster: &str, shared: Arc<WatchHub>, shared_cluster: &str) -> Self {
+        self.sharing = Some(Sharing {
+            cluster: cluster.to_owned(),
+            shared,
+            shared_cluster: shared_cluster.to_owned(),
+        });
+        self
+    }
+
+    /// The hub and cluster id that serve `cluster`'s watches, if another hub does.
+    fn shared_for(&self, cluster: &str) -> Option<&Sharing> {
+        self.sharing.as_ref().filter(|s| s.cluster == cluster)
     }
 
     /// A new hub whose syncers report to `metrics` (always leading).
@@ -869,12 +1027,18 @@ impl WatchHub {
     /// so whatever they read around now is read again once the server has switched.
     pub fn schema_changed(&self, cluster: &str, resource: &ApiResource) {
         self.schema_changes.record(cluster, &resource_key(resource));
+        if let Some(s) = self.shared_for(cluster) {
+            s.shared.schema_changed(&s.shared_cluster, resource);
+        }
     }
 
     /// Tells the watches of `cluster` that it answers again after an outage: those waiting out
     /// a backoff after a transient failure retry at once (refused ones keep their backoff).
     pub fn cluster_reachable(&self, cluster: &str) {
         self.reconnects.bump(cluster);
+        if let Some(s) = self.shared_for(cluster) {
+            s.shared.cluster_reachable(&s.shared_cluster);
+        }
     }
 
     /// The watch of `resource` in `scope` on `cluster`, started if nobody watches it yet.
@@ -892,6 +1056,31 @@ impl WatchHub {
             scope: scope.clone(),
             fields: fields.clone(),
         };
+        if let Some(s) = self.shared_for(cluster) {
+            let view = match (&scope, fields.as_deref()) {
+                (Scope::Namespace(ns), None) => Some((ns.clone(), None)),
+                (Scope::Namespace(ns), Some(f)) => {
+                    selected_name(f).map(|n| (ns.clone(), Some(n.to_owned())))
+                }
+                _ => None,
+            };
+            let Some((namespace, name)) = view else {
+                return s
+                    .shared
+                    .watch(&s.shared_cluster, handle, resource, scope, fields);
+            };
+            let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
+                return existing;
+            }
+            watches.retain(|_, w| w.strong_count() > 0);
+            let parent = s
+                .shared
+                .watch(&s.shared_cluster, handle, resource, Scope::All, None);
+            let view = SharedWatch::view_of(parent, key.clone(), namespace, name);
+            watches.insert(key, Arc::downgrade(&view));
+            return view;
+        }
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
             return existing;
@@ -918,6 +1107,16 @@ impl WatchHub {
     pub fn len(&self) -> usize {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         watches.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Number of watches this hub itself has open on `cluster` (views and the watches of a
+    /// sharing hub not counted): what the cluster's API server sees.
+    pub fn open_on(&self, cluster: &str) -> usize {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches
+            .iter()
+            .filter(|(k, w)| k.cluster == cluster && w.upgrade().is_some_and(|w| w.view.is_none()))
+            .count()
     }
 
     /// Whether no watch runs.

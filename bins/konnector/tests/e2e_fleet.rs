@@ -1,0 +1,359 @@
+//! End to end: fleet mode (issue 12). A fleet of konnector replicas serves many app clusters
+//! from one control plane, sharded by each app cluster's Lease.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use e2e::fleet::{FleetWorld, TEAM};
+use e2e::steps::events_about;
+use e2e::{Backend, Konnector, STARTUP_TIMEOUT, free_port, wait_until};
+use kube::api::{DynamicObject, ListParams, PostParams};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_konnector");
+/// App clusters of the main scenario.
+const APPS: usize = 20;
+/// Replicas of the main scenario.
+const REPLICAS: usize = 3;
+/// How long a whole-fleet condition may take.
+const FLEET_STEP: Duration = Duration::from_secs(90);
+/// What the issue promises for moving a killed replica's app clusters.
+const TAKEOVER: Duration = Duration::from_secs(20);
+
+async fn replica(w: &FleetWorld, pod: &str) -> Konnector {
+    let port = free_port().unwrap();
+    let args = w.replica_args(port).unwrap();
+    let mut k = Konnector::spawn_with_env(BIN, &args, &w.dir, &[("POD_NAME", pod)]).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT)
+        .await
+        .unwrap();
+    k
+}
+
+fn mango(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "mangodb.com/v1", "kind": "MangoDB",
+        "metadata": {"name": name}, "spec": {"tier": "Dedicated"}}))
+    .unwrap()
+}
+
+/// Whether `name` in app cluster `i` reached the control plane and its status came back.
+async fn synced(w: &FleetWorld, i: usize, name: &str) -> bool {
+    let up = w.upstream(i, TEAM).get_opt(name).await.ok().flatten();
+    let down = w.apps[i]
+        .downstream(TEAM)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten();
+    up.is_some_and(|u| u.data["spec"]["tier"] == "Dedicated")
+        && down.is_some_and(|d| d.data["status"]["phase"] == "Ready")
+}
+
+/// Creates `name` in app cluster `i`, once the konnector has installed the CRD there.
+async fn create(w: &FleetWorld, i: usize, name: &str) {
+    let api = w.apps[i].downstream(TEAM);
+    wait_until(
+        &format!("{name} created in app cluster {i}"),
+        FLEET_STEP,
+        || async {
+            match api.create(&PostParams::default(), &mango(name)).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(s)) if s.code == 404 => false,
+                Err(e) => panic!("create {name} in app cluster {i}: {e}"),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Creates `name` in each of `apps` and waits until all are synced both ways.
+async fn sync_everywhere(w: &FleetWorld, apps: &[usize], name: &str, k: &[&Konnector]) {
+    for &i in apps {
+        create(w, i, name).await;
+    }
+    let waited = wait_until(
+        &format!("{name} synced both ways in {} app clusters", apps.len()),
+        FLEET_STEP,
+        || async {
+            for &i in apps {
+                if !synced(w, i, name).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    if let Err(e) = waited {
+        for (i, k) in k.iter().enumerate() {
+            eprintln!("--- replica {i} ---\n{}", e2e::steps::tail(&k.stderr()));
+        }
+        panic!("{e}");
+    }
+}
+
+/// Holders by replica: how many app clusters each holds.
+fn loads(holders: &BTreeMap<&'static str, Option<String>>) -> BTreeMap<String, usize> {
+    let mut loads = BTreeMap::new();
+    for h in holders.values().flatten() {
+        *loads.entry(h.clone()).or_default() += 1;
+    }
+    loads
+}
+
+async fn all_held_by_fleet(w: &FleetWorld, replicas: &BTreeSet<String>) -> bool {
+    let holders = w.holders().await;
+    holders
+        .values()
+        .all(|h| h.as_ref().is_some_and(|h| replicas.contains(h)))
+}
+
+async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend: Backend) {
+    let mut w = FleetWorld::new(backend).await.unwrap();
+    // On the real backend the control plane and three of the app clusters are real servers.
+    let real = if backend == Backend::Real { 3 } else { 0 };
+    let apps: Vec<(Backend, String)> = (0..APPS)
+        .map(|i| {
+            let b = if i < real {
+                Backend::Real
+            } else {
+                Backend::Memory
+            };
+            (b, format!("app{i:02}"))
+        })
+        .collect();
+    w.add_apps(&apps, &["rotated"]).await.unwrap();
+
+    let names: BTreeSet<String> = (0..REPLICAS).map(|i| format!("fleet-{i}")).collect();
+    let mut replicas = Vec::new();
+    for name in &names {
+        replicas.push(replica(&w, name).await);
+    }
+
+    // Every app cluster is held by a replica, spread evenly.
+    wait_until(
+        "every app cluster held by a fleet replica, evenly",
+        FLEET_STEP,
+        || async {
+            let holders = w.holders().await;
+            let loads = loads(&holders);
+            all_held_by_fleet(&w, &names).await
+                && loads.len() == REPLICAS
+                && loads.values().all(|l| *l <= APPS / REPLICAS + 1)
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("loads: {:?}", loads(&w.holders().await));
+
+    // Objects sync both ways in every app cluster.
+    let all: Vec<usize> = (0..APPS).collect();
+    let ks: Vec<&Konnector> = replicas.iter().collect();
+    sync_everywhere(&w, &all, "before", &ks).await;
+
+    // An AppClusterBinding added later is served without a restart.
+    let added = w.add_app(Backend::Memory, "late", &[]).await.unwrap();
+    sync_everywhere(&w, &[added], "late-one", &ks).await;
+    let events = events_about(&w.cp_admin, e2e::fleet::FLEET_NS, "late").await;
+    assert!(
+        events.iter().any(|e| e["reason"] == "AppClusterAcquired"),
+        "an Event says who took the app cluster over: {events:?}"
+    );
+
+    // Deleting it stops the fleet serving it: the Lease is released at once.
+    w.unbind(added).await.unwrap();
+    let r = w.apps[added].r;
+    wait_until(
+        "the deleted app cluster's Lease released",
+        Duration::from_secs(15),
+        || async { w.holders().await.get(r).is_some_and(Option::is_none) },
+    )
+    .await
+    .unwrap();
+    create(&w, added, "after-unbind").await;
+
+    // Rotating one app cluster's kubeconfig: the fleet uses the new credentials, no restart.
+    let rotated = w.apps[1].cluster.kubeconfig("rotated").unwrap();
+    w.apps[1].cluster.clear_requests().await.unwrap();
+    w.rotate(1, &rotated).await.unwrap();
+    sync_everywhere(&w, &[1], "after-rotation", &ks).await;
+    wait_until(
+        "app cluster 1 sees requests of the rotated user",
+        FLEET_STEP,
+        || async {
+            w.apps[1]
+                .cluster
+                .requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.user == "rotated")
+        },
+    )
+    .await
+    .unwrap();
+
+    // A broken app cluster (its kubeconfig Secret holds no kubeconfig) is reported on its
+    // binding; the others keep syncing.
+    w.bind("broken", "this is not a kubeconfig").await.unwrap();
+    let broken = e2e::fleet::root("broken");
+    wait_until(
+        "the broken app cluster's binding says why",
+        FLEET_STEP,
+        || async {
+            w.binding_condition(broken, "AppKubeconfigValid")
+                .await
+                .is_some_and(|c| c["status"] == "False")
+        },
+    )
+    .await
+    .unwrap();
+    sync_everywhere(&w, &[0, 2, APPS - 1], "despite-broken", &ks).await;
+    assert!(
+        !synced(&w, added, "after-unbind").await,
+        "an unbound app cluster is not served"
+    );
+
+    // SIGKILL the replica holding the most: its app clusters move to the others within 20 s,
+    // and nothing is lost or duplicated.
+    let holders = w.holders().await;
+    let (victim, _) = loads(&holders).into_iter().max_by_key(|(_, l)| *l).unwrap();
+    let moved: Vec<usize> = (0..APPS)
+        .filter(|i| holders.get(w.apps[*i].r).and_then(|h| h.as_deref()) == Some(victim.as_str()))
+        .collect();
+    let victim_index = names.iter().position(|n| *n == victim).unwrap();
+    let killed_at = Instant::now();
+    replicas[victim_index].kill().await.unwrap();
+    let survivors: BTreeSet<String> = names.iter().filter(|n| **n != victim).cloned().collect();
+    wait_until(
+        "the killed replica's app clusters taken over",
+        TAKEOVER + Duration::from_secs(10),
+        || async {
+            let holders = w.holders().await;
+            moved.iter().all(|i| {
+                holders
+                    .get(w.apps[*i].r)
+                    .and_then(|h| h.as_ref())
+                    .is_some_and(|h| survivors.contains(h))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let took = killed_at.elapsed();
+    eprintln!("{} app clusters taken over in {took:?}", moved.len());
+    assert!(took <= TAKEOVER, "takeover took {took:?}");
+    let alive: Vec<&Konnector> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim_index)
+        .map(|(_, k)| k)
+        .collect();
+    sync_everywhere(&w, &moved, "after-kill", &alive).await;
+    // Nothing lost, nothing twice: upstream holds exactly what each app cluster holds.
+    for i in (0..APPS).filter(|i| *i != 1) {
+        let down: BTreeSet<String> = w.apps[i]
+            .downstream(TEAM)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        let up: Vec<String> = w
+            .upstream(i, TEAM)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        assert_eq!(up.len(), down.len(), "app cluster {i}: {up:?} vs {down:?}");
+        assert_eq!(
+            up.into_iter().collect::<BTreeSet<_>>(),
+            down,
+            "app cluster {i}"
+        );
+    }
+    let survivors_load = loads(&w.holders().await);
+    assert!(
+        survivors_load
+            .values()
+            .all(|l| *l <= APPS / (REPLICAS - 1) + 1),
+        "{survivors_load:?}"
+    );
+}
+
+async fn a_per_cluster_konnector_keeps_its_app_cluster_until_it_is_gone(backend: Backend) {
+    let mut w = FleetWorld::new(backend).await.unwrap();
+    w.add_apps(
+        &[
+            (Backend::Memory, "solo".into()),
+            (Backend::Memory, "other".into()),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let r = w.apps[0].r;
+    // The per-cluster konnector the backend deploys today.
+    let port = free_port().unwrap();
+    let kubeconfig = w.cp.konnector_kubeconfig_file(&w.dir).unwrap();
+    let args = vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--health-probe-bind-address=127.0.0.1:{port}"),
+        "--control-plane-mode".to_string(),
+        format!(
+            "--app-cluster-kubeconfig-secret-name={}",
+            e2e::fleet::APP_KUBECONFIG
+        ),
+        format!("--app-cluster-kubeconfig-secret-namespace={r}"),
+        format!("--binding-root-namespace={r}"),
+        format!("--lease-namespace={r}"),
+    ];
+    let solo =
+        Konnector::spawn_with_env(BIN, &args, &w.dir, &[("POD_NAME", "konnector-solo")]).unwrap();
+    wait_until(
+        "the per-cluster konnector holds its Lease",
+        FLEET_STEP,
+        || async {
+            w.holders().await.get(r).cloned().flatten().as_deref() == Some("konnector-solo")
+        },
+    )
+    .await
+    .unwrap();
+    let fleet = replica(&w, "fleet-0").await;
+    let ks = [&solo, &fleet];
+    // The fleet serves the other app cluster; the per-cluster konnector keeps its own.
+    sync_everywhere(&w, &[0, 1], "together", &ks).await;
+    let holders = w.holders().await;
+    assert_eq!(
+        holders.get(r).cloned().flatten().as_deref(),
+        Some("konnector-solo")
+    );
+    assert_eq!(
+        holders.get(w.apps[1].r).cloned().flatten().as_deref(),
+        Some("fleet-0")
+    );
+    // The migration: the old Deployment goes (it releases its Lease), the fleet takes over.
+    solo.terminate().await.unwrap();
+    wait_until(
+        "the fleet takes the app cluster over",
+        Duration::from_secs(20),
+        || async { w.holders().await.get(r).cloned().flatten().as_deref() == Some("fleet-0") },
+    )
+    .await
+    .unwrap();
+    sync_everywhere(&w, &[0], "migrated", &[&fleet]).await;
+}
+
+e2e::on_both_backends!(
+    a_fleet_serves_many_app_clusters_and_survives_losing_a_replica,
+    a_per_cluster_konnector_keeps_its_app_cluster_until_it_is_gone,
+);

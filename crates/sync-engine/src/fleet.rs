@@ -1,0 +1,797 @@
+//! Fleet mode: one control-plane konnector process serves every app cluster an
+//! `AppClusterBinding` defines, each exactly as a control-plane-mode konnector started for it
+//! would ([`cluster_topology::fleet::member_of`]), sharded over the replicas of the deployment.
+//!
+//! - **Who serves an app cluster** is whoever holds the Lease `klutch-bind` in its binding root
+//!   namespace `R`: the very Lease a per-cluster konnector takes, so the two never write for one
+//!   app cluster at once. Each replica announces itself with a heartbeat Lease
+//!   `konnector-fleet-<identity>` in its own namespace; every replica computes the same balanced
+//!   assignment from the replicas it sees alive ([`cluster_topology::fleet::plan_shards`]), takes
+//!   the free or expired Leases assigned to it and hands over the ones assigned elsewhere.
+//!   Expiry is judged on this replica's clock from when it first saw a Lease unchanged, as the
+//!   leader election does, and the replicas watch every app cluster's Lease all the time: the
+//!   Leases of a replica that died are taken over as soon as they expire (15 s), not 15 s after
+//!   the takeover was decided.
+//! - **Per app cluster** a holder runs the control-plane-mode [`Engine`] for `R` while it holds
+//!   the Lease (writes stop the moment it is lost), with its own app-cluster client read from
+//!   the kubeconfig Secret and swapped when the Secret changes.
+//! - **Shared** are the control-plane watches: every engine takes its views from one hub, which
+//!   has one watch per resource on the control plane whatever the number of app clusters
+//!   ([`WatchHub::sharing`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster_topology::fleet::{FleetMember, LabelSelector, ShardLease, ideal_owners, member_of};
+use cluster_topology::{
+    ClientHealth, ClientOptions, ClusterHandle, CredentialEvent, CredentialUpdater,
+    NamespaceRequirement, Role, connect_kubeconfig_with_health,
+};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Secret;
+use konnector_api::events::{actions, reasons};
+use konnector_api::v1alpha1::{APIServiceBinding, AppClusterBinding};
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::core::ApiResource;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::engine::{Engine, EngineMode, EngineOptions};
+use crate::metrics::{FleetLabels, Metrics};
+use crate::runtime::Cluster;
+use crate::runtime::events::{BINDING_CLUSTER, EventSink, EventType};
+use crate::runtime::leadership::Leadership;
+use crate::runtime::lease::{self, LEASE_DURATION, RETRY_PERIOD, Seen};
+use crate::runtime::status_writer::BindingStatusWriter;
+use crate::runtime::watch::{Scope, SharedWatch, WatchHub};
+
+/// Prefix of the heartbeat Leases of fleet replicas, in their own namespace.
+pub const MEMBER_LEASE_PREFIX: &str = "konnector-fleet-";
+
+/// How often the fleet looks at its members, bindings and Leases again.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A heartbeat Lease nobody renewed for this long belongs to a replica that is gone for good
+/// (a crashed pod's name is not reused): it is deleted so that they do not pile up.
+const MEMBER_GONE_AFTER: Duration = Duration::from_secs(600);
+
+/// Fleet settings.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// This replica's identity (`POD_NAME`): holder of the Leases it takes.
+    pub identity: String,
+    /// Namespace of this replica's heartbeat Lease (`--lease-namespace`); every replica of one
+    /// fleet uses the same.
+    pub lease_namespace: String,
+    /// Name of each app cluster's Lease in its root namespace (`--lease-name`, `klutch-bind`).
+    pub lease_name: String,
+    /// Which `AppClusterBinding`s this fleet serves (`--fleet-selector`).
+    pub selector: LabelSelector,
+    /// How the app-cluster clients treat their servers; labelled `app:<R>` per app cluster.
+    pub client: ClientOptions,
+    /// `--sync-workers` of each app cluster's engine.
+    pub sync_workers: std::num::NonZeroUsize,
+}
+
+/// Whether this replica is ready: its control-plane watches have listed and its heartbeat
+/// Lease is held.
+#[derive(Debug, Clone, Default)]
+pub struct FleetReadiness(Arc<AtomicBool>);
+
+impl FleetReadiness {
+    /// Ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The app clusters this replica serves now, by root namespace (for tests and `/readyz`
+/// detail).
+#[derive(Debug, Clone, Default)]
+pub struct Held(Arc<Mutex<BTreeSet<String>>>);
+
+impl Held {
+    /// Root namespaces of the app clusters whose Lease this replica holds.
+    pub fn get(&self) -> BTreeSet<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, r: &str, held: bool) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held {
+            set.insert(r.to_owned());
+        } else {
+            set.remove(r);
+        }
+    }
+}
+
+/// Why the fleet stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The watch of `AppClusterBinding`s on the control plane ended.
+    #[error("the AppClusterBinding watch on the control plane stopped")]
+    WatchEnded,
+}
+
+/// The fleet of one replica.
+#[derive(Debug)]
+pub struct Fleet {
+    control_plane: ClusterHandle,
+    options: FleetOptions,
+    metrics: Metrics,
+    readiness: FleetReadiness,
+    held: Held,
+    watch_timeout: Option<Duration>,
+}
+
+/// What every holder shares.
+struct Ctx {
+    control_plane: ClusterHandle,
+    options: FleetOptions,
+    metrics: Metrics,
+    /// Opens the control plane's watches, one per resource.
+    root: Arc<WatchHub>,
+    /// Views of `root` by namespace (kubeconfig Secrets).
+    views: Arc<WatchHub>,
+    bindings: Arc<SharedWatch>,
+    events: EventSink,
+    held: Held,
+}
+
+/// A running holder of one app cluster's Lease.
+struct Holder {
+    member: watch::Sender<FleetMember>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+fn resource<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
+impl Fleet {
+    /// A fleet over the control plane `control_plane` (its binding-role handle).
+    pub fn new(control_plane: ClusterHandle, options: FleetOptions, metrics: Metrics) -> Self {
+        Fleet {
+            control_plane,
+            options,
+            metrics,
+            readiness: FleetReadiness::default(),
+            held: Held::default(),
+            watch_timeout: None,
+        }
+    }
+
+    /// Watch requests end after `timeout` and resume (tests reach that path in seconds).
+    pub fn with_watch_timeout(mut self, timeout: Duration) -> Self {
+        self.watch_timeout = Some(timeout);
+        self
+    }
+
+    /// This replica's readiness.
+    pub fn readiness(&self) -> FleetReadiness {
+        self.readiness.clone()
+    }
+
+    /// The app clusters this replica holds.
+    pub fn held(&self) -> Held {
+        self.held.clone()
+    }
+
+    /// Runs until `shutdown` resolves; then stops every app cluster's writers, releases their
+    /// Leases and the heartbeat, so that the other replicas take over at once.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), FleetError> {
+        let cp = Cluster::Handle(self.control_plane.clone());
+        let mut root = WatchHub::with(self.metrics.clone(), Leadership::always());
+        if let Some(t) = self.watch_timeout {
+            root = root.with_watch_timeout(t);
+        }
+        let root = Arc::new(root);
+        let views = Arc::new(
+            WatchHub::with(self.metrics.clone(), Leadership::always()).sharing(
+                BINDING_CLUSTER,
+                root.clone(),
+                BINDING_CLUSTER,
+            ),
+        );
+        let app_cluster_bindings = root.watch(
+            BINDING_CLUSTER,
+            &cp,
+            &resource::<AppClusterBinding>(),
+            Scope::All,
+            None,
+        );
+        let cluster_leases = root.watch(
+            BINDING_CLUSTER,
+            &cp,
+            &resource::<Lease>(),
+            Scope::All,
+            Some(format!("metadata.name={}", self.options.lease_name)),
+        );
+        let members = root.watch(
+            BINDING_CLUSTER,
+            &cp,
+            &resource::<Lease>(),
+            Scope::Namespace(self.options.lease_namespace.clone()),
+            None,
+        );
+        let bindings = root.watch(
+            BINDING_CLUSTER,
+            &cp,
+            &resource::<APIServiceBinding>(),
+            Scope::All,
+            None,
+        );
+        let ctx = Arc::new(Ctx {
+            control_plane: self.control_plane.clone(),
+            metrics: self.metrics.clone(),
+            events: EventSink::start(cp.clone(), Leadership::always()),
+            options: self.options.clone(),
+            root,
+            views,
+            bindings,
+            held: self.held.clone(),
+        });
+
+        // The heartbeat: a Lease of our own, held as long as we run.
+        let me = self.options.identity.clone();
+        let heartbeat_name = format!("{MEMBER_LEASE_PREFIX}{me}");
+        let (beat_tx, beat) = watch::channel(None);
+        let (stop_beat, stop_beat_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(lease::run(
+            Api::namespaced(self.control_plane.client(), &self.options.lease_namespace),
+            heartbeat_name.clone(),
+            me.clone(),
+            beat_tx,
+            stopped(stop_beat_rx),
+        ));
+
+        tokio::pin!(shutdown);
+        let synced = async {
+            for w in [&app_cluster_bindings, &cluster_leases, &members] {
+                w.ready().await;
+            }
+        };
+        tokio::select! {
+            () = synced => {}
+            () = &mut shutdown => {
+                let _ = stop_beat.send(true);
+                let _ = heartbeat.await;
+                return Ok(());
+            }
+        }
+        tracing::info!(identity = %me, lease_namespace = %self.options.lease_namespace, "fleet caches synced");
+
+        let mut lease_seen: HashMap<String, Seen> = HashMap::new();
+        let mut member_seen: HashMap<String, Seen> = HashMap::new();
+        let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
+        let mut reported: HashMap<(String, String), String> = HashMap::new();
+        let mut acb_events = app_cluster_bindings.subscribe();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                _ = tick.tick() => {}
+                event = acb_events.recv() => {
+                    if matches!(event, Err(broadcast::error::RecvError::Closed)) {
+                        break Err(FleetError::WatchEnded);
+                    }
+                }
+            }
+            let now = Instant::now();
+            let beating = beat.borrow().is_some_and(|t| std::time::Instant::now() < t);
+            if beating && !self.readiness.is_ready() {
+                tracing::info!(identity = %me, "fleet member heartbeat held; serving app clusters");
+                self.readiness.0.store(true, Ordering::Relaxed);
+            }
+
+            // The app clusters of the selected bindings.
+            let mut wanted: BTreeMap<String, (FleetMember, AppClusterBinding)> = BTreeMap::new();
+            for acb in app_cluster_bindings.list_as::<AppClusterBinding>() {
+                let labels = acb.metadata.labels.clone().unwrap_or_default();
+                if !self.options.selector.matches(&labels) {
+                    continue;
+                }
+                let key = (
+                    acb.metadata.namespace.clone().unwrap_or_default(),
+                    acb.metadata.name.clone().unwrap_or_default(),
+                );
+                match member_of(&acb) {
+                    Ok(member) => {
+                        reported.remove(&key);
+                        wanted.insert(member.root_namespace.clone(), (member, acb));
+                    }
+                    Err(e) => {
+                        let note = e.to_string();
+                        if reported.get(&key) != Some(&note) {
+                            tracing::warn!(namespace = %key.0, name = %key.1, error = %note, "AppClusterBinding cannot be served");
+                            ctx.events.resource(
+                                &acb,
+                                EventType::Warning,
+                                reasons::APP_CLUSTER_UNAVAILABLE,
+                                actions::SHARD,
+                                note.clone(),
+                            );
+                            reported.insert(key, note);
+                        }
+                    }
+                }
+            }
+
+            // Who is alive: heartbeat Leases renewed within their duration (ours while we
+            // hold it).
+            let mut alive = BTreeSet::new();
+            let member_leases: Vec<Lease> = members.list_as::<Lease>();
+            member_seen.retain(|name, _| {
+                member_leases
+                    .iter()
+                    .any(|l| l.metadata.name.as_deref() == Some(name))
+            });
+            for l in &member_leases {
+                let Some(name) = l.metadata.name.as_deref() else {
+                    continue;
+                };
+                if !name.starts_with(MEMBER_LEASE_PREFIX) {
+                    continue;
+                }
+                let seen = observe(&mut member_seen, name, l.spec.clone(), now);
+                let holder = l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or_default();
+                if holder.is_empty() {
+                    continue;
+                }
+                if holder == me {
+                    if beating {
+                        alive.insert(holder);
+                    }
+                } else if live(seen, now) {
+                    alive.insert(holder);
+                } else if now.duration_since(seen.at) > MEMBER_GONE_AFTER {
+                    forget_member(&ctx, l);
+                }
+            }
+
+            // Every app cluster's Lease as seen from here.
+            lease_seen.retain(|r, _| wanted.contains_key(r));
+            let mut shard_leases = Vec::with_capacity(wanted.len());
+            for r in wanted.keys() {
+                let spec = cluster_leases
+                    .get_as::<Lease>(Some(r), &self.options.lease_name)
+                    .and_then(|l| l.spec);
+                let seen = observe(&mut lease_seen, r, spec, now);
+                let holder = seen
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .filter(|h| !h.is_empty());
+                shard_leases.push(ShardLease {
+                    cluster: r.clone(),
+                    live: holder.is_some() && live(seen, now),
+                    holder,
+                });
+            }
+
+            // Plan only while we count ourselves alive: the others do not see us otherwise.
+            let owners = if beating {
+                let mut replicas = alive.clone();
+                replicas.insert(me.clone());
+                ideal_owners(&replicas, wanted.keys().map(String::as_str))
+            } else {
+                BTreeMap::new()
+            };
+            let plan = if beating {
+                cluster_topology::fleet::plan_shards(&me, &alive, &shard_leases)
+            } else {
+                Default::default()
+            };
+
+            // Hand over what is no longer ours, stop serving what is gone.
+            let leaving: Vec<String> = holders
+                .keys()
+                .filter(|r| owners.get(*r) != Some(&me))
+                .cloned()
+                .collect();
+            for r in leaving {
+                if let Some(h) = holders.remove(&r) {
+                    let why = if wanted.contains_key(&r) {
+                        "assigned to another replica"
+                    } else {
+                        "its AppClusterBinding is gone or not selected"
+                    };
+                    tracing::info!(app_cluster = %r, why, "handing the app cluster over");
+                    let _ = h.stop.send(true);
+                    // The holder releases the Lease in the background; its task ends then.
+                    drop(h.task);
+                }
+            }
+            // Take what is assigned to us and free; keep holders informed of changed bindings.
+            for r in plan.acquire {
+                if holders.contains_key(&r) {
+                    continue;
+                }
+                let Some((member, _)) = wanted.get(&r) else {
+                    continue;
+                };
+                let seen = lease_seen.get(&r).cloned();
+                holders.insert(r.clone(), Holder::start(ctx.clone(), member.clone(), seen));
+            }
+            for (r, h) in &holders {
+                if let Some((member, _)) = wanted.get(r) {
+                    h.member.send_if_modified(|m| {
+                        let changed = m != member;
+                        if changed {
+                            *m = member.clone();
+                        }
+                        changed
+                    });
+                }
+            }
+            holders.retain(|_, h| !h.task.is_finished());
+            self.metrics
+                .fleet_app_clusters
+                .set(i64::try_from(self.held.get().len()).unwrap_or(i64::MAX));
+        };
+
+        // Shutting down: every holder stops its writers and releases its Lease, then the
+        // heartbeat goes, so that the others rebalance at once.
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut holders)
+            .into_values()
+            .map(|h| {
+                let _ = h.stop.send(true);
+                h.task
+            })
+            .collect();
+        let released = futures::future::join_all(tasks);
+        if tokio::time::timeout(Duration::from_secs(10), released)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some app cluster Leases were not released in time");
+        }
+        let _ = stop_beat.send(true);
+        let _ = heartbeat.await;
+        let api: Api<Lease> =
+            Api::namespaced(self.control_plane.client(), &self.options.lease_namespace);
+        if let Err(e) = api.delete(&heartbeat_name, &DeleteParams::default()).await {
+            tracing::debug!(error = %e, "could not delete the heartbeat Lease");
+        }
+        self.metrics.fleet_app_clusters.set(0);
+        result
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Records `spec` as seen now unless it was seen so before; returns the observation.
+fn observe<'a>(
+    seen: &'a mut HashMap<String, Seen>,
+    key: &str,
+    spec: Option<LeaseSpec>,
+    now: Instant,
+) -> &'a Seen {
+    let entry = seen.entry(key.to_owned()).or_insert_with(|| Seen {
+        spec: spec.clone(),
+        at: now,
+    });
+    if entry.spec != spec {
+        *entry = Seen { spec, at: now };
+    }
+    entry
+}
+
+/// Whether a Lease seen unchanged since `seen.at` is still valid at `now`.
+fn live(seen: &Seen, now: Instant) -> bool {
+    let duration = seen
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(LEASE_DURATION);
+    now.duration_since(seen.at) <= duration
+}
+
+/// Deletes the heartbeat Lease of a replica gone for good (only if unchanged since read).
+fn forget_member(ctx: &Arc<Ctx>, lease: &Lease) {
+    let (Some(name), Some(ns)) = (
+        lease.metadata.name.clone(),
+        lease.metadata.namespace.clone(),
+    ) else {
+        return;
+    };
+    let api: Api<Lease> = Api::namespaced(ctx.control_plane.client(), &ns);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: lease.metadata.resource_version.clone(),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    tokio::spawn(async move {
+        match api.delete(&name, &params).await {
+            Ok(_) => {
+                tracing::info!(lease = %name, "deleted the heartbeat Lease of a replica gone for good")
+            }
+            Err(e) => {
+                tracing::debug!(lease = %name, error = %e, "could not delete a stale heartbeat Lease")
+            }
+        }
+    });
+}
+
+impl Holder {
+    fn start(ctx: Arc<Ctx>, member: FleetMember, seen: Option<Seen>) -> Self {
+        let (member_tx, member_rx) = watch::channel(member);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(hold(ctx, member_rx, stop_rx, seen));
+        Holder {
+            member: member_tx,
+            stop,
+            task,
+        }
+    }
+}
+
+/// Holds one app cluster's Lease and serves the app cluster while it does; on `stop`, stops
+/// writing, then releases the Lease.
+async fn hold(
+    ctx: Arc<Ctx>,
+    mut member: watch::Receiver<FleetMember>,
+    stop: watch::Receiver<bool>,
+    seen: Option<Seen>,
+) {
+    let r = member.borrow().root_namespace.clone();
+    let (lead_tx, lead) = watch::channel(None);
+    let elector = tokio::spawn(lease::run_from(
+        Api::namespaced(ctx.control_plane.client(), &r),
+        ctx.options.lease_name.clone(),
+        ctx.options.identity.clone(),
+        lead_tx,
+        stopped(stop.clone()),
+        seen,
+    ));
+    let leadership = Leadership::from_deadlines(lead.clone());
+    let mut first = lead.clone();
+    let acquired = tokio::select! {
+        r = first.wait_for(Option::is_some) => r.is_ok(),
+        () = stopped(stop.clone()) => false,
+    };
+    if acquired {
+        let binding = member.borrow().binding.clone();
+        tracing::info!(app_cluster = %r, identity = %ctx.options.identity, "took over the app cluster");
+        lease_change(&ctx, &r, "acquired");
+        ctx.held.set(&r, true);
+        record(
+            &ctx,
+            &binding,
+            EventType::Normal,
+            reasons::APP_CLUSTER_ACQUIRED,
+            format!(
+                "Replica {} serves the app cluster of binding root namespace {r}.",
+                ctx.options.identity
+            ),
+        );
+        loop {
+            let current = member.borrow_and_update().clone();
+            let changed = async {
+                let _ = member.changed().await;
+            };
+            tokio::select! {
+                () = serve(&ctx, &current, leadership.clone()) => {
+                    // Its engine or Secret watch ended: start over, not in a tight loop.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                () = changed => {
+                    tracing::info!(app_cluster = %r, "AppClusterBinding changed; reconnecting its app cluster");
+                    continue;
+                }
+                () = stopped(stop.clone()) => break,
+            }
+        }
+    }
+    // The elector stops writers (its deadline goes) before it clears the Lease.
+    let _ = elector.await;
+    if acquired {
+        ctx.held.set(&r, false);
+        lease_change(&ctx, &r, "released");
+        let binding = member.borrow().binding.clone();
+        record(
+            &ctx,
+            &binding,
+            EventType::Normal,
+            reasons::APP_CLUSTER_RELEASED,
+            format!(
+                "Replica {} no longer serves the app cluster of binding root namespace {r}.",
+                ctx.options.identity
+            ),
+        );
+        tracing::info!(app_cluster = %r, "released the app cluster");
+    }
+}
+
+fn lease_change(ctx: &Ctx, r: &str, event: &str) {
+    ctx.metrics
+        .fleet_lease_changes
+        .get_or_create(&FleetLabels {
+            app_cluster: r.to_owned(),
+            event: event.to_owned(),
+        })
+        .inc();
+}
+
+/// Records an Event on the `AppClusterBinding` `binding`.
+fn record(ctx: &Ctx, binding: &(String, String), type_: EventType, reason: &str, note: String) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(ApiResource::erase::<AppClusterBinding>(&()).api_version),
+        kind: Some("AppClusterBinding".to_owned()),
+        namespace: Some(binding.0.clone()),
+        name: Some(binding.1.clone()),
+        ..Default::default()
+    };
+    ctx.events
+        .publish(reference, type_, reason, actions::SHARD, note);
+}
+
+/// Serves one app cluster: connects with the kubeconfig Secret and runs its engine; while the
+/// Secret is missing or unusable, says so on the cluster's bindings and waits for it to change.
+/// Runs until cancelled.
+async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
+    let r = member.root_namespace.clone();
+    let secret_ref = member.app_kubeconfig.clone();
+    let cp = Cluster::Handle(ctx.control_plane.clone());
+    let secret = ctx.views.watch(
+        BINDING_CLUSTER,
+        &cp,
+        &resource::<Secret>(),
+        Scope::Namespace(secret_ref.namespace.clone()),
+        Some(format!("metadata.name={}", secret_ref.name)),
+    );
+    let mut changes = secret.subscribe();
+    secret.ready().await;
+    let label = format!("app:{r}");
+    let health = ClientHealth::new(ctx.options.client.clone().with_label(label.clone()));
+    let mut status: Option<BindingStatusWriter> = None;
+    let mut last_problem = None;
+    // The first usable kubeconfig.
+    let connection = loop {
+        let current = secret.get_as::<Secret>(Some(&secret_ref.namespace), &secret_ref.name);
+        let problem = match current
+            .as_ref()
+            .map(|s| cluster_topology::rotation::secret_value(s, &secret_ref.key))
+        {
+            None => format!("secret {secret_ref} not found"),
+            Some(None) => format!(
+                "secret {secret_ref} does not contain key {}",
+                secret_ref.key
+            ),
+            Some(Some(bytes)) => match connect_kubeconfig_with_health(
+                &bytes,
+                NamespaceRequirement::Optional,
+                &health,
+            ) {
+                Ok(connection) => break connection,
+                Err(e) => format!("{e}"),
+            },
+        };
+        if last_problem.as_ref() != Some(&problem) {
+            tracing::warn!(app_cluster = %r, error = %problem, "the app cluster's kubeconfig cannot be used; waiting for its Secret to change");
+            record(
+                ctx,
+                &member.binding,
+                EventType::Warning,
+                reasons::APP_CLUSTER_UNAVAILABLE,
+                format!(
+                    "The app cluster of binding root namespace {r} cannot be served: {problem}."
+                ),
+            );
+            let writer = status.get_or_insert_with(|| {
+                BindingStatusWriter::start(
+                    cp.clone(),
+                    ctx.bindings.clone(),
+                    ctx.metrics.clone(),
+                    leadership.clone(),
+                )
+            });
+            let condition =
+                crate::plan::status::app_kubeconfig_unusable(&secret_ref.to_string(), &problem);
+            for b in ctx.bindings.list_as::<APIServiceBinding>() {
+                if b.metadata.namespace.as_deref() == Some(r.as_str()) {
+                    let key = (r.clone(), b.metadata.name.clone().unwrap_or_default());
+                    writer.report(&key, vec![condition.clone()], None);
+                }
+            }
+            last_problem = Some(problem);
+        }
+        if changes.recv().await.is_err() {
+            return;
+        }
+    };
+    drop(status);
+    ctx.metrics.register_client(&label, &health);
+    let app = ClusterHandle::with_health(Role::App, connection, health);
+    tracing::info!(app_cluster = %r, app = %app.current().server(), secret = %secret_ref, "serving the app cluster");
+
+    // Rotation: the updater swaps the app client when the Secret changes to something usable.
+    let (credentials, _) = broadcast::channel(16);
+    let mut updater = CredentialUpdater::new(
+        &app,
+        secret_ref.clone(),
+        NamespaceRequirement::Optional,
+        credentials.clone(),
+    );
+    let engine = Engine::new(
+        cp.clone(),
+        app.clone().into(),
+        EngineOptions {
+            mode: EngineMode::ControlPlane {
+                binding_root_namespace: r.clone(),
+            },
+        },
+    )
+    .with_metrics(ctx.metrics.clone())
+    .with_leadership(leadership)
+    .with_credential_events(credentials.subscribe())
+    .with_client_options(ctx.options.client.clone())
+    .with_sync_workers(ctx.options.sync_workers)
+    .with_shared_watches(ctx.root.clone());
+    let engine = engine.run(std::future::pending::<()>());
+    tokio::pin!(engine);
+    loop {
+        let retry = updater.next_retry();
+        tokio::select! {
+            result = &mut engine => {
+                if let Err(e) = result {
+                    tracing::error!(app_cluster = %r, error = %e, "the app cluster's engine stopped");
+                }
+                return;
+            }
+            change = changes.recv() => {
+                if matches!(change, Err(broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                let current = secret.get_as::<Secret>(Some(&secret_ref.namespace), &secret_ref.name);
+                if let Some(event) = updater.observe(current.as_ref()).await {
+                    count_credential_event(&ctx.metrics, &event);
+                }
+            }
+            () = async {
+                match retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(event) = updater.retry().await {
+                    count_credential_event(&ctx.metrics, &event);
+                }
+            }
+        }
+    }
+}
+
+fn count_credential_event(metrics: &Metrics, event: &CredentialEvent) {
+    let outcome = match event {
+        CredentialEvent::Reloaded { .. } => "reloaded",
+        CredentialEvent::Rejected { .. } => "rejected",
+    };
+    metrics
+        .credential_reloads
+        .get_or_create(&crate::metrics::CredentialLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+/// How often a holder renews (the elector's retry period), for docs and tests.
+pub const RENEW_PERIOD: Duration = RETRY_PERIOD;
