@@ -174,6 +174,18 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     )
     .await
     .unwrap();
+    wait_until(
+        "an Event says the app cluster was given up",
+        FLEET_STEP,
+        || async {
+            events_about(&w.cp_admin, e2e::fleet::FLEET_NS, "late")
+                .await
+                .iter()
+                .any(|e| e["reason"] == "AppClusterReleased")
+        },
+    )
+    .await
+    .unwrap();
     create(&w, added, "after-unbind").await;
 
     // Rotating one app cluster's kubeconfig: the fleet uses the new credentials, no restart.
@@ -288,6 +300,37 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
             .all(|l| *l <= APPS / (REPLICAS - 1) + 1),
         "{survivors_load:?}"
     );
+
+    // A replica that shuts down hands its app clusters over at once: no Lease expiry to wait
+    // out (that alone would take 15 s).
+    let leaving = survivors.iter().next().unwrap().clone();
+    let last = survivors.iter().nth(1).unwrap().clone();
+    let leaving_index = names.iter().position(|n| *n == leaving).unwrap();
+    let stopped_at = Instant::now();
+    replicas[leaving_index].terminate().await.unwrap();
+    wait_until(
+        "the last replica holds every app cluster",
+        Duration::from_secs(15),
+        || async {
+            let holders = w.holders().await;
+            (0..APPS)
+                .all(|i| holders.get(w.apps[i].r).and_then(|h| h.as_deref()) == Some(last.as_str()))
+        },
+    )
+    .await
+    .unwrap();
+    let handed = stopped_at.elapsed();
+    eprintln!("app clusters handed over on shutdown in {handed:?}");
+    assert!(
+        handed < Duration::from_secs(10),
+        "hand-over took {handed:?}"
+    );
+    replicas[leaving_index]
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap();
+    let last_index = names.iter().position(|n| *n == last).unwrap();
+    sync_everywhere(&w, &[0, APPS - 1], "one-left", &[&replicas[last_index]]).await;
 }
 
 async fn a_per_cluster_konnector_keeps_its_app_cluster_until_it_is_gone(backend: Backend) {

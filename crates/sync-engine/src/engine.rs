@@ -393,12 +393,12 @@ impl Engine {
                 let app = sinks.get_or_register(APP_CLUSTER, || {
                     EventSink::start(self.app.clone(), leadership)
                 });
-                self.hub.metrics().register_events(APP_CLUSTER, &app);
+                let metrics = self.hub.metrics();
+                metrics.register_events(&metrics.cluster_label(APP_CLUSTER), &app);
             }
         }
-        self.hub
-            .metrics()
-            .register_events(BINDING_CLUSTER, &binding);
+        let metrics = self.hub.metrics();
+        metrics.register_events(&metrics.cluster_label(BINDING_CLUSTER), &binding);
         binding
     }
 

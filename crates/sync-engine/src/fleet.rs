@@ -605,6 +605,7 @@ async fn hold(
     let _ = elector.await;
     if acquired {
         ctx.held.set(&r, false);
+        ctx.metrics.forget_app_cluster(&r);
         lease_change(&ctx, &r, "released");
         let binding = member.borrow().binding.clone();
         record(
@@ -740,7 +741,7 @@ async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
             },
         },
     )
-    .with_metrics(ctx.metrics.clone())
+    .with_metrics(ctx.metrics.for_app_cluster(&r))
     .with_leadership(leadership)
     .with_credential_events(credentials.subscribe())
     .with_client_options(ctx.options.client.clone())
@@ -795,3 +796,47 @@ fn count_credential_event(metrics: &Metrics, event: &CredentialEvent) {
 
 /// How often a holder renews (the elector's retry period), for docs and tests.
 pub const RENEW_PERIOD: Duration = RETRY_PERIOD;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str, renewed: i64) -> Option<LeaseSpec> {
+        Some(LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::from_second(renewed).unwrap_or_default(),
+            )),
+            ..LeaseSpec::default()
+        })
+    }
+
+    #[test]
+    fn a_lease_is_live_until_seen_unchanged_for_its_duration() {
+        let t0 = Instant::now();
+        let mut seen = HashMap::new();
+        let first = observe(&mut seen, "r", spec("a", 1), t0).clone();
+        assert_eq!(first.at, t0);
+        assert!(live(&first, t0 + Duration::from_secs(15)));
+        assert!(!live(&first, t0 + Duration::from_secs(16)));
+        // The same content seen later keeps its first sighting: expiry is not postponed.
+        let again = observe(&mut seen, "r", spec("a", 1), t0 + Duration::from_secs(10)).clone();
+        assert_eq!(again.at, t0);
+        // A renewal is a change: counted from when it is seen.
+        let renewed = observe(&mut seen, "r", spec("a", 2), t0 + Duration::from_secs(12)).clone();
+        assert_eq!(renewed.at, t0 + Duration::from_secs(12));
+        assert!(live(&renewed, t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn a_lease_without_a_duration_lasts_the_default() {
+        let t0 = Instant::now();
+        let seen = Seen {
+            spec: Some(LeaseSpec::default()),
+            at: t0,
+        };
+        assert!(live(&seen, t0 + LEASE_DURATION));
+        assert!(!live(&seen, t0 + LEASE_DURATION + Duration::from_secs(1)));
+    }
+}

@@ -210,6 +210,12 @@ impl EventStatsCollector {
         sinks.retain(|(c, _)| c != cluster);
         sinks.push((cluster.to_string(), sink.clone()));
     }
+
+    /// Stops reporting the recorders whose cluster label `gone` selects (and lets them end).
+    fn remove(&self, gone: impl Fn(&str) -> bool) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|(c, _)| !gone(c));
+    }
 }
 
 impl Collector for EventStatsCollector {
@@ -363,9 +369,45 @@ pub struct Metrics {
     pub caches: WatchCacheCollector,
     /// Fleet mode: app clusters whose Lease this replica holds.
     pub fleet_app_clusters: Gauge,
+    /// Fleet mode: [`Metrics::sync_latency`] per app cluster.
+    pub fleet_sync_latency: Family<AppClusterDirectionLabels, Histogram, fn() -> Histogram>,
+    /// Fleet mode: [`Metrics::reconcile_errors`] per app cluster.
+    pub fleet_reconcile_errors: Family<AppClusterControllerLabels, Counter>,
+    /// Fleet mode: [`Metrics::heartbeat_age_seconds`] per app cluster (the unlabelled gauge is
+    /// whichever app cluster heartbeated last).
+    pub fleet_heartbeat_age_seconds: Family<AppClusterLabels, Gauge>,
+    /// The app cluster (its binding root namespace) an engine of a fleet reports for, set by
+    /// [`Metrics::for_app_cluster`]: its syncs, failures and heartbeat are also counted under
+    /// that label.
+    app_cluster: Option<Arc<str>>,
     /// Fleet mode: Leases of app clusters taken and given up, by app cluster (its binding root
     /// namespace) and event (`acquired`, `released`).
     pub fleet_lease_changes: Family<FleetLabels, Counter>,
+}
+
+/// Labels naming an app cluster of a fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AppClusterLabels {
+    /// The app cluster's binding root namespace.
+    pub app_cluster: String,
+}
+
+/// Labels of [`Metrics::fleet_sync_latency`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AppClusterDirectionLabels {
+    /// The app cluster's binding root namespace.
+    pub app_cluster: String,
+    /// `spec` or `status`.
+    pub direction: String,
+}
+
+/// Labels of [`Metrics::fleet_reconcile_errors`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AppClusterControllerLabels {
+    /// The app cluster's binding root namespace.
+    pub app_cluster: String,
+    /// Controller name.
+    pub controller: String,
 }
 
 /// Labels of [`Metrics::fleet_lease_changes`].
@@ -395,6 +437,10 @@ impl Default for Metrics {
             events: EventStatsCollector::default(),
             caches: WatchCacheCollector::default(),
             fleet_app_clusters: Gauge::default(),
+            fleet_sync_latency: Family::new_with_constructor(latency_histogram),
+            fleet_reconcile_errors: Family::default(),
+            fleet_heartbeat_age_seconds: Family::default(),
+            app_cluster: None,
             fleet_lease_changes: Family::default(),
         }
     }
@@ -448,6 +494,21 @@ impl Metrics {
             "fleet_app_clusters",
             "Fleet mode: app clusters whose Lease this replica holds",
             self.fleet_app_clusters.clone(),
+        );
+        r.register(
+            "fleet_sync_latency_seconds",
+            "Fleet mode: sync latency per app cluster and direction",
+            self.fleet_sync_latency.clone(),
+        );
+        r.register(
+            "fleet_reconcile_errors",
+            "Fleet mode: failed reconciles per app cluster and controller",
+            self.fleet_reconcile_errors.clone(),
+        );
+        r.register(
+            "fleet_heartbeat_age_seconds",
+            "Fleet mode: seconds since the last successful ClusterBinding heartbeat, per app cluster",
+            self.fleet_heartbeat_age_seconds.clone(),
         );
         r.register(
             "fleet_lease_changes",
@@ -515,6 +576,55 @@ impl Metrics {
         self.reconciles.get_or_create(&labels).inc();
         if !ok {
             self.reconcile_errors.get_or_create(&labels).inc();
+            if let Some(r) = &self.app_cluster {
+                self.fleet_reconcile_errors
+                    .get_or_create(&AppClusterControllerLabels {
+                        app_cluster: r.to_string(),
+                        controller: controller.to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// The same metrics, also counting syncs, failures and the heartbeat of the app cluster
+    /// `r` under its label (fleet mode: one engine per app cluster, one registry).
+    pub fn for_app_cluster(&self, r: &str) -> Metrics {
+        Metrics {
+            app_cluster: Some(r.into()),
+            ..self.clone()
+        }
+    }
+
+    /// Stops reporting the heartbeat age of app cluster `r`, which this replica no longer
+    /// serves (a frozen age would look like a heartbeat failing).
+    pub fn forget_app_cluster(&self, r: &str) {
+        self.fleet_heartbeat_age_seconds.remove(&AppClusterLabels {
+            app_cluster: r.to_owned(),
+        });
+        let suffix = format!(":{r}");
+        self.events.remove(|c| c.ends_with(&suffix));
+    }
+
+    /// The `cluster` label of a cluster id: `app` and `binding` as they are, or, for the engine
+    /// of one app cluster of a fleet, `app:<R>` and `binding:<R>`, so that each app cluster's
+    /// Event recorders are counted apart.
+    pub fn cluster_label(&self, cluster: &str) -> String {
+        match &self.app_cluster {
+            Some(r) => format!("{cluster}:{r}"),
+            None => cluster.to_owned(),
+        }
+    }
+
+    /// Sets the age of the last successful ClusterBinding heartbeat.
+    pub fn heartbeat_age(&self, seconds: i64) {
+        self.heartbeat_age_seconds.set(seconds);
+        if let Some(r) = &self.app_cluster {
+            self.fleet_heartbeat_age_seconds
+                .get_or_create(&AppClusterLabels {
+                    app_cluster: r.to_string(),
+                })
+                .set(seconds);
         }
     }
 
@@ -537,6 +647,14 @@ impl Metrics {
                 direction: direction.to_string(),
             })
             .observe(took.as_secs_f64());
+        if let Some(r) = &self.app_cluster {
+            self.fleet_sync_latency
+                .get_or_create(&AppClusterDirectionLabels {
+                    app_cluster: r.to_string(),
+                    direction: direction.to_string(),
+                })
+                .observe(took.as_secs_f64());
+        }
     }
 
     /// Sets the queue depth of `controller`.
@@ -578,6 +696,43 @@ mod tests {
         assert!(text.contains(r#"konnector_sync_latency_seconds_count{direction="spec"} 1"#));
         assert!(text.contains("konnector_leader 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_fleet_engine_also_reports_under_its_app_cluster() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let r1 = m.for_app_cluster("klutch-bind-ns-a");
+        r1.synced("status", Duration::from_millis(3));
+        r1.reconciled("c", false);
+        r1.heartbeat_age(4);
+        m.for_app_cluster("klutch-bind-ns-b").heartbeat_age(7);
+        assert_eq!(r1.cluster_label("app"), "app:klutch-bind-ns-a");
+        assert_eq!(m.cluster_label("app"), "app");
+        let text = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        let t = text(&registry);
+        for line in [
+            r#"konnector_sync_latency_seconds_count{direction="status"} 1"#,
+            r#"konnector_fleet_sync_latency_seconds_count{app_cluster="klutch-bind-ns-a",direction="status"} 1"#,
+            r#"konnector_fleet_reconcile_errors_total{app_cluster="klutch-bind-ns-a",controller="c"} 1"#,
+            r#"konnector_fleet_heartbeat_age_seconds{app_cluster="klutch-bind-ns-a"} 4"#,
+            r#"konnector_fleet_heartbeat_age_seconds{app_cluster="klutch-bind-ns-b"} 7"#,
+        ] {
+            assert!(t.contains(line), "{line} in {t}");
+        }
+        m.forget_app_cluster("klutch-bind-ns-a");
+        let t = text(&registry);
+        assert!(
+            !t.contains(r#"konnector_fleet_heartbeat_age_seconds{app_cluster="klutch-bind-ns-a"}"#)
+        );
+        assert!(t.contains(
+            r#"konnector_fleet_heartbeat_age_seconds{app_cluster="klutch-bind-ns-b"} 7"#
+        ));
     }
 
     /// The registry as the /metrics endpoint serves it.

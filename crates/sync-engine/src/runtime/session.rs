@@ -771,7 +771,7 @@ impl Inner {
             .and_then(|s| s.last_heartbeat_time)
         {
             let age = Timestamp::now().duration_since(last.0).as_secs();
-            self.hub.metrics().heartbeat_age_seconds.set(age.max(0));
+            self.hub.metrics().heartbeat_age(age.max(0));
         }
         let next = time_until_heartbeat(
             self.cluster_binding().and_then(|c| c.status).as_ref(),
