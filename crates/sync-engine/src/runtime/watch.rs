@@ -112,7 +112,10 @@ pub struct SharedWatch {
     /// first one's wake-up and leave it waiting forever.
     listed: tokio::sync::watch::Receiver<bool>,
     errors: tokio::sync::watch::Receiver<Option<WatchError>>,
-    task: JoinHandle<()>,
+    /// The watch task; `None` for a view, which has none of its own.
+    task: Option<JoinHandle<()>>,
+    /// The views taken of this watch, told about the changes they show.
+    views: Arc<Views>,
     /// Set for a view of a wider watch ([`WatchHub::sharing`]): what it shows of it.
     view: Option<View>,
 }
@@ -121,9 +124,73 @@ pub struct SharedWatch {
 #[derive(Debug)]
 struct View {
     /// Kept alive as long as the view is.
-    _parent: Arc<SharedWatch>,
+    parent: Arc<SharedWatch>,
     namespace: String,
     name: Option<String>,
+    /// Its entry in the parent's [`Views`].
+    id: u64,
+}
+
+/// The change channels of the views of one watch, by namespace. The watch task hands each
+/// change to the views of its namespace only: with hundreds of views of one watch (one per app
+/// cluster of a fleet), a change costs a map lookup, not a wake-up of every view.
+#[derive(Debug, Default)]
+struct Views {
+    by_namespace: Mutex<HashMap<String, Vec<ViewSink>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct ViewSink {
+    id: u64,
+    name: Option<String>,
+    tx: broadcast::Sender<Change>,
+}
+
+impl Views {
+    fn add(&self, namespace: &str, name: Option<String>, tx: broadcast::Sender<Change>) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(namespace.to_owned())
+            .or_default()
+            .push(ViewSink { id, name, tx });
+        id
+    }
+
+    fn remove(&self, namespace: &str, id: u64) {
+        let mut map = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sinks) = map.get_mut(namespace) {
+            sinks.retain(|s| s.id != id);
+            if sinks.is_empty() {
+                map.remove(namespace);
+            }
+        }
+    }
+
+    /// Tells the views that show `change` (every view, for a resync).
+    fn dispatch(&self, change: &Change) {
+        let map = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        match change {
+            Change::Object {
+                namespace: Some(ns),
+                name,
+            } => {
+                for sink in map.get(ns).into_iter().flatten() {
+                    if sink.name.as_deref().is_none_or(|n| n == name) {
+                        let _ = sink.tx.send(change.clone());
+                    }
+                }
+            }
+            Change::Object {
+                namespace: None, ..
+            } => {}
+            Change::Resync => {
+                for sink in map.values().flatten() {
+                    let _ = sink.tx.send(Change::Resync);
+                }
+            }
+        }
+    }
 }
 
 impl View {
@@ -150,7 +217,12 @@ impl std::fmt::Debug for SharedWatch {
 
 impl Drop for SharedWatch {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        if let Some(view) = &self.view {
+            view.parent.views.remove(&view.namespace, view.id);
+        }
     }
 }
 
@@ -174,6 +246,7 @@ impl SharedWatch {
         let (events, _) = broadcast::channel(CHANGE_BUFFER);
         let (listed_tx, listed) = tokio::sync::watch::channel(false);
         let (errors_tx, errors) = tokio::sync::watch::channel(None);
+        let views = Arc::new(Views::default());
         let task = tokio::spawn(
             WatchTask {
                 handle,
@@ -182,6 +255,7 @@ impl SharedWatch {
                 fields,
                 cache: cache.clone(),
                 events: events.clone(),
+                views: views.clone(),
                 listed: listed_tx,
                 errors: errors_tx,
                 key: key.clone(),
@@ -197,7 +271,8 @@ impl SharedWatch {
             events,
             listed,
             errors,
-            task,
+            task: Some(task),
+            views,
             view: None,
         })
     }
@@ -210,34 +285,8 @@ impl SharedWatch {
         namespace: String,
         name: Option<String>,
     ) -> Arc<Self> {
-        let view = View {
-            _parent: parent.clone(),
-            namespace,
-            name,
-        };
         let (events, _) = broadcast::channel(CHANGE_BUFFER);
-        let mut sub = parent.subscribe();
-        let to = events.clone();
-        let (ns, only) = (view.namespace.clone(), view.name.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let change = match sub.recv().await {
-                    Ok(Change::Object { namespace, name }) => {
-                        if namespace.as_deref() != Some(ns.as_str())
-                            || only.as_deref().is_some_and(|n| n != name)
-                        {
-                            continue;
-                        }
-                        Change::Object { namespace, name }
-                    }
-                    Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Change::Resync
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                let _ = to.send(change);
-            }
-        });
+        let id = parent.views.add(&namespace, name.clone(), events.clone());
         Arc::new(SharedWatch {
             key,
             resource: parent.resource.clone(),
@@ -245,8 +294,14 @@ impl SharedWatch {
             events,
             listed: parent.listed.clone(),
             errors: parent.errors.clone(),
-            task,
-            view: Some(view),
+            task: None,
+            views: Arc::default(),
+            view: Some(View {
+                parent,
+                namespace,
+                name,
+                id,
+            }),
         })
     }
 
@@ -591,6 +646,7 @@ struct WatchTask {
     fields: Option<String>,
     cache: Arc<Cache>,
     events: broadcast::Sender<Change>,
+    views: Arc<Views>,
     listed: tokio::sync::watch::Sender<bool>,
     errors: tokio::sync::watch::Sender<Option<WatchError>>,
     key: WatchKey,
@@ -833,6 +889,7 @@ impl WatchTask {
         // No subscriber is fine: the cache is still kept. Sent before the first list is
         // announced, so that whoever subscribes once the watch is ready sees only what follows.
         let _ = self.events.send(Change::Resync);
+        self.views.dispatch(&Change::Resync);
         // The failure is over before the list is announced: whoever sees the watch ready sees
         // no stale error.
         self.errors.send_if_modified(|e| e.take().is_some());
@@ -900,6 +957,7 @@ impl WatchTask {
             } else {
                 self.cache.apply(event);
             }
+            self.views.dispatch(&change);
             let _ = self.events.send(change);
         }
     }
