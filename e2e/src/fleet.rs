@@ -130,7 +130,19 @@ impl FleetWorld {
         extra: &[&str],
     ) -> anyhow::Result<usize> {
         let cluster = Cluster::start_on(backend, &format!("app-{name}"), extra).await?;
-        self.attach(cluster, name).await
+        self.attach(cluster, name, None).await
+    }
+
+    /// [`FleetWorld::add_app`], but the app kubeconfig Secret in `R` holds `secret` instead (a
+    /// broken Secret, to be fixed later with [`FleetWorld::rotate`]).
+    pub async fn add_app_with_secret(
+        &mut self,
+        backend: Backend,
+        name: &str,
+        secret: &str,
+    ) -> anyhow::Result<usize> {
+        let cluster = Cluster::start_on(backend, &format!("app-{name}"), &[]).await?;
+        self.attach(cluster, name, Some(secret)).await
     }
 
     /// [`FleetWorld::add_app`] for several app clusters, started side by side (a real control
@@ -148,17 +160,22 @@ impl FleetWorld {
         )
         .await;
         for ((_, name), cluster) in apps.iter().zip(started) {
-            self.attach(cluster?, name).await?;
+            self.attach(cluster?, name, None).await?;
         }
         Ok(())
     }
 
-    async fn attach(&mut self, cluster: Cluster, name: &str) -> anyhow::Result<usize> {
+    async fn attach(
+        &mut self,
+        cluster: Cluster,
+        name: &str,
+        secret: Option<&str>,
+    ) -> anyhow::Result<usize> {
         let admin = cluster.client().await?;
         backend::ensure_namespace(&admin, TEAM).await?;
         let kubeconfig = cluster.kubeconfig(KONNECTOR_USER)?;
         let r = root(name);
-        self.bind(name, &kubeconfig).await?;
+        self.bind_with(name, &kubeconfig, secret).await?;
         let loops = tokio::spawn(provider_backend(r).map_namespaces(self.cp_admin.clone()));
         self.apps.push(AppCluster {
             name: name.to_owned(),
@@ -172,11 +189,22 @@ impl FleetWorld {
 
     /// What the backend creates for `FLEET_NS/name` whose app cluster `kubeconfig` reaches.
     pub async fn bind(&self, name: &str, kubeconfig: &str) -> anyhow::Result<()> {
+        self.bind_with(name, kubeconfig, None).await
+    }
+
+    /// [`FleetWorld::bind`], the app kubeconfig Secret holding `app_secret` if given.
+    async fn bind_with(
+        &self,
+        name: &str,
+        kubeconfig: &str,
+        app_secret: Option<&str>,
+    ) -> anyhow::Result<()> {
         let r = root(name);
         provider_backend(r)
             .set_up(&self.cp_admin, &world::mangodb_crd()?, kubeconfig)
             .await?;
-        create_kubeconfig_secret(&self.cp_admin, r, APP_KUBECONFIG, kubeconfig).await?;
+        let app_secret = app_secret.unwrap_or(kubeconfig);
+        create_kubeconfig_secret(&self.cp_admin, r, APP_KUBECONFIG, app_secret).await?;
         apply(
             &Api::<DynamicObject>::namespaced_with(
                 self.cp_admin.clone(),

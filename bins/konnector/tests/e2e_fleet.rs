@@ -210,14 +210,17 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     .unwrap();
 
     // A broken app cluster (its kubeconfig Secret holds no kubeconfig) is reported on its
-    // binding; the others keep syncing.
-    w.bind("broken", "this is not a kubeconfig").await.unwrap();
-    let broken = e2e::fleet::root("broken");
+    // binding; the others keep syncing. Once its Secret is fixed, it is served.
+    let broken = w
+        .add_app_with_secret(Backend::Memory, "broken", "this is not a kubeconfig")
+        .await
+        .unwrap();
+    let broken_r = w.apps[broken].r;
     wait_until(
         "the broken app cluster's binding says why",
         FLEET_STEP,
         || async {
-            w.binding_condition(broken, "AppKubeconfigValid")
+            w.binding_condition(broken_r, "AppKubeconfigValid")
                 .await
                 .is_some_and(|c| c["status"] == "False")
         },
@@ -225,6 +228,23 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     .await
     .unwrap();
     sync_everywhere(&w, &[0, 2, APPS - 1], "despite-broken", &ks).await;
+    let fixed = w.apps[broken]
+        .cluster
+        .kubeconfig(e2e::KONNECTOR_USER)
+        .unwrap();
+    w.rotate(broken, &fixed).await.unwrap();
+    sync_everywhere(&w, &[broken], "fixed", &ks).await;
+    wait_until(
+        "the fixed app cluster's binding says so",
+        FLEET_STEP,
+        || async {
+            w.binding_condition(broken_r, "AppKubeconfigValid")
+                .await
+                .is_some_and(|c| c["status"] == "True")
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         !synced(&w, added, "after-unbind").await,
         "an unbound app cluster is not served"

@@ -707,19 +707,24 @@ async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
             });
             let condition =
                 crate::plan::status::app_kubeconfig_unusable(&secret_ref.to_string(), &problem);
-            for b in ctx.bindings.list_as::<APIServiceBinding>() {
-                if b.metadata.namespace.as_deref() == Some(r.as_str()) {
-                    let key = (r.clone(), b.metadata.name.clone().unwrap_or_default());
-                    writer.report(&key, vec![condition.clone()], None);
-                }
+            for key in binding_keys(ctx, &r) {
+                writer.report(&key, vec![condition.clone()], None);
             }
             last_problem = Some(problem);
         }
-        if changes.recv().await.is_err() {
+        // A lagging receiver just looks again; only a closed watch ends this.
+        if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
             return;
         }
     };
-    drop(status);
+    // The problem reported before is over: say so (the engine reports rotations from now on).
+    // The writer lives as long as this app cluster is served, so that the report lands.
+    if let Some(writer) = &status {
+        let condition = crate::plan::status::app_kubeconfig_valid(&secret_ref.to_string(), None);
+        for key in binding_keys(ctx, &r) {
+            writer.report(&key, vec![condition.clone()], None);
+        }
+    }
     ctx.metrics.register_client(&label, &health);
     let app = ClusterHandle::with_health(Role::App, connection, health);
     tracing::info!(app_cluster = %r, app = %app.current().server(), secret = %secret_ref, "serving the app cluster");
@@ -779,6 +784,16 @@ async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
             }
         }
     }
+}
+
+/// The APIServiceBindings in root namespace `r`.
+fn binding_keys(ctx: &Ctx, r: &str) -> Vec<(String, String)> {
+    ctx.bindings
+        .keys()
+        .into_iter()
+        .filter(|(ns, _)| ns.as_deref() == Some(r))
+        .map(|(_, name)| (r.to_owned(), name))
+        .collect()
 }
 
 fn count_credential_event(metrics: &Metrics, event: &CredentialEvent) {
