@@ -230,6 +230,18 @@ impl FleetWorld {
         Ok(())
     }
 
+    /// Sets label `key=value` on app cluster `i`'s `AppClusterBinding`.
+    pub async fn label(&self, i: usize, key: &str, value: &str) -> anyhow::Result<()> {
+        Api::<AppClusterBinding>::namespaced(self.cp_admin.clone(), FLEET_NS)
+            .patch(
+                &self.apps[i].name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Replaces app cluster `i`'s kubeconfig in its Secret with `kubeconfig`.
     pub async fn rotate(&self, i: usize, kubeconfig: &str) -> anyhow::Result<()> {
         let secrets: Api<Secret> = Api::namespaced(self.cp_admin.clone(), self.apps[i].r);

@@ -23,8 +23,13 @@ const FLEET_STEP: Duration = Duration::from_secs(90);
 const TAKEOVER: Duration = Duration::from_secs(20);
 
 async fn replica(w: &FleetWorld, pod: &str) -> Konnector {
+    replica_with(w, pod, &[]).await
+}
+
+async fn replica_with(w: &FleetWorld, pod: &str, extra: &[&str]) -> Konnector {
     let port = free_port().unwrap();
-    let args = w.replica_args(port).unwrap();
+    let mut args = w.replica_args(port).unwrap();
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut k = Konnector::spawn_with_env(BIN, &args, &w.dir, &[("POD_NAME", pod)]).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT)
@@ -414,6 +419,43 @@ async fn a_per_cluster_konnector_keeps_its_app_cluster_until_it_is_gone(backend:
     .await
     .unwrap();
     sync_everywhere(&w, &[0], "migrated", &[&fleet]).await;
+}
+
+/// Two fleets split the app clusters by `--fleet-selector`, in one lease namespace; relabelling
+/// an `AppClusterBinding` moves its app cluster from one to the other without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleets_with_different_selectors_split_the_app_clusters() {
+    let mut w = FleetWorld::new(Backend::Memory).await.unwrap();
+    let apps: Vec<(Backend, String)> = (0..4)
+        .map(|i| (Backend::Memory, format!("sel{i}")))
+        .collect();
+    w.add_apps(&apps, &[]).await.unwrap();
+    for i in 0..4 {
+        let tier = if i < 2 { "gold" } else { "silver" };
+        w.label(i, "tier", tier).await.unwrap();
+    }
+    let gold = replica_with(&w, "gold-0", &["--fleet-selector=tier=gold"]).await;
+    let other = replica_with(&w, "other-0", &["--fleet-selector=tier!=gold"]).await;
+    let holder = |h: &BTreeMap<&'static str, Option<String>>, i: usize| {
+        h.get(w.apps[i].r).cloned().flatten().unwrap_or_default()
+    };
+    wait_until("each fleet holds its app clusters", FLEET_STEP, || async {
+        let h = w.holders().await;
+        (0..4).all(|i| holder(&h, i) == if i < 2 { "gold-0" } else { "other-0" })
+    })
+    .await
+    .unwrap();
+    sync_everywhere(&w, &[0, 1, 2, 3], "split", &[&gold, &other]).await;
+    w.label(3, "tier", "gold").await.unwrap();
+    wait_until(
+        "the relabelled app cluster moves to the gold fleet",
+        FLEET_STEP,
+        || async { holder(&w.holders().await, 3) == "gold-0" },
+    )
+    .await
+    .unwrap();
+    sync_everywhere(&w, &[3], "moved", &[&gold, &other]).await;
+    assert_eq!(holder(&w.holders().await, 2), "other-0");
 }
 
 e2e::on_both_backends!(

@@ -280,6 +280,32 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// The selector in one canonical spelling (requirements sorted, sets sorted), so that two
+    /// spellings of one selector name the same fleet.
+    pub fn canonical(&self) -> String {
+        let set = |v: &BTreeSet<String>| v.iter().cloned().collect::<Vec<_>>().join(",");
+        let mut parts: Vec<String> = self
+            .requirements
+            .iter()
+            .map(|(key, op)| match op {
+                Op::In(v) => format!("{key} in ({})", set(v)),
+                Op::NotIn(v) => format!("{key} notin ({})", set(v)),
+                Op::Exists => key.clone(),
+                Op::NotExists => format!("!{key}"),
+            })
+            .collect();
+        parts.sort();
+        parts.dedup();
+        parts.join(",")
+    }
+
+    /// A short id of the fleet this selector defines: replicas count as members of one fleet
+    /// only if they serve the same `AppClusterBinding`s, or one would assign app clusters to a
+    /// replica that never takes them.
+    pub fn fleet_id(&self) -> String {
+        format!("{:08x}", weight(&self.canonical(), "fleet") as u32)
+    }
+
     /// Whether an object with `labels` is selected.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|(key, op)| {
@@ -487,6 +513,12 @@ mod tests {
             let parsed = LabelSelector::parse(selector).unwrap();
             assert_eq!(parsed.matches(&labels), expected, "{selector:?}");
         }
+        let a = LabelSelector::parse("tier in (silver,gold), team").unwrap();
+        let b = LabelSelector::parse("team,tier in (gold, silver)").unwrap();
+        assert_eq!(a.canonical(), "team,tier in (gold,silver)");
+        assert_eq!(a.fleet_id(), b.fleet_id());
+        assert_ne!(a.fleet_id(), LabelSelector::parse("").unwrap().fleet_id());
+        assert_eq!(LabelSelector::parse("").unwrap().fleet_id().len(), 8);
         for bad in ["tier=gold,", "ti er=x", "tier in gold", "=x"] {
             let e = LabelSelector::parse(bad).unwrap_err();
             assert!(

@@ -49,7 +49,8 @@ use crate::runtime::lease::{self, LEASE_DURATION, RETRY_PERIOD, Seen};
 use crate::runtime::status_writer::BindingStatusWriter;
 use crate::runtime::watch::{Scope, SharedWatch, WatchHub};
 
-/// Prefix of the heartbeat Leases of fleet replicas, in their own namespace.
+/// Prefix of the heartbeat Leases of fleet replicas, in their own namespace; followed by the
+/// fleet's id ([`LabelSelector::fleet_id`]), a dash and the replica's identity.
 pub const MEMBER_LEASE_PREFIX: &str = "konnector-fleet-";
 
 /// How often the fleet looks at its members, bindings and Leases again.
@@ -240,7 +241,9 @@ impl Fleet {
 
         // The heartbeat: a Lease of our own, held as long as we run.
         let me = self.options.identity.clone();
-        let heartbeat_name = format!("{MEMBER_LEASE_PREFIX}{me}");
+        // Replicas with another selector are another fleet: not members of this one.
+        let members_prefix = format!("{MEMBER_LEASE_PREFIX}{}-", self.options.selector.fleet_id());
+        let heartbeat_name = format!("{members_prefix}{me}");
         let (beat_tx, beat) = watch::channel(None);
         let (stop_beat, stop_beat_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(lease::run(
@@ -337,7 +340,7 @@ impl Fleet {
                 let Some(name) = l.metadata.name.as_deref() else {
                     continue;
                 };
-                if !name.starts_with(MEMBER_LEASE_PREFIX) {
+                if !name.starts_with(&members_prefix) {
                     continue;
                 }
                 let seen = observe(&mut member_seen, name, l.spec.clone(), now);
