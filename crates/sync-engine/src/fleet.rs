@@ -273,6 +273,8 @@ impl Fleet {
         let mut lease_seen: HashMap<String, Seen> = HashMap::new();
         let mut member_seen: HashMap<String, Seen> = HashMap::new();
         let mut holders: BTreeMap<String, Holder> = BTreeMap::new();
+        // Holders stopped, still releasing their Lease.
+        let mut releasing: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
         let mut reported: HashMap<(String, String), String> = HashMap::new();
         let mut acb_events = app_cluster_bindings.subscribe();
         let mut tick = tokio::time::interval(TICK);
@@ -384,49 +386,49 @@ impl Fleet {
             }
 
             // Plan only while we count ourselves alive: the others do not see us otherwise.
-            let owners = if beating {
+            // Meanwhile (our heartbeat failing: the control plane is unreachable, or we were
+            // paused) nothing is taken or handed over; each held Lease keeps its own deadline.
+            releasing.retain(|_, t| !t.is_finished());
+            if beating {
                 let mut replicas = alive.clone();
                 replicas.insert(me.clone());
-                ideal_owners(&replicas, wanted.keys().map(String::as_str))
-            } else {
-                BTreeMap::new()
-            };
-            let plan = if beating {
-                cluster_topology::fleet::plan_shards(&me, &alive, &shard_leases)
-            } else {
-                Default::default()
-            };
+                let owners = ideal_owners(&replicas, wanted.keys().map(String::as_str));
+                let plan = cluster_topology::fleet::plan_shards(&me, &alive, &shard_leases);
 
-            // Hand over what is no longer ours, stop serving what is gone.
-            let leaving: Vec<String> = holders
-                .keys()
-                .filter(|r| owners.get(*r) != Some(&me))
-                .cloned()
-                .collect();
-            for r in leaving {
-                if let Some(h) = holders.remove(&r) {
-                    let why = if wanted.contains_key(&r) {
-                        "assigned to another replica"
-                    } else {
-                        "its AppClusterBinding is gone or not selected"
+                // Hand over what is no longer ours, stop serving what is gone.
+                let leaving: Vec<String> = holders
+                    .keys()
+                    .filter(|r| owners.get(*r) != Some(&me))
+                    .cloned()
+                    .collect();
+                for r in leaving {
+                    if let Some(h) = holders.remove(&r) {
+                        let why = if wanted.contains_key(&r) {
+                            "assigned to another replica"
+                        } else {
+                            "its AppClusterBinding is gone or not selected"
+                        };
+                        tracing::info!(app_cluster = %r, why, "handing the app cluster over");
+                        let _ = h.stop.send(true);
+                        // It releases the Lease in the background; until it has, the app
+                        // cluster is not taken again (two electors of ours on one Lease would
+                        // each believe they hold it).
+                        releasing.insert(r, h.task);
+                    }
+                }
+                // Take what is assigned to us and free.
+                for r in plan.acquire {
+                    if holders.contains_key(&r) || releasing.contains_key(&r) {
+                        continue;
+                    }
+                    let Some((member, _)) = wanted.get(&r) else {
+                        continue;
                     };
-                    tracing::info!(app_cluster = %r, why, "handing the app cluster over");
-                    let _ = h.stop.send(true);
-                    // The holder releases the Lease in the background; its task ends then.
-                    drop(h.task);
+                    let seen = lease_seen.get(&r).cloned();
+                    holders.insert(r.clone(), Holder::start(ctx.clone(), member.clone(), seen));
                 }
             }
-            // Take what is assigned to us and free; keep holders informed of changed bindings.
-            for r in plan.acquire {
-                if holders.contains_key(&r) {
-                    continue;
-                }
-                let Some((member, _)) = wanted.get(&r) else {
-                    continue;
-                };
-                let seen = lease_seen.get(&r).cloned();
-                holders.insert(r.clone(), Holder::start(ctx.clone(), member.clone(), seen));
-            }
+            // Keep holders informed of changed bindings (a new kubeconfig Secret reference).
             for (r, h) in &holders {
                 if let Some((member, _)) = wanted.get(r) {
                     h.member.send_if_modified(|m| {
@@ -452,6 +454,7 @@ impl Fleet {
                 let _ = h.stop.send(true);
                 h.task
             })
+            .chain(std::mem::take(&mut releasing).into_values())
             .collect();
         let released = futures::future::join_all(tasks);
         if tokio::time::timeout(Duration::from_secs(10), released)
