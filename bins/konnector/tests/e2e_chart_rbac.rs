@@ -14,6 +14,11 @@
 //! kubeconfig Secret and its service namespace: the cross-tenant reach a cluster-wide claim
 //! grant would give is gone.
 //!
+//! Fleet mode (`ci/rendered/fleet.yaml`): one replica serves two AppClusterBindings' app
+//! clusters with the fleet's cluster-wide rights (their root namespaces are not known to the
+//! chart); nothing is denied, and Secret writes, Lease deletes and other Leases outside the
+//! lease namespace, and unselected cluster-wide Lease lists are forbidden.
+//!
 //! Identities: in memory the ServiceAccount is a user of that name without groups; on a real
 //! control plane the konnector authenticates with a token of the very ServiceAccount the
 //! chart's bindings name (TokenRequest API), so it holds exactly what the chart grants plus the
@@ -1513,7 +1518,299 @@ async fn default_mode_forbidden_claim_watch_shows_on_the_binding(backend: Backen
     let _ = &w.provider_admin;
 }
 
+/// Fleet mode: the chart's rendering of `ci/fleet-values.yaml` (release `konnector` in
+/// [`FLEET_RELEASE_NS`], heartbeat Leases there).
+const FLEET_RELEASE_NS: &str = "klutch-fleet";
+const FLEET_SA: &str = "system:serviceaccount:klutch-fleet:konnector";
+/// The AppClusterBindings (`e2e::fleet::FLEET_NS/<name>`) the fleet serves.
+const FLEET_APPS: [&str; 2] = ["app-1", "app-2"];
+
+/// One app cluster of the fleet scenario: what the backend leaves for its AppClusterBinding on
+/// the control plane (root namespace `R` with the ClusterBinding, the export, the app
+/// kubeconfig Secret and the APIServiceBinding), the app cluster authorized with the README's
+/// rights for the kubeconfig's user, and the namespace mapping loop of `R`.
+struct FleetApp {
+    r: &'static str,
+    cluster: Cluster,
+    admin: kube::Client,
+    user: String,
+    backend: tokio::task::JoinHandle<()>,
+}
+
+async fn fleet_app(cp_admin: &kube::Client, name: &str, cluster: Cluster) -> FleetApp {
+    let admin = cluster.client().await.unwrap();
+    let (user, subject) = app_identity(&cluster).await;
+    for o in app_user_rbac(subject) {
+        create_dynamic(&admin, &resource_of(&o), o).await;
+    }
+    create_namespace(&admin, "team-a").await;
+    let r = e2e::fleet::root(name);
+    let provider = e2e::backend::ProviderBackend {
+        namespace: r,
+        pretty_name: "anynines",
+        poll: Duration::from_millis(200),
+    };
+    provider
+        .set_up(
+            cp_admin,
+            &e2e::world::mangodb_crd().unwrap(),
+            &user.kubeconfig,
+        )
+        .await
+        .unwrap();
+    let secret = e2e::backend::KUBECONFIG_SECRET;
+    bindings_api(cp_admin, r)
+        .create(&PostParams::default(), &binding(r, secret))
+        .await
+        .unwrap();
+    let acb = ApiResource::erase::<konnector_api::v1alpha1::AppClusterBinding>(&());
+    create_dynamic(
+        cp_admin,
+        &acb,
+        json!({"apiVersion": "klutch.anynines.com/v1alpha1", "kind": "AppClusterBinding",
+            "metadata": {"name": name, "namespace": e2e::fleet::FLEET_NS},
+            "spec": {"kubeconfigSecretRef": {"name": secret, "namespace": r, "key": secret}}}),
+    )
+    .await;
+    FleetApp {
+        r,
+        cluster,
+        admin,
+        user: user.user,
+        backend: tokio::spawn(provider.map_namespaces(cp_admin.clone())),
+    }
+}
+
+/// Fleet mode under the chart's RBAC: one replica running as the chart's ServiceAccount serves
+/// two app clusters (each an AppClusterBinding whose root namespace the chart cannot name), an
+/// instance syncs both ways in each, and no request is denied on the control plane or in the
+/// app clusters. The rights the fleet does not need are absent: Secret writes, Lease deletes
+/// outside the lease namespace, Leases other than `klutch-bind` outside it, cluster-wide Lease
+/// lists without the name selector, AppClusterBinding writes, namespace lists.
+async fn fleet_mode_serves_two_app_clusters_under_the_charts_rbac(backend: Backend) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let docs = rendered("fleet");
+    let (cp, app_1, app_2) = tokio::join!(
+        rbac_cluster(backend, "control-plane", &[FLEET_SA]),
+        rbac_cluster(backend, "fleet-app-1", &[APP_USER]),
+        rbac_cluster(backend, "fleet-app-2", &[APP_USER])
+    );
+    let cp_admin = cp.client().await.unwrap();
+    for crd in [
+        konnector_api::crds::app_cluster_binding(),
+        konnector_api::crds::api_service_binding(),
+    ] {
+        install_crd(&cp_admin, crd).await.unwrap();
+    }
+    create_namespace(&cp_admin, e2e::fleet::FLEET_NS).await;
+    create_namespace(&cp_admin, FLEET_RELEASE_NS).await;
+    let mut apps = Vec::new();
+    for (name, cluster) in FLEET_APPS.into_iter().zip([app_1, app_2]) {
+        apps.push(fleet_app(&cp_admin, name, cluster).await);
+    }
+    // `helm install -n klutch-fleet` with ci/fleet-values.yaml.
+    load_chart_rbac(&cp_admin, &docs, labelled_bound_role(true)).await;
+    let cp_sa = service_account(&cp, FLEET_RELEASE_NS, SA_NAME).await;
+    assert_eq!(cp_sa.user, FLEET_SA);
+    wait_allowed(backend, &cp_admin, FLEET_SA, apps[1].r).await;
+
+    let dir = TempDir::new("konnector-chart-rbac-fleet").unwrap();
+    let kubeconfig = dir.write("cp-sa.kubeconfig", &cp_sa.kubeconfig).unwrap();
+    let port = free_port().unwrap();
+    let args = konnector_args(&docs, &kubeconfig, port);
+    assert!(args.iter().any(|a| a == "--fleet=true"), "{args:?}");
+    let mut k = Konnector::spawn_with_env(
+        BIN,
+        &args,
+        &dir,
+        &[
+            ("POD_NAME", "konnector-0"),
+            ("POD_NAMESPACE", FLEET_RELEASE_NS),
+        ],
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    if let Err(e) = k.wait_http_ok(addr, "/readyz", STARTUP_TIMEOUT).await {
+        panic!("fleet not ready under the chart's RBAC: {e}");
+    }
+
+    // Both app clusters taken over by the one replica, then an instance synced both ways (and
+    // deleted) in each.
+    for app in &apps {
+        let leases: Api<Lease> = Api::namespaced(cp_admin.clone(), app.r);
+        step(
+            &k,
+            &format!("the fleet holds the Lease in {}", app.r),
+            || async {
+                leases
+                    .get_opt("klutch-bind")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|l| l.spec?.holder_identity)
+                    .as_deref()
+                    == Some("konnector-0")
+            },
+        )
+        .await;
+    }
+    for app in &apps {
+        let down: Api<DynamicObject> =
+            Api::namespaced_with(app.admin.clone(), "team-a", &mangodb());
+        let up: Api<DynamicObject> = Api::namespaced_with(
+            cp_admin.clone(),
+            &e2e::backend::service_namespace(app.r, "team-a"),
+            &mangodb(),
+        );
+        happy_path(&k, &bindings_api(&cp_admin, app.r), &down, &up).await;
+    }
+    let stderr = k.stderr();
+    stop(k).await;
+    for app in &apps {
+        app.backend.abort();
+    }
+
+    // Enough: nothing the fleet asked the control plane or an app cluster for was denied.
+    let denials = denied(&cp, FLEET_SA).await;
+    assert!(
+        denials.is_empty(),
+        "denied on the control plane: {denials:#?}\n--- konnector stderr ---\n{}",
+        tail(&stderr)
+    );
+    for app in &apps {
+        let denials = denied(&app.cluster, &app.user).await;
+        assert!(
+            denials.is_empty(),
+            "denied in the app cluster of {}: {denials:#?}\n--- konnector stderr ---\n{}",
+            app.r,
+            tail(&stderr)
+        );
+    }
+    assert_exercised(
+        &cp,
+        FLEET_SA,
+        &[
+            ("list", "appclusterbindings"),
+            ("watch", "secrets"),
+            ("create", "leases"),
+            ("update", "leases"),
+            ("delete", "leases"),
+            ("patch", "apiservicebindings"),
+            ("create", "apiservicenamespaces"),
+            ("patch", "mangodbs"),
+            ("create", "events"),
+        ],
+    )
+    .await;
+    let made = requests_of(&cp, FLEET_SA).await;
+    let kinds: BTreeSet<String> = made
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| {
+            let scope = if r.namespace.is_empty() { "*" } else { "ns" };
+            format!("{} {} ({scope})", r.verb, r.resource)
+        })
+        .collect();
+    println!(
+        "fleet: {} requests on the control plane for {} app clusters, none denied: {kinds:?}",
+        made.len(),
+        apps.len()
+    );
+
+    // Not too many. Secrets: read through the one cluster-wide watch, never written.
+    let sa = client_from(&cp_sa.kubeconfig).await;
+    let r = apps[0].r;
+    let sa_r_secrets: Api<Secret> = Api::namespaced(sa.clone(), r);
+    assert!(
+        is_forbidden(
+            sa_r_secrets
+                .create(&PostParams::default(), &kubeconfig_secret("planted", "x"))
+                .await
+        ),
+        "creating a Secret"
+    );
+    assert!(
+        is_forbidden(
+            sa_r_secrets
+                .patch(
+                    e2e::backend::KUBECONFIG_SECRET,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+                )
+                .await
+        ),
+        "changing an app cluster's kubeconfig Secret"
+    );
+    assert!(is_forbidden(
+        sa_r_secrets
+            .delete(e2e::backend::KUBECONFIG_SECRET, &DeleteParams::default())
+            .await
+    ));
+    // Leases: outside the lease namespace only `klutch-bind`, read and renewed (never deleted);
+    // a cluster-wide list needs the name selector.
+    let other: Lease = serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap();
+    Api::<Lease>::namespaced(cp_admin.clone(), r)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let sa_r_leases: Api<Lease> = Api::namespaced(sa.clone(), r);
+    assert!(
+        is_forbidden(
+            sa_r_leases
+                .delete("klutch-bind", &DeleteParams::default())
+                .await
+        ),
+        "deleting an app cluster's Lease"
+    );
+    assert!(
+        is_forbidden(sa_r_leases.get("other").await),
+        "another Lease in R"
+    );
+    assert!(is_forbidden(
+        sa_r_leases
+            .replace("other", &PostParams::default(), &other)
+            .await
+    ));
+    let sa_all_leases: Api<Lease> = Api::all(sa.clone());
+    assert!(
+        is_forbidden(sa_all_leases.list(&ListParams::default()).await),
+        "listing every Lease"
+    );
+    assert!(
+        sa_all_leases
+            .list(&ListParams::default().fields("metadata.name=klutch-bind"))
+            .await
+            .is_ok(),
+        "listing the app clusters' Leases by name"
+    );
+    // The rest of the control plane: AppClusterBindings and bindings read only; namespaces
+    // only by name.
+    let sa_acbs: Api<DynamicObject> = Api::namespaced_with(
+        sa.clone(),
+        e2e::fleet::FLEET_NS,
+        &ApiResource::erase::<konnector_api::v1alpha1::AppClusterBinding>(&()),
+    );
+    assert!(is_forbidden(
+        sa_acbs
+            .delete(FLEET_APPS[0], &DeleteParams::default())
+            .await
+    ));
+    assert!(is_forbidden(
+        bindings_api(&sa, r)
+            .delete(EXPORT, &DeleteParams::default())
+            .await
+    ));
+    let sa_namespaces: Api<Namespace> = Api::all(sa);
+    assert!(is_forbidden(
+        sa_namespaces.list(&ListParams::default()).await
+    ));
+    assert!(is_forbidden(
+        sa_namespaces.delete(r, &DeleteParams::default()).await
+    ));
+}
+
 e2e::on_both_backends!(
+    fleet_mode_serves_two_app_clusters_under_the_charts_rbac,
     default_mode_forbidden_claim_watch_shows_on_the_binding,
     default_mode_happy_path_under_the_charts_rbac,
     control_plane_mode_happy_path_under_the_charts_rbac,

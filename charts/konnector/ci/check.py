@@ -36,8 +36,10 @@ class Scenario:
         control_plane: bool,
         claims_secrets: bool = False,
         snapshot: bool = False,
+        fleet: bool = False,
     ) -> None:
         self.name = name
+        self.fleet = fleet
         self.namespace = namespace
         self.values: dict[str, Any] = (
             yaml.safe_load((CI / values_file).read_text()) if values_file else {}
@@ -48,8 +50,11 @@ class Scenario:
         rbac = self.values.get("rbac") or {}
         # The effective rbac.claimedResourcesScope (empty: namespaces in control-plane mode).
         self.claimed_scope: str = rbac.get("claimedResourcesScope") or (
-            "namespaces" if control_plane else "cluster"
+            "namespaces" if control_plane and not fleet else "cluster"
         )
+        self.lease_namespace: str = (self.values.get("leaderElection") or {}).get(
+            "leaseNamespace"
+        ) or namespace
         self.claimed_namespaces: list[str] = rbac.get("claimedResourceNamespaces") or []
         self.claimed_resources: set[tuple[str, str]] = {
             (c.get("apiGroup") or "", r)
@@ -100,6 +105,23 @@ SCENARIOS = [
         control_plane=True,
         claims_secrets=True,
     ),
+    # Fleet mode (e2e_chart_rbac runs this rendering).
+    Scenario(
+        "fleet",
+        "klutch-fleet",
+        "fleet-values.yaml",
+        control_plane=True,
+        fleet=True,
+        snapshot=True,
+    ),
+    Scenario(
+        "fleet-full",
+        "klutch-fleet",
+        "fleet-full-values.yaml",
+        control_plane=True,
+        claims_secrets=True,
+        fleet=True,
+    ),
 ]
 
 # Values that must not render, with the message the user sees.
@@ -127,6 +149,22 @@ MUST_FAIL = [
     (
         {"rbac": {"claimedResourceNamespaces": ["team-a"]}},
         "rbac.claimedResourceNamespaces needs rbac.claimedResourcesScope=namespaces",
+    ),
+    (
+        {"fleet": {"enabled": True}, "controlPlaneMode": {"enabled": True}},
+        "fleet.enabled and controlPlaneMode.enabled exclude each other",
+    ),
+    (
+        {"fleet": {"enabled": True}, "appClusterKubeconfigSecret": {"name": "k"}},
+        "unset appClusterKubeconfigSecret.name",
+    ),
+    (
+        {"fleet": {"enabled": True}, "bindingRootNamespace": "r"},
+        "unset bindingRootNamespace",
+    ),
+    (
+        {"fleet": {"enabled": True}, "rbac": {"claimedResourcesScope": "namespaces"}},
+        "fleet.enabled needs rbac.claimedResourcesScope=cluster",
     ),
 ]
 
@@ -208,6 +246,8 @@ def check_rbac(docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: li
                 if verb in rule.get("verbs", []):
                     problems.append(f"{where}: rule {i} grants {verb}")
     check_claimed_scope(docs, s, problems)
+    if s.fleet:
+        check_fleet_leases(docs, s, problems)
     kinds = {doc.get("kind") for _, doc in docs}
     for kind in ("ServiceAccount", "RoleBinding", "ClusterRoleBinding"):
         if kind not in kinds:
@@ -219,6 +259,40 @@ def check_rbac(docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: li
             expected = [{"kind": "ServiceAccount", "name": sa, "namespace": s.namespace}]
             if subjects != expected:
                 problems.append(f"{s.name}: {name_of(doc)} binds {subjects}, not only the chart's SA")
+
+
+def check_fleet_leases(
+    docs: list[tuple[str, dict[str, Any]]], s: Scenario, problems: list[str]
+) -> None:
+    """Fleet mode: cluster-wide, Leases may only be created, or read and renewed by the app
+    cluster Lease's name; unrestricted Lease rights (the heartbeats) only in the lease namespace."""
+    lease_name = (s.values.get("leaderElection") or {}).get("leaseName") or "klutch-bind"
+    for _, doc in docs:
+        kind = doc.get("kind")
+        if kind not in ("Role", "ClusterRole"):
+            continue
+        for i, rule in enumerate(doc.get("rules") or []):
+            if "leases" not in (rule.get("resources") or []):
+                continue
+            verbs = set(rule.get("verbs") or [])
+            where = f"{s.name}: {name_of(doc)} rule {i}"
+            if kind == "Role":
+                if doc["metadata"].get("namespace") != s.lease_namespace:
+                    problems.append(f"{where}: Lease rights outside the lease namespace")
+                continue
+            if verbs == {"create"}:
+                continue
+            if not verbs <= {"get", "list", "watch", "update"}:
+                problems.append(f"{where}: cluster-wide Lease verbs {sorted(verbs)}")
+            if rule.get("resourceNames") != [lease_name]:
+                problems.append(f"{where}: cluster-wide Lease rights not limited to {lease_name}")
+    roles = [
+        d for _, d in docs
+        if d.get("kind") == "Role" and d["metadata"].get("namespace") == s.lease_namespace
+        and any("leases" in (r.get("resources") or []) for r in d.get("rules") or [])
+    ]
+    if len(roles) != 1:
+        problems.append(f"{s.name}: expected one heartbeat Lease Role in {s.lease_namespace}")
 
 
 def granted(role: dict[str, Any]) -> set[tuple[str, str]]:
@@ -254,8 +328,20 @@ def check_claimed_scope(
             problems.append(f"{s.name}: ClusterRoleBinding to unrendered ClusterRole {name}")
             continue
         rights = granted(role)
-        if ("", "secrets") in rights and not (s.claims_secrets and s.claimed_scope == "cluster"):
-            problems.append(f"{s.name}: ClusterRole/{name}: Secrets granted cluster-wide")
+        claimed_cluster_wide = s.claims_secrets and s.claimed_scope == "cluster"
+        if ("", "secrets") in rights and not claimed_cluster_wide:
+            # Fleet mode reads the kubeconfig Secrets from one watch of all Secrets: list and
+            # watch only, nothing more.
+            verbs = {
+                v
+                for rule in role.get("rules") or []
+                if "secrets" in (rule.get("resources") or [])
+                for v in rule.get("verbs") or []
+            }
+            if not (s.fleet and verbs == {"list", "watch"}):
+                problems.append(
+                    f"{s.name}: ClusterRole/{name}: Secrets granted cluster-wide ({sorted(verbs)})"
+                )
         if s.claimed_scope == "namespaces":
             if rights & s.claimed_resources:
                 problems.append(
@@ -328,22 +414,28 @@ def check_deployment(docs: list[tuple[str, dict[str, Any]]], s: Scenario, proble
         "--metrics-bind-address": any(a.startswith("--metrics-bind-address=:") for a in args),
         "--lease-name": any(a.startswith("--lease-name=") for a in args),
     }
-    cp_flags = [
-        "--control-plane-mode=true",
-        "--app-cluster-kubeconfig-secret-name=",
-        "--app-cluster-kubeconfig-secret-namespace=",
-        "--app-cluster-kubeconfig-secret-key=",
-        "--binding-root-namespace=",
-    ]
-    for flag in cp_flags:
+    per_cluster = s.control_plane and not s.fleet
+    cp_flags = {
+        "--control-plane-mode=true": s.control_plane,
+        "--fleet=true": s.fleet,
+        "--fleet-selector=": s.fleet and bool((s.values.get("fleet") or {}).get("selector")),
+        "--app-cluster-kubeconfig-secret-name=": per_cluster,
+        "--app-cluster-kubeconfig-secret-namespace=": per_cluster,
+        "--app-cluster-kubeconfig-secret-key=": per_cluster,
+        "--binding-root-namespace=": per_cluster,
+    }
+    for flag, wanted in cp_flags.items():
         present = any(a.startswith(flag) for a in args)
-        expect[f"{flag} {'present' if s.control_plane else 'absent'}"] = present == s.control_plane
+        expect[f"{flag} {'present' if wanted else 'absent'}"] = present == wanted
+    expect[f"--lease-namespace={s.lease_namespace}"] = f"--lease-namespace={s.lease_namespace}" in args
     for what, ok in expect.items():
         if not ok:
             problems.append(f"{where}: {what}")
     pdbs = [d for _, d in docs if d.get("kind") == "PodDisruptionBudget"]
-    if len(pdbs) != 1 or pdbs[0]["spec"].get("minAvailable") != 1:
-        problems.append(f"{s.name}: expected one PodDisruptionBudget with minAvailable 1")
+    # Fleet mode: one replica (and its share of the app clusters) evicted at a time.
+    budget = {"maxUnavailable": 1} if s.fleet else {"minAvailable": 1}
+    if len(pdbs) != 1 or {k: v for k, v in pdbs[0]["spec"].items() if k != "selector"} != budget:
+        problems.append(f"{s.name}: expected one PodDisruptionBudget with {budget}")
     services = [d for _, d in docs if d.get("kind") == "Service"]
     if len(services) != 1 or services[0]["spec"]["ports"][0].get("targetPort") != "metrics":
         problems.append(f"{s.name}: expected one metrics Service")

@@ -56,6 +56,30 @@ app.kubernetes.io/component: konnector
 {{- default .Release.Namespace .Values.leaderElection.leaseNamespace -}}
 {{- end -}}
 
+{{/*
+Fleet mode (fleet.enabled): control-plane mode for the app cluster of every AppClusterBinding,
+so the per-cluster control-plane values make no sense with it and are refused rather than
+silently ignored. Renders nothing; fails on a bad combination.
+*/}}
+{{- define "konnector.checkFleet" -}}
+{{- if .Values.fleet.enabled -}}
+{{- if .Values.controlPlaneMode.enabled -}}
+{{- fail "fleet.enabled and controlPlaneMode.enabled exclude each other: fleet mode serves every AppClusterBinding in control-plane mode by itself" -}}
+{{- end -}}
+{{- if .Values.appClusterKubeconfigSecret.name -}}
+{{- fail "fleet.enabled takes each app cluster's kubeconfig Secret from its AppClusterBinding: unset appClusterKubeconfigSecret.name" -}}
+{{- end -}}
+{{- if .Values.bindingRootNamespace -}}
+{{- fail "fleet.enabled derives each binding root namespace from its AppClusterBinding: unset bindingRootNamespace" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the ServiceAccount acts on the control plane (control-plane or fleet mode). */}}
+{{- define "konnector.onControlPlane" -}}
+{{- if or .Values.controlPlaneMode.enabled .Values.fleet.enabled -}}true{{- end -}}
+{{- end -}}
+
 {{/* Control-plane mode: the binding root namespace (required). */}}
 {{- define "konnector.rootNamespace" -}}
 {{- required "bindingRootNamespace is required when controlPlaneMode.enabled is true" .Values.bindingRootNamespace -}}
@@ -80,14 +104,18 @@ app.kubernetes.io/component: konnector
 
 {{/*
 Where the claimed resources may be read and written: `cluster` or `namespaces`. Empty means
-`namespaces` in control-plane mode, where a cluster-wide grant would let each tenant's konnector
+`cluster` in fleet mode (its one watch per resource spans all namespaces; `namespaces` is
+refused), `namespaces` in control-plane mode, where a cluster-wide grant would let each tenant's konnector
 read and rewrite the claimed objects (for example the kubeconfig Secrets) of every other tenant on
 the shared control plane, and `cluster` in default mode (the earlier behaviour).
 */}}
 {{- define "konnector.claimedScope" -}}
-{{- $scope := .Values.rbac.claimedResourcesScope | default (ternary "namespaces" "cluster" .Values.controlPlaneMode.enabled) -}}
+{{- $scope := .Values.rbac.claimedResourcesScope | default (ternary "namespaces" "cluster" (and .Values.controlPlaneMode.enabled (not .Values.fleet.enabled))) -}}
 {{- if not (has $scope (list "cluster" "namespaces")) -}}
 {{- fail (printf "rbac.claimedResourcesScope must be cluster or namespaces (or empty), not %q" $scope) -}}
+{{- end -}}
+{{- if and .Values.fleet.enabled (eq $scope "namespaces") -}}
+{{- fail "fleet.enabled needs rbac.claimedResourcesScope=cluster: the fleet lists and watches each claimed resource once in all namespaces for every app cluster" -}}
 {{- end -}}
 {{- if and (eq $scope "cluster") .Values.rbac.claimedResourceNamespaces -}}
 {{- fail "rbac.claimedResourceNamespaces needs rbac.claimedResourcesScope=namespaces" -}}
@@ -107,7 +135,7 @@ ServiceAccount acts in the app cluster (the consumer side), in control-plane mod
 plane (the provider side). Arguments: the root context.
 */}}
 {{- define "konnector.boundResourceRules" -}}
-{{- $cp := .Values.controlPlaneMode.enabled -}}
+{{- $cp := include "konnector.onControlPlane" . -}}
 {{- range .Values.rbac.boundResources }}
 - apiGroups: [{{ .apiGroup | default "" | quote }}]
   resources:
