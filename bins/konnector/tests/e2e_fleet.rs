@@ -232,7 +232,34 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     )
     .await
     .unwrap();
+    // An AppClusterBinding whose root namespace name would be too long cannot be served: one
+    // replica (not each) says so in an Event.
+    let long = "a-binding-name-so-long-that-its-root-namespace-cannot-exist";
+    e2e::backend::apply(
+        &kube::Api::<konnector_api::v1alpha1::AppClusterBinding>::namespaced(
+            w.cp_admin.clone(),
+            e2e::fleet::FLEET_NS,
+        ),
+        e2e::fleet::app_cluster_binding(long, "klutch-bind-x"),
+    )
+    .await
+    .unwrap();
+    let unavailable = || async {
+        events_about(&w.cp_admin, e2e::fleet::FLEET_NS, long)
+            .await
+            .into_iter()
+            .filter(|e| e["reason"] == "AppClusterUnavailable")
+            .count()
+    };
+    wait_until(
+        "the unservable AppClusterBinding reported",
+        FLEET_STEP,
+        || async { unavailable().await > 0 },
+    )
+    .await
+    .unwrap();
     sync_everywhere(&w, &[0, 2, APPS - 1], "despite-broken", &ks).await;
+    assert_eq!(unavailable().await, 1, "reported by one replica only");
     let fixed = w.apps[broken]
         .cluster
         .kubeconfig(e2e::KONNECTOR_USER)

@@ -276,6 +276,8 @@ impl Fleet {
         // Holders stopped, still releasing their Lease.
         let mut releasing: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
         let mut reported: HashMap<(String, String), String> = HashMap::new();
+        // Stale heartbeat Leases (by resourceVersion) whose deletion was asked for.
+        let mut forgotten: BTreeSet<String> = BTreeSet::new();
         let mut acb_events = app_cluster_bindings.subscribe();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,6 +300,7 @@ impl Fleet {
 
             // The app clusters of the selected bindings.
             let mut wanted: BTreeMap<String, (FleetMember, AppClusterBinding)> = BTreeMap::new();
+            let mut unservable = Vec::new();
             for acb in app_cluster_bindings.list_as::<AppClusterBinding>() {
                 let labels = acb.metadata.labels.clone().unwrap_or_default();
                 if !self.options.selector.matches(&labels) {
@@ -315,15 +318,7 @@ impl Fleet {
                     Err(e) => {
                         let note = e.to_string();
                         if reported.get(&key) != Some(&note) {
-                            tracing::warn!(namespace = %key.0, name = %key.1, error = %note, "AppClusterBinding cannot be served");
-                            ctx.events.resource(
-                                &acb,
-                                EventType::Warning,
-                                reasons::APP_CLUSTER_UNAVAILABLE,
-                                actions::SHARD,
-                                note.clone(),
-                            );
-                            reported.insert(key, note);
+                            unservable.push((key, note, acb));
                         }
                     }
                 }
@@ -360,7 +355,9 @@ impl Fleet {
                     }
                 } else if live(seen, now) {
                     alive.insert(holder);
-                } else if now.duration_since(seen.at) > MEMBER_GONE_AFTER {
+                } else if now.duration_since(seen.at) > MEMBER_GONE_AFTER
+                    && forgotten.insert(l.metadata.resource_version.clone().unwrap_or_default())
+                {
                     forget_member(&ctx, l);
                 }
             }
@@ -392,6 +389,25 @@ impl Fleet {
             if beating {
                 let mut replicas = alive.clone();
                 replicas.insert(me.clone());
+                // A binding nobody can serve is reported once, by the replica it would go to.
+                let keys: Vec<String> = unservable
+                    .iter()
+                    .map(|(k, _, _)| format!("{}/{}", k.0, k.1))
+                    .collect();
+                let reporters = ideal_owners(&replicas, keys.iter().map(String::as_str));
+                for ((key, note, acb), k) in unservable.into_iter().zip(&keys) {
+                    if reporters.get(k) == Some(&me) {
+                        tracing::warn!(namespace = %key.0, name = %key.1, error = %note, "AppClusterBinding cannot be served");
+                        ctx.events.resource(
+                            &acb,
+                            EventType::Warning,
+                            reasons::APP_CLUSTER_UNAVAILABLE,
+                            actions::SHARD,
+                            note.clone(),
+                        );
+                    }
+                    reported.insert(key, note);
+                }
                 let owners = ideal_owners(&replicas, wanted.keys().map(String::as_str));
                 let plan = cluster_topology::fleet::plan_shards(&me, &alive, &shard_leases);
 
