@@ -5,7 +5,8 @@
 //! - **Who serves an app cluster** is whoever holds the Lease `klutch-bind` in its binding root
 //!   namespace `R`: the very Lease a per-cluster konnector takes, so the two never write for one
 //!   app cluster at once. Each replica announces itself with a heartbeat Lease
-//!   `konnector-fleet-<identity>` in its own namespace; every replica computes the same balanced
+//!   `konnector-fleet-<fleet id>-<identity>` in its own namespace; every replica computes the
+//!   same balanced
 //!   assignment from the replicas it sees alive ([`cluster_topology::fleet::plan_shards`]), takes
 //!   the free or expired Leases assigned to it and hands over the ones assigned elsewhere.
 //!   Expiry is judged on this replica's clock from when it first saw a Lease unchanged, as the
@@ -45,7 +46,7 @@ use crate::metrics::{FleetLabels, Metrics};
 use crate::runtime::Cluster;
 use crate::runtime::events::{BINDING_CLUSTER, EventSink, EventType};
 use crate::runtime::leadership::Leadership;
-use crate::runtime::lease::{self, LEASE_DURATION, RETRY_PERIOD, Seen};
+use crate::runtime::lease::{self, LEASE_DURATION, Seen};
 use crate::runtime::status_writer::BindingStatusWriter;
 use crate::runtime::watch::{Scope, SharedWatch, WatchHub};
 
@@ -140,6 +141,8 @@ struct Ctx {
     /// Views of `root` by namespace (kubeconfig Secrets).
     views: Arc<WatchHub>,
     bindings: Arc<SharedWatch>,
+    /// The `AppClusterBinding`s, for the uid of the Events about them.
+    app_cluster_bindings: Arc<SharedWatch>,
     events: EventSink,
     held: Held,
 }
@@ -236,6 +239,7 @@ impl Fleet {
             root,
             views,
             bindings,
+            app_cluster_bindings: app_cluster_bindings.clone(),
             held: self.held.clone(),
         });
 
@@ -654,8 +658,17 @@ fn lease_change(ctx: &Ctx, r: &str, event: &str) {
         .inc();
 }
 
-/// Records an Event on the `AppClusterBinding` `binding`.
+/// Records an Event on the `AppClusterBinding` `binding` (with its uid when cached, so that
+/// `kubectl describe` shows it).
 fn record(ctx: &Ctx, binding: &(String, String), type_: EventType, reason: &str, note: String) {
+    if let Some(acb) = ctx
+        .app_cluster_bindings
+        .get_as::<AppClusterBinding>(Some(&binding.0), &binding.1)
+    {
+        ctx.events
+            .resource(&acb, type_, reason, actions::SHARD, note);
+        return;
+    }
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(ApiResource::erase::<AppClusterBinding>(&()).api_version),
         kind: Some("AppClusterBinding".to_owned()),
@@ -830,9 +843,6 @@ fn count_credential_event(metrics: &Metrics, event: &CredentialEvent) {
         })
         .inc();
 }
-
-/// How often a holder renews (the elector's retry period), for docs and tests.
-pub const RENEW_PERIOD: Duration = RETRY_PERIOD;
 
 #[cfg(test)]
 mod tests {
