@@ -42,7 +42,8 @@ use e2e::world::{Mode, World, WorldOptions, mangodb};
 use e2e::{Backend, Konnector};
 
 const USAGE: &str = "usage: cargo xtask bench [--real] [--mode default|control-plane] [--objects N] \
-     [--workers N] [--bin KONNECTOR] [--json FILE] [--svg FILE]";
+     [--workers N] [--bin KONNECTOR] [--json FILE] [--svg FILE]\n       \
+     cargo xtask bench --fleet N [--bin KONNECTOR] [--json FILE]";
 /// Namespaces the burst is spread over.
 const NAMESPACES: usize = 10;
 /// Creates in flight during the burst (the client side's own limit).
@@ -61,6 +62,8 @@ struct Args {
     bin: Option<PathBuf>,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
+    /// `--fleet N`: the fleet bench (`bench_fleet.rs`) over N app clusters instead.
+    fleet: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -72,6 +75,7 @@ fn parse(args: &[String]) -> Result<Args> {
         bin: None,
         json: None,
         svg: None,
+        fleet: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -120,8 +124,22 @@ fn parse(args: &[String]) -> Result<Args> {
                         .with_context(|| format!("--svg takes a file\n{USAGE}"))?,
                 )
             }
+            "--fleet" => {
+                out.fleet = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= 2)
+                        .with_context(|| format!("--fleet takes a number >= 2\n{USAGE}"))?,
+                )
+            }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    // The fleet bench runs on in-memory clusters and measures what its own table says.
+    if out.fleet.is_some()
+        && (out.real || out.mode != Mode::Default || out.workers.is_some() || out.svg.is_some())
+    {
+        bail!("--fleet takes only --bin and --json\n{USAGE}");
     }
     Ok(out)
 }
@@ -136,6 +154,9 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
             crate::demo::build_release(repo)?
         }
     };
+    if let Some(apps) = args.fleet {
+        return crate::bench_fleet::run(&bin, apps, args.json.as_deref());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -157,17 +178,17 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
 
 /// CPU time and memory of a process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
-struct ProcStats {
-    cpu: Duration,
-    rss_kib: u64,
-    peak_kib: u64,
+pub(crate) struct ProcStats {
+    pub(crate) cpu: Duration,
+    pub(crate) rss_kib: u64,
+    pub(crate) peak_kib: u64,
     /// Of the RSS: heap and stacks.
-    anon_kib: u64,
+    pub(crate) anon_kib: u64,
     /// Of the RSS: pages of the binary and libraries.
-    file_kib: u64,
+    pub(crate) file_kib: u64,
 }
 
-fn proc_stats(pid: u32) -> Result<ProcStats> {
+pub(crate) fn proc_stats(pid: u32) -> Result<ProcStats> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib = |key: &str| {
@@ -234,14 +255,14 @@ fn others_cpu(konnector: Option<u32>) -> Duration {
 
 /// When each object name was first seen by a watch, with a predicate on the object.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<String, Instant>>>);
+pub(crate) struct Seen(Arc<Mutex<HashMap<String, Instant>>>);
 
 impl Seen {
-    fn get(&self, name: &str) -> Option<Instant> {
+    pub(crate) fn get(&self, name: &str) -> Option<Instant> {
         self.0.lock().ok().and_then(|m| m.get(name).copied())
     }
 
-    fn count(&self, prefix: &str) -> usize {
+    pub(crate) fn count(&self, prefix: &str) -> usize {
         self.0
             .lock()
             .map(|m| m.keys().filter(|k| k.starts_with(prefix)).count())
@@ -250,7 +271,7 @@ impl Seen {
 }
 
 /// Watches `api` and records when each object matching `pred` is first seen.
-fn watch_seen(
+pub(crate) fn watch_seen(
     api: Api<DynamicObject>,
     pred: fn(&DynamicObject) -> bool,
 ) -> (Seen, tokio::task::JoinHandle<()>) {
@@ -271,7 +292,7 @@ fn watch_seen(
 }
 
 /// Waits until `seen` holds `n` names starting with `prefix`.
-async fn wait_seen(seen: &Seen, prefix: &str, n: usize, what: &str) -> Result<()> {
+pub(crate) async fn wait_seen(seen: &Seen, prefix: &str, n: usize, what: &str) -> Result<()> {
     let start = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -291,7 +312,7 @@ async fn wait_seen(seen: &Seen, prefix: &str, n: usize, what: &str) -> Result<()
 }
 
 /// p50 and p99 of `samples`.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     if samples.is_empty() {
         return (Duration::ZERO, Duration::ZERO);
     }
@@ -363,7 +384,7 @@ struct Report {
     settled: (ProcStats, usize),
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -573,7 +594,7 @@ impl Report {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -587,7 +608,7 @@ fn machine() -> String {
     format!("{cpus} CPUs, {mem} GiB")
 }
 
-fn instance(name: &str) -> DynamicObject {
+pub(crate) fn instance(name: &str) -> DynamicObject {
     DynamicObject::new(name, &mangodb()).data(json!({"spec": {"tier": "Dedicated"}}))
 }
 
@@ -1175,6 +1196,12 @@ mod tests {
         assert!(parse(&["--objects".into(), "3".into()]).is_err());
         assert!(parse(&["--mode".into(), "x".into()]).is_err());
         assert!(parse(&["--fast".into()]).is_err());
+        let a = parse(&["--fleet", "100", "--json", "f.json"].map(String::from)).unwrap();
+        assert_eq!(a.fleet, Some(100));
+        assert!(parse(&[]).unwrap().fleet.is_none());
+        assert!(parse(&["--fleet".into()]).is_err());
+        assert!(parse(&["--fleet".into(), "1".into()]).is_err());
+        assert!(parse(&["--fleet", "10", "--real"].map(String::from)).is_err());
     }
 
     #[test]

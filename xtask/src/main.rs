@@ -6,8 +6,11 @@
 //!   shows an example API being bound and synced (see `demo.rs`).
 //! - `bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE]
 //!   [--json FILE] [--svg FILE]`: measures the release konnector end to end (see `bench.rs`).
+//! - `bench --fleet N [--bin FILE] [--json FILE]`: one fleet-mode konnector serving N app
+//!   clusters: memory per app cluster, watches, latency (see `bench_fleet.rs`).
 
 mod bench;
+mod bench_fleet;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE] [--json FILE] [--svg FILE]";
+const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE] [--json FILE] [--svg FILE]\n       cargo xtask bench --fleet N [--bin FILE] [--json FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
