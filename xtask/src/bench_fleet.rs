@@ -15,6 +15,10 @@
 //!   turns: both see the same load of this shared machine over the same seconds (measured one
 //!   after the other, the p99 ratio went from 1.5x to 3.4x between two runs).
 //!
+//! Every app cluster also holds `FOREIGN_CRDS` CRDs of about 50 KB that no export defines, as
+//! real clusters do (Crossplane providers, cert-manager, ...): what a konnector caches of them
+//! is part of its cost per app cluster.
+//!
 //! Watches are counted from the servers' request records: the konnector user's `watch`
 //! requests, distinct by resource, namespace, name and selectors (a re-watch after a timeout
 //! counts once). It prints a table and the goals; everything it started is stopped at
@@ -55,6 +59,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 const CONCURRENCY: usize = 16;
 /// The replica's identity.
 const POD: &str = "konnector-bench-0";
+/// CRDs in each app cluster that no export defines.
+const FOREIGN_CRDS: usize = 10;
+/// Properties of each foreign CRD's schema (about 160 bytes each: some 50 KB a CRD).
+const FOREIGN_PROPERTIES: usize = 300;
 /// The goals.
 const GOAL_APPS: usize = 100;
 const GOAL_KIB_PER_APP: f64 = 3.0 * 1024.0;
@@ -190,7 +198,7 @@ impl Report {
             }
         };
         let mut out = format!(
-            "konnector fleet bench: one replica, {} in-memory app clusters, {}\n\n",
+            "konnector fleet bench: one replica, {} in-memory app clusters (each with {FOREIGN_CRDS} CRDs of ~50 KB no export defines), {}\n\n",
             self.apps, self.machine
         );
         out.push_str(&format!(
@@ -607,6 +615,7 @@ async fn bench(bin: &Path, apps: usize) -> Result<Report> {
     let mut w = FleetWorld::new(Backend::Memory).await?;
     w.add_apps(&[(Backend::Memory, "b0".to_string())], &[])
         .await?;
+    add_foreign_crds(&w, 0..1).await?;
     let port = e2e::free_port()?;
     let args = w.replica_args(port)?;
     let started = Instant::now();
@@ -725,6 +734,7 @@ async fn fleet_phases(
         .map(|i| (Backend::Memory, format!("b{i}")))
         .collect();
     w.add_apps(&names, &[]).await?;
+    add_foreign_crds(w, 1..apps).await?;
     wait_held(w, k).await?;
     eprintln!(
         "all {apps} held after {:.1} s; syncing an object in each",
@@ -768,6 +778,53 @@ async fn fleet_phases(
         single_latency: Default::default(),
         single_rss: Settled::default(),
     })
+}
+
+/// A CRD no export defines, of about 50 KB, as the CRDs of other operators are.
+fn foreign_crd(i: usize) -> serde_json::Value {
+    let properties: serde_json::Map<String, serde_json::Value> = (0..FOREIGN_PROPERTIES)
+        .map(|p| {
+            (
+                format!("field{p}"),
+                json!({"type": "string", "description": format!("Field {p} of a CRD the konnector has no business with; its text is there to weigh what a real operator's CRD weighs.")}),
+            )
+        })
+        .collect();
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("things{i}.foreign.example.com")},
+        "spec": {"group": "foreign.example.com", "scope": "Namespaced",
+            "names": {"kind": format!("Thing{i}"), "plural": format!("things{i}"), "singular": format!("thing{i}"), "listKind": format!("Thing{i}List")},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": properties}}}}}]}})
+}
+
+/// Installs the foreign CRDs in the app clusters `apps` of `w`.
+async fn add_foreign_crds(w: &FleetWorld, apps: std::ops::Range<usize>) -> Result<()> {
+    let crds: Vec<_> = (0..FOREIGN_CRDS).map(foreign_crd).collect();
+    let creates = apps.flat_map(|i| {
+        let api: Api<DynamicObject> = Api::all_with(
+            w.apps[i].admin.clone(),
+            &kube::core::ApiResource::erase::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(&()),
+        );
+        crds.iter().map(move |crd| {
+            let api = api.clone();
+            async move {
+                let obj: DynamicObject = serde_json::from_value(crd.clone())?;
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("create a foreign CRD in app cluster {i}"))?;
+                anyhow::Ok(())
+            }
+        })
+    });
+    let results: Vec<Result<()>> = futures::stream::iter(creates)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod expectations;
 pub mod export_sync;
 pub mod leadership;
 pub mod lease;
+pub mod named;
 pub mod provider_view;
 pub mod queue;
 pub mod session;

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use super::cluster::Cluster;
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
 
-struct Forwarded {
-    watch: Arc<SharedWatch>,
+pub(super) struct Forwarded {
+    pub(super) watch: Arc<SharedWatch>,
     task: JoinHandle<()>,
 }
 
@@ -24,16 +24,21 @@ impl Drop for Forwarded {
     }
 }
 
-fn forward(watch: Arc<SharedWatch>, to: broadcast::Sender<Change>) -> Forwarded {
+/// Forwards the changes of `watch` to `to`. A resync is forwarded once the watch counts as
+/// listed: a subscriber that looks at its readiness on the resync of the first list must not
+/// find it still unlisted.
+pub(super) fn forward(watch: Arc<SharedWatch>, to: broadcast::Sender<Change>) -> Forwarded {
     let mut sub = watch.subscribe();
+    let listed = watch.clone();
     let task = tokio::spawn(async move {
         loop {
             match sub.recv().await {
+                Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    listed.ready().await;
+                    let _ = to.send(Change::Resync);
+                }
                 Ok(change) => {
                     let _ = to.send(change);
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = to.send(Change::Resync);
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             }

@@ -22,6 +22,7 @@ use konnector_api::v1alpha1::{
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -29,6 +30,7 @@ use super::claim_sync::{ClaimSyncer, claim_resource};
 use super::cluster::Cluster;
 use super::contain::contain;
 use super::export_sync::{Clusters, ExportSyncConfig, ExportSyncer};
+use super::named::NamedObjects;
 use super::queue::WorkQueue;
 use super::status_writer::{BindingKey, BindingStatusWriter};
 use super::watch::{Change, Scope, SharedWatch, WatchHub};
@@ -97,7 +99,8 @@ struct Inner {
     cluster_bindings: Arc<SharedWatch>,
     exports: Arc<SharedWatch>,
     service_namespaces: Arc<SharedWatch>,
-    crds: Arc<SharedWatch>,
+    /// The app cluster's CRDs of the exports, watched by name.
+    crds: Arc<NamedObjects>,
     app_namespaces: Arc<SharedWatch>,
     syncers: Mutex<HashMap<String, RunningSyncer>>,
     /// Claim syncers per export name, with the accepted claims they were started for.
@@ -187,13 +190,12 @@ impl ProviderSession {
             p,
             None,
         );
-        let crds = hub.watch(
-            &app.0,
-            &app.1,
-            &resource::<CustomResourceDefinition>(),
-            Scope::All,
-            None,
-        );
+        let crds = Arc::new(NamedObjects::new(
+            hub.clone(),
+            app.1.clone(),
+            app.0.clone(),
+            resource::<CustomResourceDefinition>(),
+        ));
         let app_namespaces = hub.watch(
             &app.0,
             &app.1,
@@ -225,19 +227,22 @@ impl ProviderSession {
         });
         let mut tasks = Vec::new();
         type Mapper = fn(&Inner, Change);
-        let sources: [(Arc<SharedWatch>, Mapper); 5] = [
-            (inner.cluster_bindings.clone(), |i, _| {
+        let sources: [(broadcast::Receiver<Change>, Mapper); 5] = [
+            (inner.cluster_bindings.subscribe(), |i, _| {
                 i.queue.add(Key::Heartbeat);
                 i.enqueue_bindings();
             }),
-            (inner.exports.clone(), |i, c| match c {
-                Change::Object { name, .. } => {
-                    i.queue.add(Key::Binding(name.clone()));
-                    i.queue.add(Key::Export(name));
+            (inner.exports.subscribe(), |i, c| {
+                i.watch_export_crds();
+                match c {
+                    Change::Object { name, .. } => {
+                        i.queue.add(Key::Binding(name.clone()));
+                        i.queue.add(Key::Export(name));
+                    }
+                    Change::Resync => i.enqueue_all(),
                 }
-                Change::Resync => i.enqueue_all(),
             }),
-            (inner.crds.clone(), |i, c| match c {
+            (inner.crds.subscribe(), |i, c| match c {
                 Change::Object { name, .. } => {
                     if i.exports
                         .get(Some(&i.spec.provider_namespace), &name)
@@ -249,11 +254,11 @@ impl ProviderSession {
                 }
                 Change::Resync => i.enqueue_all(),
             }),
-            (inner.service_namespaces.clone(), |i, c| match c {
+            (inner.service_namespaces.subscribe(), |i, c| match c {
                 Change::Object { name, .. } => i.queue.add(Key::ServiceNamespace(name)),
                 Change::Resync => i.enqueue_all(),
             }),
-            (inner.app_namespaces.clone(), |i, c| match c {
+            (inner.app_namespaces.subscribe(), |i, c| match c {
                 Change::Object { name, .. } => {
                     if i.service_namespaces
                         .get(Some(&i.spec.provider_namespace), &name)
@@ -265,8 +270,7 @@ impl ProviderSession {
                 Change::Resync => i.enqueue_all(),
             }),
         ];
-        for (watch, map) in sources {
-            let mut sub = watch.subscribe();
+        for (mut sub, map) in sources {
             let inner = inner.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
@@ -283,9 +287,12 @@ impl ProviderSession {
         let worker = inner.clone();
         tasks.push(tokio::spawn(async move {
             let synced = async {
-                for w in [&worker.cluster_bindings, &worker.exports, &worker.service_namespaces, &worker.crds, &worker.app_namespaces] {
+                for w in [&worker.cluster_bindings, &worker.exports, &worker.service_namespaces, &worker.app_namespaces] {
                     w.ready().await;
                 }
+                // The exports are known: watch their CRDs, and wait for those too.
+                worker.watch_export_crds();
+                worker.crds.ready().await;
             };
             tokio::pin!(synced);
             // C1: `InformersSynced` says whether the caches really synced. If they have not
@@ -377,15 +384,28 @@ impl ProviderSession {
             &self.inner.cluster_bindings,
             &self.inner.exports,
             &self.inner.service_namespaces,
-            &self.inner.crds,
             &self.inner.app_namespaces,
         ]
         .iter()
         .all(|w| w.is_ready())
+            && self.inner.crds.is_ready()
     }
 }
 
 impl Inner {
+    /// Watches the app cluster's CRDs of the exports there are now (by name: the cluster's
+    /// other CRDs are none of this session's business).
+    fn watch_export_crds(&self) {
+        let names: Vec<String> = self
+            .exports
+            .keys()
+            .into_iter()
+            .filter(|(ns, _)| ns.as_deref() == Some(self.p()))
+            .map(|(_, name)| name)
+            .collect();
+        self.crds.set_names(names.iter().map(String::as_str));
+    }
+
     fn reach(&self) -> std::sync::MutexGuard<'_, Reachability> {
         self.reach.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -888,6 +908,12 @@ impl Inner {
             return Ok(());
         };
         let export: Option<APIServiceExport> = self.exports.get_as(Some(self.p()), name);
+        if export.is_some() && !self.crds.is_ready_for(name) {
+            // The watch of its CRD is new and has not listed yet: "absent" would not mean
+            // absent. Its first list brings this binding back.
+            self.watch_export_crds();
+            return Ok(());
+        }
         let check = match &export {
             None => ExportCheck::NotFound,
             Some(export) => self.ensure_crd(export, &binding).await?,
@@ -939,7 +965,7 @@ impl Inner {
         let Ok(desired) = crd_for_export(&export, &binding) else {
             return Ok(());
         };
-        let Some(installed) = self.crds.get_as::<CustomResourceDefinition>(None, name) else {
+        let Some(installed) = self.crds.get_as::<CustomResourceDefinition>(name) else {
             return Ok(());
         };
         if is_owned_by(&installed, &binding)
@@ -1017,7 +1043,7 @@ impl Inner {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PostParams::default()
         };
-        let installed: Option<CustomResourceDefinition> = self.crds.get_as(None, &name);
+        let installed: Option<CustomResourceDefinition> = self.crds.get_as(&name);
         let Some(installed) = installed else {
             let created = api.create(&pp, &desired).await;
             self.count("consumer", "create", &created);
@@ -1182,7 +1208,11 @@ impl Inner {
                     .into_iter()
                     .find(|b| b.metadata.name.as_deref() == Some(name))
             });
-        let crd: Option<CustomResourceDefinition> = self.crds.get_as(None, name);
+        if !self.crds.is_ready_for(name) {
+            // Not known yet (see `ensure_crd`); its first list brings the export back.
+            return Ok(());
+        }
+        let crd: Option<CustomResourceDefinition> = self.crds.get_as(name);
         let crd = crd.filter(|c| binding.as_ref().is_some_and(|b| is_owned_by(c, b)));
         let Some(status) = export_status(
             export.status.as_ref(),
