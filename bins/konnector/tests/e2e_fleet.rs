@@ -244,8 +244,9 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     )
     .await
     .unwrap();
+    let cp_admin = w.cp_admin.clone();
     let unavailable = || async {
-        events_about(&w.cp_admin, e2e::fleet::FLEET_NS, long)
+        events_about(&cp_admin, e2e::fleet::FLEET_NS, long)
             .await
             .into_iter()
             .filter(|e| e["reason"] == "AppClusterUnavailable")
@@ -258,8 +259,40 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     )
     .await
     .unwrap();
+    // An app cluster that stops answering (behind a proxy that now refuses every connection)
+    // says so on its binding, and does not hold up the others either.
+    let cut = w
+        .add_app_with_secret(Backend::Memory, "cut", "placeholder")
+        .await
+        .unwrap();
+    let proxy = e2e::proxy::TcpProxy::start(
+        e2e::proxy::server_addr(&w.apps[cut].cluster.kubeconfig(e2e::KONNECTOR_USER).unwrap())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let through_proxy = proxy
+        .kubeconfig(&w.apps[cut].cluster.kubeconfig(e2e::KONNECTOR_USER).unwrap())
+        .unwrap();
+    w.rotate(cut, &through_proxy).await.unwrap();
+    sync_everywhere(&w, &[cut], "before-cut", &ks).await;
+    proxy.set(e2e::proxy::ProxyMode::Refuse);
+    let cut_r = w.apps[cut].r;
+    wait_until(
+        "the cut app cluster's binding says so",
+        FLEET_STEP,
+        || async {
+            w.binding_condition(cut_r, "Connected")
+                .await
+                .is_some_and(|c| c["status"] == "False")
+        },
+    )
+    .await
+    .unwrap();
     sync_everywhere(&w, &[0, 2, APPS - 1], "despite-broken", &ks).await;
     assert_eq!(unavailable().await, 1, "reported by one replica only");
+    proxy.set(e2e::proxy::ProxyMode::Pass);
+    sync_everywhere(&w, &[cut], "after-cut", &ks).await;
     let fixed = w.apps[broken]
         .cluster
         .kubeconfig(e2e::KONNECTOR_USER)

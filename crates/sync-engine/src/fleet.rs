@@ -285,10 +285,20 @@ impl Fleet {
         let mut acb_events = app_cluster_bindings.subscribe();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the next Lease held by someone else runs out, unless renewed: looked at again
+        // just then, so that a dead replica's app clusters are taken over at once.
+        let mut next_expiry: Option<Instant> = None;
         let result = loop {
+            let expiry = async {
+                match next_expiry {
+                    Some(at) => tokio::time::sleep_until(at + Duration::from_millis(5)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
                 _ = tick.tick() => {}
+                () = expiry => {}
                 event = acb_events.recv() => {
                     if matches!(event, Err(broadcast::error::RecvError::Closed)) {
                         break Err(FleetError::WatchEnded);
@@ -296,6 +306,13 @@ impl Fleet {
                 }
             }
             let now = Instant::now();
+            next_expiry = None;
+            let mut expires = |seen: &Seen| {
+                let at = valid_until(seen);
+                if at >= now {
+                    next_expiry = Some(next_expiry.map_or(at, |n| n.min(at)));
+                }
+            };
             let beating = beat.borrow().is_some_and(|t| std::time::Instant::now() < t);
             if beating && !self.readiness.is_ready() {
                 tracing::info!(identity = %me, "fleet member heartbeat held; serving app clusters");
@@ -358,6 +375,7 @@ impl Fleet {
                         alive.insert(holder);
                     }
                 } else if live(seen, now) {
+                    expires(seen);
                     alive.insert(holder);
                 } else if now.duration_since(seen.at) > MEMBER_GONE_AFTER
                     && forgotten.insert(l.metadata.resource_version.clone().unwrap_or_default())
@@ -379,6 +397,9 @@ impl Fleet {
                     .as_ref()
                     .and_then(|s| s.holder_identity.clone())
                     .filter(|h| !h.is_empty());
+                if holder.as_ref().is_some_and(|h| *h != me) {
+                    expires(seen);
+                }
                 shard_leases.push(ShardLease {
                     cluster: r.clone(),
                     live: holder.is_some() && live(seen, now),
@@ -517,8 +538,9 @@ fn observe<'a>(
     entry
 }
 
-/// Whether a Lease seen unchanged since `seen.at` is still valid at `now`.
-fn live(seen: &Seen, now: Instant) -> bool {
+/// Until when a Lease seen unchanged since `seen.at` is valid (its holder's duration on our
+/// clock).
+fn valid_until(seen: &Seen) -> Instant {
     let duration = seen
         .spec
         .as_ref()
@@ -526,7 +548,12 @@ fn live(seen: &Seen, now: Instant) -> bool {
         .and_then(|s| u64::try_from(s).ok())
         .map(Duration::from_secs)
         .unwrap_or(LEASE_DURATION);
-    now.duration_since(seen.at) <= duration
+    seen.at + duration
+}
+
+/// Whether a Lease seen unchanged since `seen.at` is still valid at `now`.
+fn live(seen: &Seen, now: Instant) -> bool {
+    now <= valid_until(seen)
 }
 
 /// Deletes the heartbeat Lease of a replica gone for good (only if unchanged since read).
