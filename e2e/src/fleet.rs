@@ -298,7 +298,22 @@ impl FleetWorld {
         )
     }
 
-    /// The APIServiceBinding of app cluster `i`'s condition `type_`, if set.
+    /// Whether the MangoDB `name` (created with `spec.tier: Dedicated`) in namespace `ns` of
+    /// app cluster `i` reached the control plane, and the status the provider gave it there
+    /// (`phase: Ready`) came back.
+    pub async fn synced(&self, i: usize, ns: &str, name: &str) -> bool {
+        let up = self.upstream(i, ns).get_opt(name).await.ok().flatten();
+        let down = self.apps[i]
+            .downstream(ns)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten();
+        up.is_some_and(|u| u.data["spec"]["tier"] == "Dedicated")
+            && down.is_some_and(|d| d.data["status"]["phase"] == "Ready")
+    }
+
+    /// The condition `type_` of the APIServiceBinding in root namespace `r`, if set.
     pub async fn binding_condition(&self, r: &str, type_: &str) -> Option<Value> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.cp_admin.clone(),

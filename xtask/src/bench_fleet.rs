@@ -467,15 +467,7 @@ async fn create_when_served(api: &Api<DynamicObject>, name: &str, what: &str) ->
 
 /// Whether `name` of app cluster `i` reached the control plane and its status came back.
 async fn synced(w: &FleetWorld, i: usize, name: &str) -> bool {
-    let up = w.upstream(i, TEAM).get_opt(name).await.ok().flatten();
-    let down = w.apps[i]
-        .downstream(TEAM)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten();
-    up.is_some_and(|u| u.data["spec"]["tier"] == "Dedicated")
-        && down.is_some_and(|d| d.data["status"]["phase"] == "Ready")
+    w.synced(i, TEAM, name).await
 }
 
 /// Waits until the replica holds every app cluster's Lease.

@@ -46,15 +46,22 @@ fn mango(name: &str) -> DynamicObject {
 
 /// Whether `name` in app cluster `i` reached the control plane and its status came back.
 async fn synced(w: &FleetWorld, i: usize, name: &str) -> bool {
-    let up = w.upstream(i, TEAM).get_opt(name).await.ok().flatten();
-    let down = w.apps[i]
-        .downstream(TEAM)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten();
-    up.is_some_and(|u| u.data["spec"]["tier"] == "Dedicated")
-        && down.is_some_and(|d| d.data["status"]["phase"] == "Ready")
+    w.synced(i, TEAM, name).await
+}
+
+/// Waits until condition `type_` of the binding in root namespace `r` has `status`.
+async fn wait_condition(w: &FleetWorld, r: &str, type_: &str, status: &str) {
+    wait_until(
+        &format!("{type_}={status} on the binding in {r}"),
+        FLEET_STEP,
+        || async {
+            w.binding_condition(r, type_)
+                .await
+                .is_some_and(|c| c["status"] == status)
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// Creates `name` in app cluster `i`, once the konnector has installed the CRD there.
@@ -221,17 +228,7 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
         .await
         .unwrap();
     let broken_r = w.apps[broken].r;
-    wait_until(
-        "the broken app cluster's binding says why",
-        FLEET_STEP,
-        || async {
-            w.binding_condition(broken_r, "AppKubeconfigValid")
-                .await
-                .is_some_and(|c| c["status"] == "False")
-        },
-    )
-    .await
-    .unwrap();
+    wait_condition(&w, broken_r, "AppKubeconfigValid", "False").await;
     // An AppClusterBinding whose root namespace name would be too long cannot be served: one
     // replica (not each) says so in an Event.
     let long = "a-binding-name-so-long-that-its-root-namespace-cannot-exist";
@@ -278,17 +275,7 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     sync_everywhere(&w, &[cut], "before-cut", &ks).await;
     proxy.set(e2e::proxy::ProxyMode::Refuse);
     let cut_r = w.apps[cut].r;
-    wait_until(
-        "the cut app cluster's binding says so",
-        FLEET_STEP,
-        || async {
-            w.binding_condition(cut_r, "Connected")
-                .await
-                .is_some_and(|c| c["status"] == "False")
-        },
-    )
-    .await
-    .unwrap();
+    wait_condition(&w, cut_r, "Connected", "False").await;
     sync_everywhere(&w, &[0, 2, APPS - 1], "despite-broken", &ks).await;
     assert_eq!(unavailable().await, 1, "reported by one replica only");
     proxy.set(e2e::proxy::ProxyMode::Pass);
@@ -299,17 +286,7 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
         .unwrap();
     w.rotate(broken, &fixed).await.unwrap();
     sync_everywhere(&w, &[broken], "fixed", &ks).await;
-    wait_until(
-        "the fixed app cluster's binding says so",
-        FLEET_STEP,
-        || async {
-            w.binding_condition(broken_r, "AppKubeconfigValid")
-                .await
-                .is_some_and(|c| c["status"] == "True")
-        },
-    )
-    .await
-    .unwrap();
+    wait_condition(&w, broken_r, "AppKubeconfigValid", "True").await;
     assert!(
         !synced(&w, added, "after-unbind").await,
         "an unbound app cluster is not served"
