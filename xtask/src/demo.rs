@@ -46,6 +46,18 @@ pub fn build_release(repo: &Path) -> Result<std::path::PathBuf> {
     konnector::build_profile(repo, true)
 }
 
+/// The default-mode scenario with the binary `bin` (e.g. the one extracted from the image).
+pub fn run_default_mode(bin: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let dir = TempDir::new("konnector-image-check")?;
+        run_mode(bin, &dir, Mode::Default, false).await
+    })
+}
+
 /// Runs the demo; `--keep` keeps the last mode running until Ctrl-C.
 pub fn run(repo: &Path, args: &[String]) -> Result<()> {
     let keep = match args {

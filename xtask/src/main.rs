@@ -8,10 +8,13 @@
 //!   [--json FILE] [--svg FILE]`: measures the release konnector end to end (see `bench.rs`).
 //! - `bench --fleet N [--bin FILE] [--json FILE]`: one fleet-mode konnector serving N app
 //!   clusters: memory per app cluster, watches, latency (see `bench_fleet.rs`).
+//! - `image [--no-build]`: the static binary, the OCI image from scratch (buildah) as an
+//!   archive, checked, and the packaged chart, under `target/image/` (see `image.rs`).
 
 mod bench;
 mod bench_fleet;
 mod demo;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE] [--json FILE] [--svg FILE]\n       cargo xtask bench --fleet N [--bin FILE] [--json FILE]";
+const USAGE: &str = "usage: cargo xtask gen-crds [--check]\n       cargo xtask demo [--keep]\n       cargo xtask bench [--real] [--mode default|control-plane] [--objects N] [--workers N] [--bin FILE] [--json FILE] [--svg FILE]\n       cargo xtask bench --fleet N [--bin FILE] [--json FILE]\n       cargo xtask image [--no-build]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
         Some("gen-crds") => gen_crds(args.iter().any(|a| a == "--check")),
         Some("demo") => demo::run(&repo_root(), &args[1..]),
         Some("bench") => bench::run(&repo_root(), &args[1..]),
+        Some("image") => image::run(&repo_root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
