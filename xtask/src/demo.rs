@@ -170,7 +170,22 @@ async fn run_mode(bin: &Path, dir: &TempDir, mode: Mode, keep: bool) -> Result<(
     .await?;
 
     if mode == Mode::Default {
-        // What `kubectl bind` does once the konnector has installed the APIServiceBinding CRD.
+        // What `kubectl bind` does once the konnector has installed the APIServiceBinding CRD
+        // (it does so after /healthz answers: liveness does not wait for it).
+        let started = Instant::now();
+        let crds: Api<CustomResourceDefinition> = Api::all(world.app_admin.clone());
+        run.wait(
+            "APIServiceBinding CRD installed by the konnector",
+            started,
+            async || {
+                Ok(crds
+                    .get_opt("apiservicebindings.klutch.anynines.com")
+                    .await?
+                    .filter(is_established)
+                    .map(|_| ()))
+            },
+        )
+        .await?;
         let started = Instant::now();
         world.create_binding().await?;
         run.done("APIServiceBinding created in the app cluster", started);

@@ -41,6 +41,9 @@ pub struct Layout {
     pub entrypoint: &'static [&'static str],
     /// `EXPOSE`: `/healthz` and `/readyz` (`--health-probe-bind-address`), `/metrics`.
     pub ports: &'static [u16],
+    /// `ENV`: mimalloc (the static build's allocator) returning memory it does not use: with its
+    /// defaults the konnector's idle RSS was 24 MiB instead of 12 (`cargo xtask bench`).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 /// The layout of the konnector image.
@@ -48,6 +51,10 @@ pub const LAYOUT: Layout = Layout {
     user: "65532:65532",
     entrypoint: &["/konnector"],
     ports: &[8080, 8081],
+    env: &[
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+        ("MIMALLOC_PURGE_DELAY", "0"),
+    ],
 };
 
 /// The OCI labels, but for version and revision.
@@ -255,6 +262,9 @@ fn build_image(out: &Path, binary: &Path, archive: &Path, revision: &str) -> Res
         for port in LAYOUT.ports {
             config.arg("--port").arg(format!("{port}/tcp"));
         }
+        for (k, v) in LAYOUT.env {
+            config.arg("--env").arg(format!("{k}={v}"));
+        }
         for (k, v) in image_labels(revision) {
             config.arg("--label").arg(format!("{k}={v}"));
         }
@@ -443,6 +453,14 @@ fn check_config(config: &Value, revision: &str) -> Result<()> {
         .unwrap_or_default();
     let want: Vec<String> = LAYOUT.ports.iter().map(|p| format!("{p}/tcp")).collect();
     ensure!(ports == want, "exposed ports {ports:?}, not {want:?}");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (k, v) in LAYOUT.env {
+        let want = format!("{k}={v}");
+        ensure!(env.contains(&want.as_str()), "Env {env:?} lacks {want}");
+    }
     for (k, v) in image_labels(revision) {
         ensure!(
             c["Labels"][&k] == v.as_str(),
@@ -558,6 +576,11 @@ fn check_dockerfile(repo: &Path) -> Result<()> {
         user: LAYOUT.user.to_owned(),
         entrypoint: LAYOUT.entrypoint.iter().map(|s| (*s).to_owned()).collect(),
         ports: LAYOUT.ports.to_vec(),
+        env: LAYOUT
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         copied_to: LAYOUT.entrypoint[0].to_owned(),
     };
     ensure!(
@@ -582,6 +605,7 @@ struct DockerfileLayout {
     user: String,
     entrypoint: Vec<String>,
     ports: Vec<u16>,
+    env: Vec<(String, String)>,
     copied_to: String,
 }
 
@@ -605,6 +629,16 @@ fn dockerfile_layout(text: &str) -> Result<DockerfileLayout> {
                             .parse()
                             .with_context(|| format!("EXPOSE {p}"))?,
                     );
+                }
+            }
+            "ENV" => {
+                for pair in rest.split_whitespace() {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .with_context(|| format!("ENV {pair} is not key=value"))?;
+                    layout
+                        .env
+                        .push((k.to_owned(), v.trim_matches('"').to_owned()));
                 }
             }
             "COPY" => {
@@ -632,7 +666,7 @@ mod tests {
 
     #[test]
     fn only_the_last_stage_counts() {
-        let text = "FROM a AS build\nUSER 0\nEXPOSE 1\nFROM scratch\nCOPY --from=build /out/k \\\n  /konnector\nUSER 1:1\nEXPOSE 8080 8081/tcp\nENTRYPOINT [\"/konnector\"]\n";
+        let text = "FROM a AS build\nUSER 0\nEXPOSE 1\nENV A=1\nFROM scratch\nCOPY --from=build /out/k \\\n  /konnector\nUSER 1:1\nENV B=2 \\\n    C=\"3\"\nEXPOSE 8080 8081/tcp\nENTRYPOINT [\"/konnector\"]\n";
         let l = dockerfile_layout(text).unwrap();
         assert_eq!(
             l,
@@ -640,6 +674,7 @@ mod tests {
                 user: "1:1".into(),
                 entrypoint: vec!["/konnector".into()],
                 ports: vec![8080, 8081],
+                env: vec![("B".into(), "2".into()), ("C".into(), "3".into())],
                 copied_to: "/konnector".into(),
             }
         );

@@ -7,6 +7,11 @@ use clap::error::ErrorKind;
 use konnector::cli::Cli;
 use konnector::{app, logging};
 
+/// The static (musl) build's allocator: musl's own is slow under many threads (see Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
     let cli = match Cli::try_parse_normalized(args) {
