@@ -11,7 +11,7 @@
 //! and prints kubeconfig paths for `kubectl`.
 
 mod example;
-mod konnector;
+pub(crate) mod konnector;
 mod world;
 
 use std::path::Path;

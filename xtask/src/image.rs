@@ -82,10 +82,11 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let chart_version = check_chart_app_version(repo)?;
     check_dockerfile(repo)?;
-    let binary = repo.join(format!("target/{TARGET}/release/konnector"));
-    if build {
-        build_static(repo)?;
-    }
+    let binary = if build {
+        build_static(repo)?
+    } else {
+        crate::demo::konnector::binary_path(repo, true, Some(TARGET))
+    };
     ensure!(
         binary.exists(),
         "{} is missing: run without --no-build",
@@ -166,8 +167,8 @@ fn run_cmd(cmd: &mut Command, what: &str) -> Result<String> {
 }
 
 /// The static release binary. ring's C and assembly need a musl C compiler: Debian's
-/// `musl-tools` (`musl-gcc`).
-fn build_static(repo: &Path) -> Result<()> {
+/// `musl-tools` (`musl-gcc`). Returns the binary's path.
+fn build_static(repo: &Path) -> Result<PathBuf> {
     let installed = run_cmd(
         Command::new("rustup").args(["target", "list", "--installed"]),
         "listing the installed targets",
@@ -182,23 +183,13 @@ fn build_static(repo: &Path) -> Result<()> {
     if Command::new("musl-gcc").arg("--version").output().is_err() {
         bail!("musl-gcc not found: install Debian's musl-tools (apt-get install musl-tools)");
     }
-    eprintln!("building the static konnector: cargo build --release --locked --target {TARGET}");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "konnector",
-            "--target",
-            TARGET,
-        ])
-        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "cargo build --target {TARGET} failed");
-    Ok(())
+    eprintln!("building the static konnector: cargo build --release --target {TARGET}");
+    crate::demo::konnector::build_for(
+        repo,
+        true,
+        Some(TARGET),
+        &[("CC_x86_64_unknown_linux_musl", "musl-gcc")],
+    )
 }
 
 fn git_revision(repo: &Path) -> String {

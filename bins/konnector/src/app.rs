@@ -101,20 +101,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut credential_events = topology.credential_events();
     let reload_metrics = metrics.clone();
     tokio::spawn(async move {
-        use cluster_topology::CredentialEvent;
         loop {
-            let outcome = match credential_events.recv().await {
-                Ok(CredentialEvent::Reloaded { .. }) => "reloaded",
-                Ok(CredentialEvent::Rejected { .. }) => "rejected",
+            match credential_events.recv().await {
+                Ok(event) => reload_metrics.credential_event(&event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            };
-            reload_metrics
-                .credential_reloads
-                .get_or_create(&sync_engine::metrics::CredentialLabels {
-                    outcome: outcome.to_string(),
-                })
-                .inc();
+            }
         }
     });
     // Only the lease holder runs the engine (and so writes); losing the lease stops it at once.

@@ -108,6 +108,17 @@ async fn sync_everywhere(w: &FleetWorld, apps: &[usize], name: &str, k: &[&Konne
     }
 }
 
+/// The names of the objects `api` lists.
+async fn object_names(api: &kube::Api<DynamicObject>) -> Vec<String> {
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect()
+}
+
 /// Holders by replica: how many app clusters each holds.
 fn loads(holders: &BTreeMap<&'static str, Option<String>>) -> BTreeMap<String, usize> {
     let mut loads = BTreeMap::new();
@@ -330,24 +341,11 @@ async fn a_fleet_serves_many_app_clusters_and_survives_losing_a_replica(backend:
     sync_everywhere(&w, &moved, "after-kill", &alive).await;
     // Nothing lost, nothing twice: upstream holds exactly what each app cluster holds.
     for i in (0..APPS).filter(|i| *i != 1) {
-        let down: BTreeSet<String> = w.apps[i]
-            .downstream(TEAM)
-            .list(&ListParams::default())
+        let down: BTreeSet<String> = object_names(&w.apps[i].downstream(TEAM))
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .filter_map(|o| o.metadata.name)
             .collect();
-        let up: Vec<String> = w
-            .upstream(i, TEAM)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect();
+        let up = object_names(&w.upstream(i, TEAM)).await;
         assert_eq!(up.len(), down.len(), "app cluster {i}: {up:?} vs {down:?}");
         assert_eq!(
             up.into_iter().collect::<BTreeSet<_>>(),

@@ -104,6 +104,9 @@ pub struct ShardPlan {
     /// Leases this replica holds that are assigned to another live replica: hand them over
     /// (stop the app cluster's writers, then clear the holder).
     pub release: Vec<String>,
+    /// Every app cluster assigned to this replica, whoever holds its Lease now: what it should
+    /// serve, and keep serving, once it holds the Lease.
+    pub assigned: BTreeSet<String>,
 }
 
 /// FNV-1a 64 of `cluster`, a separator and `replica`: the rendezvous weight of the pair.
@@ -169,6 +172,9 @@ pub fn plan_shards(me: &str, alive: &BTreeSet<String>, leases: &[ShardLease]) ->
     let mut plan = ShardPlan::default();
     for lease in leases {
         let assigned_to_me = owners.get(&lease.cluster).is_some_and(|o| o == me);
+        if assigned_to_me {
+            plan.assigned.insert(lease.cluster.clone());
+        }
         let mine = lease.holder.as_deref() == Some(me);
         let free = lease.holder.as_deref().is_none_or(str::is_empty) || !lease.live;
         if assigned_to_me && !mine && free {
@@ -405,7 +411,16 @@ mod tests {
         assert_eq!(for_a.release, assigned_to_b);
         assert!(for_a.acquire.is_empty());
         // b waits for the hand-over: a live Lease is never taken.
-        assert_eq!(for_b, ShardPlan::default());
+        let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+        assert_eq!(
+            for_b,
+            ShardPlan {
+                assigned: set(&assigned_to_b),
+                ..ShardPlan::default()
+            }
+        );
+        let assigned_to_a: Vec<String> = cs.iter().filter(|c| owners[*c] == "a").cloned().collect();
+        assert_eq!(for_a.assigned, set(&assigned_to_a));
         // Once released, b takes them.
         let released: Vec<ShardLease> = leases
             .iter()
@@ -415,7 +430,13 @@ mod tests {
             })
             .collect();
         assert_eq!(plan_shards("b", &alive, &released).acquire, assigned_to_b);
-        assert_eq!(plan_shards("a", &alive, &released), ShardPlan::default());
+        assert_eq!(
+            plan_shards("a", &alive, &released),
+            ShardPlan {
+                assigned: set(&assigned_to_a),
+                ..ShardPlan::default()
+            }
+        );
     }
 
     #[test]
@@ -431,7 +452,16 @@ mod tests {
                 live: true,
             })
             .collect();
-        assert_eq!(plan_shards("a", &alive, &leases), ShardPlan::default());
+        let live = plan_shards("a", &alive, &leases);
+        assert!(
+            live.acquire.is_empty() && live.release.is_empty(),
+            "{live:?}"
+        );
+        assert_eq!(
+            live.assigned.len(),
+            2,
+            "a's share is known before it can take it"
+        );
         for l in &mut leases {
             l.live = false;
         }
@@ -456,7 +486,10 @@ mod tests {
         let alive = replicas(&["a"]);
         assert_eq!(
             plan_shards("a", &alive, &[lease(true)]),
-            ShardPlan::default()
+            ShardPlan {
+                assigned: ["klutch-bind-default-app".to_string()].into(),
+                ..ShardPlan::default()
+            }
         );
         assert_eq!(
             plan_shards("a", &alive, &[lease(false)]).acquire,

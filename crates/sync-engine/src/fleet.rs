@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use cluster_topology::fleet::{FleetMember, LabelSelector, ShardLease, ideal_owners, member_of};
 use cluster_topology::{
-    ClientHealth, ClientOptions, ClusterHandle, CredentialEvent, CredentialUpdater,
-    NamespaceRequirement, Role, connect_kubeconfig_with_health,
+    ClientHealth, ClientOptions, ClusterHandle, CredentialUpdater, NamespaceRequirement, Role,
+    connect_kubeconfig_with_health,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
@@ -249,6 +249,8 @@ impl Fleet {
         let members_prefix = format!("{MEMBER_LEASE_PREFIX}{}-", self.options.selector.fleet_id());
         let heartbeat_name = format!("{members_prefix}{me}");
         let (beat_tx, beat) = watch::channel(None);
+        // Counted alive while our heartbeat's renewal deadline has not passed.
+        let heartbeat_held = Leadership::from_deadlines(beat);
         let (stop_beat, stop_beat_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(lease::run(
             Api::namespaced(self.control_plane.client(), &self.options.lease_namespace),
@@ -313,7 +315,7 @@ impl Fleet {
                     next_expiry = Some(next_expiry.map_or(at, |n| n.min(at)));
                 }
             };
-            let beating = beat.borrow().is_some_and(|t| std::time::Instant::now() < t);
+            let beating = heartbeat_held.is_leading();
             if beating && !self.readiness.is_ready() {
                 tracing::info!(identity = %me, "fleet member heartbeat held; serving app clusters");
                 self.readiness.0.store(true, Ordering::Relaxed);
@@ -433,13 +435,12 @@ impl Fleet {
                     }
                     reported.insert(key, note);
                 }
-                let owners = ideal_owners(&replicas, wanted.keys().map(String::as_str));
                 let plan = cluster_topology::fleet::plan_shards(&me, &alive, &shard_leases);
 
                 // Hand over what is no longer ours, stop serving what is gone.
                 let leaving: Vec<String> = holders
                     .keys()
-                    .filter(|r| owners.get(*r) != Some(&me))
+                    .filter(|r| !plan.assigned.contains(*r))
                     .cloned()
                     .collect();
                 for r in leaving {
@@ -541,14 +542,7 @@ fn observe<'a>(
 /// Until when a Lease seen unchanged since `seen.at` is valid (its holder's duration on our
 /// clock).
 fn valid_until(seen: &Seen) -> Instant {
-    let duration = seen
-        .spec
-        .as_ref()
-        .and_then(|s| s.lease_duration_seconds)
-        .and_then(|s| u64::try_from(s).ok())
-        .map(Duration::from_secs)
-        .unwrap_or(LEASE_DURATION);
-    seen.at + duration
+    seen.at + seen.spec.as_ref().map_or(LEASE_DURATION, lease::duration)
 }
 
 /// Whether a Lease seen unchanged since `seen.at` is still valid at `now`.
@@ -831,7 +825,7 @@ async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
                 }
                 let current = secret.get_as::<Secret>(Some(&secret_ref.namespace), &secret_ref.name);
                 if let Some(event) = updater.observe(current.as_ref()).await {
-                    count_credential_event(&ctx.metrics, &event);
+                    ctx.metrics.credential_event(&event);
                 }
             }
             () = async {
@@ -841,7 +835,7 @@ async fn serve(ctx: &Arc<Ctx>, member: &FleetMember, leadership: Leadership) {
                 }
             } => {
                 if let Some(event) = updater.retry().await {
-                    count_credential_event(&ctx.metrics, &event);
+                    ctx.metrics.credential_event(&event);
                 }
             }
         }
@@ -856,19 +850,6 @@ fn binding_keys(ctx: &Ctx, r: &str) -> Vec<(String, String)> {
         .filter(|(ns, _)| ns.as_deref() == Some(r))
         .map(|(_, name)| (r.to_owned(), name))
         .collect()
-}
-
-fn count_credential_event(metrics: &Metrics, event: &CredentialEvent) {
-    let outcome = match event {
-        CredentialEvent::Reloaded { .. } => "reloaded",
-        CredentialEvent::Rejected { .. } => "rejected",
-    };
-    metrics
-        .credential_reloads
-        .get_or_create(&crate::metrics::CredentialLabels {
-            outcome: outcome.to_owned(),
-        })
-        .inc();
 }
 
 #[cfg(test)]

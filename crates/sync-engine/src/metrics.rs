@@ -547,6 +547,19 @@ impl Metrics {
         self.clients.add(label, health);
     }
 
+    /// Counts a credential reload or rejection (`konnector_credential_reloads_total`).
+    pub fn credential_event(&self, event: &cluster_topology::CredentialEvent) {
+        let outcome = match event {
+            cluster_topology::CredentialEvent::Reloaded { .. } => "reloaded",
+            cluster_topology::CredentialEvent::Rejected { .. } => "rejected",
+        };
+        self.credential_reloads
+            .get_or_create(&CredentialLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts a retry of a failed reconcile.
     pub fn retried(&self, controller: &str, class: &str) {
         self.retries

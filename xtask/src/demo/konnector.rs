@@ -25,13 +25,28 @@ pub fn build(repo: &Path) -> Result<PathBuf> {
 /// Like [`build`], with the release profile when `release` (what users run, and what a
 /// benchmark must measure).
 pub fn build_profile(repo: &Path, release: bool) -> Result<PathBuf> {
+    build_for(repo, release, None, &[])
+}
+
+/// Like [`build_profile`], for `target` (the host's when `None`), with `env` set for cargo (e.g.
+/// the C compiler of a cross target).
+pub fn build_for(
+    repo: &Path,
+    release: bool,
+    target: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(&cargo);
     command
         .args(["build", "--package", "konnector", "--bin", "konnector"])
-        .current_dir(repo);
+        .current_dir(repo)
+        .envs(env.iter().copied());
     if release {
         command.arg("--release");
+    }
+    if let Some(target) = target {
+        command.args(["--target", target]);
     }
     // `cargo run` gave this process xtask's package variables (CARGO_PKG_NAME,
     // CARGO_MANIFEST_DIR, ...). Build scripts such as ring's rerun when those change, so passing
@@ -58,7 +73,19 @@ pub fn build_profile(repo: &Path, release: bool) -> Result<PathBuf> {
     if !status.success() {
         bail!("`cargo build -p konnector` failed ({status})");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let bin = binary_path(repo, release, target);
+    if !bin.is_file() {
+        bail!(
+            "built the konnector but found no binary at {}",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Where cargo puts the konnector built for `target` (`CARGO_TARGET_DIR` honoured).
+pub fn binary_path(repo: &Path, release: bool, target: Option<&str>) -> PathBuf {
+    let mut dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|dir| {
             if dir.is_relative() {
@@ -68,16 +95,11 @@ pub fn build_profile(repo: &Path, release: bool) -> Result<PathBuf> {
             }
         })
         .unwrap_or_else(|| repo.join("target"));
-    let bin = target
-        .join(if release { "release" } else { "debug" })
-        .join(format!("konnector{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!(
-            "built the konnector but found no binary at {}",
-            bin.display()
-        );
+    if let Some(target) = target {
+        dir.push(target);
     }
-    Ok(bin)
+    dir.join(if release { "release" } else { "debug" })
+        .join(format!("konnector{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// The tail of a process's stdout and stderr, interleaved as the lines arrive.

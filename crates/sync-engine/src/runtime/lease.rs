@@ -38,6 +38,14 @@ pub enum Decision {
     Follow,
 }
 
+/// How long a Lease is valid without renewal: its `leaseDurationSeconds`, or ours.
+pub fn duration(spec: &LeaseSpec) -> Duration {
+    spec.lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(LEASE_DURATION)
+}
+
 /// The decision for `lease` given that its current content was first seen `unchanged_for` ago.
 pub fn decide(lease: Option<&Lease>, me: &str, unchanged_for: Duration) -> Decision {
     let Some(lease) = lease else {
@@ -48,12 +56,7 @@ pub fn decide(lease: Option<&Lease>, me: &str, unchanged_for: Duration) -> Decis
         Some(holder) if holder == me => Decision::Renew,
         None | Some("") => Decision::TakeOver,
         Some(_) => {
-            let duration = spec
-                .lease_duration_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs)
-                .unwrap_or(LEASE_DURATION);
-            if unchanged_for > duration {
+            if unchanged_for > duration(&spec) {
                 Decision::TakeOver
             } else {
                 Decision::Follow
